@@ -1,0 +1,159 @@
+//! The two body encodings of the Kinesis API: JSON 1.1 and CBOR 1.1. Answers go out in
+//! the encoding the request came in.
+
+use crate::error::{ApiError, ErrorCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+pub const CBOR_CONTENT_TYPE: &str = "application/x-amz-cbor-1.1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Cbor,
+}
+
+impl Format {
+    /// CBOR only when asked for; anything else (JSON 1.0/1.1, missing) is JSON.
+    pub fn from_content_type(content_type: Option<&str>) -> Format {
+        match content_type {
+            Some(ct) if ct.trim().starts_with("application/x-amz-cbor") => Format::Cbor,
+            _ => Format::Json,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => JSON_CONTENT_TYPE,
+            Format::Cbor => CBOR_CONTENT_TYPE,
+        }
+    }
+
+    /// Decode a request body; an empty body is an empty structure.
+    pub fn decode<T: DeserializeOwned>(self, body: &[u8]) -> Result<T, ApiError> {
+        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+            match self {
+                Format::Json => b"{}",
+                Format::Cbor => &[0xa0], // an empty CBOR map
+            }
+        } else {
+            body
+        };
+        match self {
+            Format::Json => serde_json::from_slice(body).map_err(|e| serialization(&e)),
+            Format::Cbor => ciborium::from_reader(body).map_err(|e| serialization(&e)),
+        }
+    }
+
+    pub fn encode<T: Serialize>(self, value: &T) -> Vec<u8> {
+        match self {
+            // Serializing our own model types into memory cannot fail.
+            Format::Json => serde_json::to_vec(value).expect("JSON encoding of a model value"),
+            Format::Cbor => {
+                let mut out = Vec::with_capacity(256);
+                ciborium::into_writer(value, &mut out).expect("CBOR encoding of a model value");
+                out
+            }
+        }
+    }
+
+    /// The body of an error answer: `{"__type": ..., "message": ...}`.
+    pub fn encode_error(self, err: &ApiError) -> Vec<u8> {
+        self.encode(&ErrorBody { r#type: err.code.as_str(), message: &err.message })
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "__type")]
+    r#type: &'a str,
+    message: &'a str,
+}
+
+fn serialization(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Serialization, format!("Request body could not be parsed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Blob, Timestamp};
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Sample {
+        data: Blob,
+        at: Timestamp,
+        key: String,
+    }
+
+    proptest! {
+        #[test]
+        fn both_formats_round_trip(data in proptest::collection::vec(any::<u8>(), 0..2048),
+                                   ms in 100_000_000_001i64..4_000_000_000_000, key in "\\PC{1,64}") {
+            let v = Sample { data: Blob(data.into()), at: Timestamp(ms), key };
+            for f in [Format::Json, Format::Cbor] {
+                let back: Sample = f.decode(&f.encode(&v)).unwrap();
+                prop_assert_eq!(&back, &v);
+            }
+        }
+
+        #[test]
+        fn garbage_is_a_serialization_error(body in proptest::collection::vec(any::<u8>(), 1..256)) {
+            for f in [Format::Json, Format::Cbor] {
+                if let Err(e) = f.decode::<Sample>(&body) {
+                    prop_assert!(matches!(e.code, ErrorCode::Serialization | ErrorCode::Validation));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_blob_is_base64_and_timestamp_is_seconds() {
+        let v = Sample { data: Blob(b"hi".as_slice().into()), at: Timestamp(1500), key: "k".into() };
+        let text = String::from_utf8(Format::Json.encode(&v)).unwrap();
+        assert_eq!(text, r#"{"Data":"aGk=","At":1.5,"Key":"k"}"#);
+    }
+
+    #[test]
+    fn cbor_timestamps_accept_seconds_millis_and_tag_1() {
+        #[derive(Deserialize)]
+        struct T {
+            t: Timestamp,
+        }
+        let enc = |v: ciborium::Value| {
+            let mut out = Vec::new();
+            ciborium::into_writer(&ciborium::Value::Map(vec![("t".into(), v)]), &mut out).unwrap();
+            out
+        };
+        let millis = 1_700_000_000_123i64;
+        let seconds: T = Format::Cbor.decode(&enc(ciborium::Value::Integer(1_700_000_000.into()))).unwrap();
+        assert_eq!(seconds.t, Timestamp(1_700_000_000_000));
+        let ms: T = Format::Cbor.decode(&enc(ciborium::Value::Integer(millis.into()))).unwrap();
+        assert_eq!(ms.t, Timestamp(millis));
+        let tagged = ciborium::Value::Tag(1, Box::new(ciborium::Value::Float(1_700_000_000.5)));
+        let tagged: T = Format::Cbor.decode(&enc(tagged)).unwrap();
+        assert_eq!(tagged.t, Timestamp(1_700_000_000_500));
+    }
+
+    #[test]
+    fn bad_base64_is_a_serialization_error() {
+        let err = Format::Json.decode::<Sample>(br#"{"Data":"!!","At":1,"Key":"k"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Serialization);
+        assert!(err.message.contains("base64"), "{}", err.message);
+    }
+
+    #[test]
+    fn empty_body_is_an_empty_structure() {
+        #[derive(Deserialize)]
+        struct Opt {
+            #[allow(dead_code)]
+            x: Option<u32>,
+        }
+        assert!(Format::Json.decode::<Opt>(b"").is_ok());
+        assert!(Format::Cbor.decode::<Opt>(b"").is_ok());
+    }
+}

@@ -1,0 +1,14 @@
+//! The Kinesis Data Streams wire model shared by streamfabric's binaries: operations and
+//! their shapes, error codes, the JSON 1.1 / CBOR 1.1 codecs, hash keys and sequence numbers.
+
+pub mod codec;
+pub mod error;
+pub mod hashkey;
+pub mod limits;
+pub mod model;
+pub mod names;
+pub mod sequence;
+pub mod types;
+
+pub use codec::Format;
+pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,21 @@
+//! AWS's documented limits, one source for validation and for defaults.
+
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
+pub const MAX_PUT_RECORDS_ENTRIES: usize = 500;
+pub const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
+pub const MIN_RETENTION_HOURS: i64 = 24;
+pub const MAX_RETENTION_HOURS: i64 = 8760;
+pub const DEFAULT_RETENTION_HOURS: i64 = 24;
+pub const MAX_GET_RECORDS_LIMIT: i64 = 10_000;
+pub const MAX_GET_RECORDS_BYTES: usize = 10 * 1024 * 1024;
+pub const MAX_LIST_SHARDS_RESULTS: i64 = 10_000;
+pub const MAX_LIST_STREAMS_LIMIT: i64 = 10_000;
+pub const MAX_DESCRIBE_STREAM_LIMIT: i64 = 10_000;
+pub const MAX_TAGS_PER_STREAM: usize = 50;
+pub const MAX_TAG_KEY_CHARS: usize = 128;
+pub const MAX_TAG_VALUE_CHARS: usize = 256;
+pub const SHARD_ITERATOR_TTL_SECS: i64 = 300;
+pub const DEFAULT_SHARD_LIMIT: i64 = 500;
+pub const DEFAULT_ON_DEMAND_SHARDS: u32 = 4;
+pub const ON_DEMAND_STREAM_LIMIT: i64 = 50;

@@ -87,40 +87,54 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Drains the queue group by group; runs on the blocking pool.
-pub(crate) fn run_writer(inner: &Inner) {
-    // If a commit panics, fail whoever is still queued and let the next append start a writer.
-    struct Reset<'a>(&'a Inner);
-    impl Drop for Reset<'_> {
-        fn drop(&mut self) {
-            let mut queue = lock(&self.0.queue);
-            queue.writer_running = false;
-            queue.pending.clear(); // dropping the senders wakes those appenders with an error
+/// The right (and duty) to drain the queue, moved into the blocking task. If it is dropped
+/// unfinished (a panic, or the runtime discarding the task), whoever is still queued gets an
+/// error and the next append starts a new writer.
+pub(crate) struct WriterTask {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl WriterTask {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        WriterTask { inner, finished: false }
+    }
+
+    /// Commits group after group until the queue is empty.
+    pub(crate) fn run(mut self) {
+        let mut group = Vec::new();
+        loop {
+            {
+                let mut queue = lock(&self.inner.queue);
+                if queue.pending.is_empty() {
+                    queue.writer_running = false;
+                    self.finished = true;
+                    return;
+                }
+                std::mem::swap(&mut queue.pending, &mut group);
+            }
+            match self.inner.commit_group(&group) {
+                Ok(appended) => {
+                    for (request, appended) in group.drain(..).zip(appended) {
+                        let _ = request.done.send(Ok(appended));
+                    }
+                }
+                Err(e) => {
+                    for request in group.drain(..) {
+                        let _ = request.done.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    }
+                }
+            }
         }
     }
-    let reset = Reset(inner);
-    let mut group = Vec::new();
-    loop {
-        {
-            let mut queue = lock(&inner.queue);
-            if queue.pending.is_empty() {
-                queue.writer_running = false;
-                std::mem::forget(reset);
-                return;
-            }
-            std::mem::swap(&mut queue.pending, &mut group);
-        }
-        match inner.commit_group(&group) {
-            Ok(appended) => {
-                for (request, appended) in group.drain(..).zip(appended) {
-                    let _ = request.done.send(Ok(appended));
-                }
-            }
-            Err(e) => {
-                for request in group.drain(..) {
-                    let _ = request.done.send(Err(io::Error::new(e.kind(), e.to_string())));
-                }
-            }
+}
+
+impl Drop for WriterTask {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut queue = lock(&self.inner.queue);
+            queue.writer_running = false;
+            queue.pending.clear(); // dropping the senders wakes those appenders with an error
         }
     }
 }
@@ -228,8 +242,9 @@ impl Inner {
             return Ok(());
         }
         let durable = !matches!(self.config.flush, FlushPolicy::Never);
-        if durable {
-            active.file.sync_data()?;
+        if durable && let Err(e) = active.file.sync_data() {
+            w.failed = Some(format!("sync failed: {e}"));
+            return Err(e);
         }
         let base = active.base_offset;
         let (meta, entries) = {

@@ -67,15 +67,20 @@ pub(crate) struct SegmentCursor {
     file: Arc<File>,
     pos: u64,
     limit: u64,
+    /// Bytes to read at the next refill; doubles up to `max_chunk` so short reads stay cheap
+    /// and long scans make few syscalls.
     chunk: usize,
+    max_chunk: usize,
     buf: Bytes,
     buf_pos: u64,
 }
 
 impl SegmentCursor {
-    /// `chunk` is how much to read at once; a record larger than that is read whole.
-    pub(crate) fn new(file: Arc<File>, pos: u64, limit: u64, chunk: usize) -> Self {
-        SegmentCursor { file, pos, limit, chunk: chunk.max(HEADER_LEN), buf: Bytes::new(), buf_pos: pos }
+    /// Reads `first_chunk` bytes at first, doubling per refill up to `max_chunk`; a record larger
+    /// than that is read whole.
+    pub(crate) fn new(file: Arc<File>, pos: u64, limit: u64, first_chunk: usize, max_chunk: usize) -> Self {
+        let chunk = first_chunk.max(HEADER_LEN);
+        SegmentCursor { file, pos, limit, chunk, max_chunk: max_chunk.max(chunk), buf: Bytes::new(), buf_pos: pos }
     }
 
     /// File position of the next record.
@@ -130,6 +135,7 @@ impl SegmentCursor {
             return Ok(self.buf.slice(skip..skip + n));
         }
         let want = (n.max(self.chunk) as u64).min(self.limit - self.pos) as usize;
+        self.chunk = (self.chunk * 2).min(self.max_chunk);
         let mut fresh = BytesMut::zeroed(want);
         self.file.read_exact_at(&mut fresh, self.pos)?;
         self.buf = fresh.freeze();

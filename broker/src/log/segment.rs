@@ -106,7 +106,7 @@ pub(crate) struct Scan {
 /// a cut-off record or an offset out of sequence ends the valid prefix.
 pub(crate) fn scan(file: Arc<File>, base_offset: u64, index_interval: u32) -> io::Result<Scan> {
     let file_len = file.metadata()?.len();
-    let mut cursor = SegmentCursor::new(file.clone(), 0, file_len, 1 << 20);
+    let mut cursor = SegmentCursor::new(file.clone(), 0, file_len, 1 << 20, 1 << 20);
     let mut segment = Segment::empty(base_offset, file);
     let mut builder = IndexBuilder::new(index_interval);
     let damage = loop {

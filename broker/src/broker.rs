@@ -1,0 +1,148 @@
+//! The broker: the catalog of streams, the token signer and the metrics, and the
+//! dispatch of each Kinesis operation to its handler in `ops`.
+
+use crate::catalog::meta::StreamStatus;
+use crate::catalog::{Catalog, Stream};
+use crate::config::{BrokerConfig, FlushSetting};
+use crate::log::{FlushPolicy, LogConfig};
+use crate::metrics::Metrics;
+use crate::throttle::ShardLimits;
+use crate::tokens::TokenSigner;
+use std::io;
+use std::sync::Arc;
+use streamfabric_api::model::Operation;
+use streamfabric_api::types::Timestamp;
+use streamfabric_api::{ApiError, Format};
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub catalog: Arc<Catalog>,
+    pub signer: TokenSigner,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    /// Open the data directory, recover every stream and finish what a crash interrupted.
+    pub fn open(config: BrokerConfig) -> io::Result<Arc<Broker>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let metrics = Arc::new(Metrics::new());
+        let log_config = LogConfig {
+            segment_max_bytes: config.segment_bytes,
+            segment_max_age: config.segment_age,
+            flush: match config.flush {
+                FlushSetting::Always => FlushPolicy::Always,
+                FlushSetting::Interval(d) => FlushPolicy::Interval(d),
+                FlushSetting::Never => FlushPolicy::Never,
+            },
+            ..LogConfig::default()
+        };
+        let limits = ShardLimits {
+            enforced: config.enforce_shard_limits,
+            write_bytes_per_sec: config.shard_write_bytes_per_sec,
+            write_records_per_sec: config.shard_write_records_per_sec,
+            read_bytes_per_sec: config.shard_read_bytes_per_sec,
+            read_calls_per_sec: config.shard_read_calls_per_sec,
+        };
+        let catalog = Arc::new(Catalog::open(config.data_dir.join("streams"), log_config, limits, metrics.clone())?);
+        let signer = TokenSigner::load_or_create(&config.data_dir.join("token.key"))?;
+        let broker = Arc::new(Broker { config, catalog, signer, metrics });
+        for stream in broker.catalog.all() {
+            match stream.status() {
+                StreamStatus::Deleting => broker.catalog.remove(&stream.name)?,
+                StreamStatus::Creating | StreamStatus::Updating => {
+                    stream.update_meta(|m| {
+                        m.status = StreamStatus::Active;
+                        Ok(())
+                    })
+                    .map_err(|e| io::Error::other(e.message))?;
+                }
+                StreamStatus::Active => {}
+            }
+        }
+        broker.enforce_retention(Timestamp::now().millis());
+        Ok(broker)
+    }
+
+    /// Background duties: retention. Runs until the runtime stops.
+    pub fn spawn_background(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        let every = self.config.retention_check;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(broker) = broker.upgrade() else { return };
+                let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
+            }
+        });
+    }
+
+    /// Make records older than each stream's retention unreadable and delete their segments.
+    pub fn enforce_retention(&self, now_ms: i64) {
+        for stream in self.catalog.all() {
+            let cutoff = now_ms - stream.meta().retention_hours * 3_600_000;
+            for shard in stream.shards() {
+                if let Err(e) = shard.log.trim_before(cutoff) {
+                    tracing::warn!(stream = %stream.name, shard = %shard.id, "retention: {e}");
+                }
+            }
+        }
+    }
+
+    /// Decode, run and encode one operation.
+    pub async fn call(&self, op: Operation, format: Format, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        macro_rules! run {
+            ($handler:ident) => {
+                format.encode(&self.$handler(format.decode(body)?).await?)
+            };
+        }
+        Ok(match op {
+            Operation::CreateStream => run!(create_stream),
+            Operation::DeleteStream => run!(delete_stream),
+            Operation::ListStreams => run!(list_streams),
+            Operation::DescribeStream => run!(describe_stream),
+            Operation::DescribeStreamSummary => run!(describe_stream_summary),
+            Operation::ListShards => run!(list_shards),
+            Operation::PutRecord => run!(put_record),
+            Operation::PutRecords => run!(put_records),
+            Operation::GetShardIterator => run!(get_shard_iterator),
+            Operation::GetRecords => run!(get_records),
+            Operation::IncreaseStreamRetentionPeriod => run!(increase_retention),
+            Operation::DecreaseStreamRetentionPeriod => run!(decrease_retention),
+            Operation::AddTagsToStream => run!(add_tags),
+            Operation::RemoveTagsFromStream => run!(remove_tags),
+            Operation::ListTagsForStream => run!(list_tags),
+            Operation::DescribeLimits => run!(describe_limits),
+        })
+    }
+
+    pub fn arn(&self, name: &str) -> String {
+        streamfabric_api::names::stream_arn(&self.config.region, &self.config.account, name)
+    }
+
+    pub fn not_found(&self, name: &str) -> ApiError {
+        ApiError::not_found(format!("Stream {name} under account {} not found.", self.config.account))
+    }
+
+    /// The stream named by StreamName or StreamARN (the ARN wins; both must agree).
+    pub fn resolve(&self, name: &Option<String>, arn: &Option<String>) -> Result<Arc<Stream>, ApiError> {
+        let name = crate::ops::validate::stream_name(name, arn)?;
+        self.catalog.get(&name).ok_or_else(|| self.not_found(&name))
+    }
+
+    /// Like `resolve`, for reads and writes of records: the stream must be ACTIVE or UPDATING.
+    pub fn resolve_serving(&self, name: &Option<String>, arn: &Option<String>) -> Result<Arc<Stream>, ApiError> {
+        let stream = self.resolve(name, arn)?;
+        let status = stream.status();
+        if !status.serves_data() {
+            return Err(ApiError::not_found(format!(
+                "Stream {} under account {} is {} and does not serve records now.",
+                stream.name,
+                self.config.account,
+                status.as_str()
+            )));
+        }
+        Ok(stream)
+    }
+}

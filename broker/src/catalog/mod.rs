@@ -1,0 +1,194 @@
+//! The streams this broker serves: their persisted descriptions and their open shard logs.
+
+pub mod meta;
+
+use crate::log::{LogConfig, ShardLog};
+use crate::metrics::{Metrics, ShardMetrics};
+use crate::throttle::{ShardLimits, ShardThrottle};
+use meta::{StreamMeta, StreamStatus};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use streamfabric_api::ApiError;
+use streamfabric_api::hashkey::HashRange;
+use streamfabric_api::names::shard_id;
+
+/// One shard as the data plane sees it.
+pub struct Shard {
+    pub index: u64,
+    pub id: String,
+    pub range: HashRange,
+    pub log: ShardLog,
+    pub throttle: ShardThrottle,
+    pub metrics: ShardMetrics,
+}
+
+pub struct Stream {
+    pub name: String,
+    pub incarnation: u64,
+    dir: PathBuf,
+    meta: Mutex<StreamMeta>,
+    /// Every shard, by index.
+    shards: BTreeMap<u64, Arc<Shard>>,
+    /// Open shards sorted by the start of their hash range, for routing.
+    open: Vec<Arc<Shard>>,
+}
+
+impl Stream {
+    pub fn meta(&self) -> StreamMeta {
+        self.meta.lock().unwrap().clone()
+    }
+
+    pub fn status(&self) -> StreamStatus {
+        self.meta.lock().unwrap().status
+    }
+
+    /// Change the description and persist it; on a failed write nothing changes.
+    pub fn update_meta<T>(&self, change: impl FnOnce(&mut StreamMeta) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut meta = self.meta.lock().unwrap();
+        let mut next = meta.clone();
+        let out = change(&mut next)?;
+        if next != *meta {
+            next.store(&meta_path(&self.dir)).map_err(|e| {
+                tracing::error!(stream = %self.name, "persisting stream description: {e}");
+                ApiError::internal("The stream description could not be persisted")
+            })?;
+            *meta = next;
+        }
+        Ok(out)
+    }
+
+    pub fn shard(&self, index: u64) -> Option<&Arc<Shard>> {
+        self.shards.get(&index)
+    }
+
+    pub fn shards(&self) -> impl Iterator<Item = &Arc<Shard>> {
+        self.shards.values()
+    }
+
+    /// The open shard whose hash range holds `key` (open ranges tile the key space).
+    pub fn route(&self, key: u128) -> &Arc<Shard> {
+        let at = self.open.partition_point(|s| s.range.start <= key);
+        &self.open[at.saturating_sub(1)]
+    }
+}
+
+fn meta_path(stream_dir: &Path) -> PathBuf {
+    stream_dir.join("meta.json")
+}
+
+fn shard_dir(stream_dir: &Path, index: u64) -> PathBuf {
+    stream_dir.join("shards").join(shard_id(index))
+}
+
+pub struct Catalog {
+    dir: PathBuf,
+    log_config: LogConfig,
+    limits: ShardLimits,
+    metrics: Arc<Metrics>,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+}
+
+impl Catalog {
+    /// Load every stream under `dir`, recovering each shard log.
+    pub fn open(dir: PathBuf, log_config: LogConfig, limits: ShardLimits, metrics: Arc<Metrics>) -> io::Result<Catalog> {
+        std::fs::create_dir_all(&dir)?;
+        let catalog = Catalog { dir, log_config, limits, metrics, streams: RwLock::new(BTreeMap::new()) };
+        let mut streams = BTreeMap::new();
+        for entry in std::fs::read_dir(&catalog.dir)? {
+            let stream_dir = entry?.path();
+            let path = meta_path(&stream_dir);
+            if !path.exists() {
+                // A creation that crashed before its description was durable: nothing was acknowledged.
+                tracing::warn!("removing incomplete stream directory {}", stream_dir.display());
+                std::fs::remove_dir_all(&stream_dir)?;
+                continue;
+            }
+            let meta = StreamMeta::load(&path)?;
+            let stream = catalog.open_stream(stream_dir, meta)?;
+            streams.insert(stream.name.clone(), Arc::new(stream));
+        }
+        *catalog.streams.write().unwrap() = streams;
+        catalog.metrics.streams.set(catalog.streams.read().unwrap().len() as i64);
+        Ok(catalog)
+    }
+
+    fn open_stream(&self, dir: PathBuf, meta: StreamMeta) -> io::Result<Stream> {
+        let mut shards = BTreeMap::new();
+        for s in &meta.shards {
+            let log = ShardLog::open(&shard_dir(&dir, s.index), self.log_config.clone())?;
+            let id = shard_id(s.index);
+            let shard = Shard {
+                index: s.index,
+                metrics: self.metrics.shard(&meta.name, &id),
+                id,
+                range: s.range,
+                log,
+                throttle: ShardThrottle::new(self.limits),
+            };
+            shards.insert(s.index, Arc::new(shard));
+        }
+        let mut open: Vec<Arc<Shard>> = meta
+            .shards
+            .iter()
+            .filter(|s| s.closed.is_none())
+            .map(|s| shards[&s.index].clone())
+            .collect();
+        open.sort_by_key(|s| s.range.start);
+        Ok(Stream { name: meta.name.clone(), incarnation: meta.incarnation, dir, meta: Mutex::new(meta), shards, open })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().unwrap().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn open_shard_count(&self) -> usize {
+        self.all().iter().map(|s| s.meta.lock().unwrap().open_shard_count()).sum()
+    }
+
+    /// Persist and open a new stream; refuses a name in use and a total beyond `shard_limit`.
+    pub fn create(&self, meta: StreamMeta, shard_limit: i64) -> Result<Arc<Stream>, ApiError> {
+        let mut streams = self.streams.write().unwrap();
+        if streams.contains_key(&meta.name) {
+            return Err(ApiError::in_use(format!("Stream {} already exists.", meta.name)));
+        }
+        let open: usize = streams.values().map(|s| s.meta.lock().unwrap().open_shard_count()).sum();
+        if open + meta.open_shard_count() > shard_limit as usize {
+            return Err(ApiError::limit(format!(
+                "This request would exceed the shard limit for the account: {open} shards are open, \
+                 {} more were requested and the limit is {shard_limit}.",
+                meta.open_shard_count()
+            )));
+        }
+        let dir = self.dir.join(&meta.name);
+        let created = meta.store(&meta_path(&dir)).and_then(|_| self.open_stream(dir.clone(), meta));
+        let stream = match created {
+            Ok(stream) => Arc::new(stream),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                tracing::error!("creating stream directory {}: {e}", dir.display());
+                return Err(ApiError::internal("The stream could not be created on disk"));
+            }
+        };
+        streams.insert(stream.name.clone(), stream.clone());
+        self.metrics.streams.set(streams.len() as i64);
+        Ok(stream)
+    }
+
+    /// Forget a stream and delete its files.
+    pub fn remove(&self, name: &str) -> io::Result<()> {
+        let Some(stream) = self.streams.write().unwrap().remove(name) else {
+            return Ok(());
+        };
+        self.metrics.streams.set(self.streams.read().unwrap().len() as i64);
+        for shard in stream.shards.values() {
+            self.metrics.forget_shard(&stream.name, &shard.id);
+        }
+        std::fs::remove_dir_all(&stream.dir)
+    }
+}

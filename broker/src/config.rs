@@ -1,0 +1,142 @@
+//! Broker configuration: flags with environment fallbacks, one source of defaults.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Args)]
+pub struct BrokerConfig {
+    /// Address of the Kinesis API.
+    #[arg(long, env = "STREAMFABRIC_LISTEN", default_value = "127.0.0.1:4567")]
+    pub listen: SocketAddr,
+
+    /// Address of /metrics, /healthz, /readyz and /stats.
+    #[arg(long, env = "STREAMFABRIC_ADMIN_LISTEN", default_value = "127.0.0.1:4568")]
+    pub admin_listen: SocketAddr,
+
+    /// Where streams, shard logs and the iterator key live.
+    #[arg(long, env = "STREAMFABRIC_DATA_DIR", default_value = "./streamfabric-data")]
+    pub data_dir: PathBuf,
+
+    /// When a write is acknowledged: `always` (fdatasync before the answer, shared by
+    /// concurrent writers), `interval:<ms>` (sync in the background every <ms>), or
+    /// `never` (the OS decides).
+    #[arg(long, env = "STREAMFABRIC_FLUSH", default_value = "always", value_parser = parse_flush)]
+    pub flush: FlushSetting,
+
+    /// Seal a shard's active segment at this size.
+    #[arg(long, env = "STREAMFABRIC_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub segment_bytes: u64,
+
+    /// ... or when its first record is this old.
+    #[arg(long, env = "STREAMFABRIC_SEGMENT_AGE", default_value = "1h", value_parser = parse_duration)]
+    pub segment_age: Duration,
+
+    /// How long a new stream stays CREATING (and a deleted one DELETING).
+    #[arg(long, env = "STREAMFABRIC_STATUS_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub status_delay: Duration,
+
+    /// How often expired records are trimmed.
+    #[arg(long, env = "STREAMFABRIC_RETENTION_CHECK", default_value = "60s", value_parser = parse_duration)]
+    pub retention_check: Duration,
+
+    /// Largest record data accepted, in bytes (AWS: 1 MiB, up to 10 MiB).
+    #[arg(long, env = "STREAMFABRIC_MAX_RECORD_BYTES", default_value_t = streamfabric_api::limits::DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
+
+    /// Open shards allowed across all streams (DescribeLimits' ShardLimit).
+    #[arg(long, env = "STREAMFABRIC_SHARD_LIMIT", default_value_t = streamfabric_api::limits::DEFAULT_SHARD_LIMIT)]
+    pub shard_limit: i64,
+
+    /// Answer writes and reads beyond the per-shard limits below with
+    /// ProvisionedThroughputExceededException, as AWS does.
+    #[arg(long, env = "STREAMFABRIC_ENFORCE_SHARD_LIMITS", default_value_t = false)]
+    pub enforce_shard_limits: bool,
+
+    #[arg(long, env = "STREAMFABRIC_SHARD_WRITE_BYTES", default_value_t = 1024 * 1024)]
+    pub shard_write_bytes_per_sec: u64,
+
+    #[arg(long, env = "STREAMFABRIC_SHARD_WRITE_RECORDS", default_value_t = 1000)]
+    pub shard_write_records_per_sec: u64,
+
+    #[arg(long, env = "STREAMFABRIC_SHARD_READ_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub shard_read_bytes_per_sec: u64,
+
+    #[arg(long, env = "STREAMFABRIC_SHARD_READ_CALLS", default_value_t = 5)]
+    pub shard_read_calls_per_sec: u64,
+
+    /// Region and account shown in stream ARNs.
+    #[arg(long, env = "STREAMFABRIC_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]
+    pub region: String,
+
+    #[arg(long, env = "STREAMFABRIC_ACCOUNT", default_value = streamfabric_api::names::DEFAULT_ACCOUNT)]
+    pub account: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushSetting {
+    Always,
+    Interval(Duration),
+    Never,
+}
+
+fn parse_flush(s: &str) -> Result<FlushSetting, String> {
+    match s {
+        "always" => Ok(FlushSetting::Always),
+        "never" => Ok(FlushSetting::Never),
+        _ => match s.strip_prefix("interval:") {
+            Some(ms) => ms
+                .parse::<u64>()
+                .map(|ms| FlushSetting::Interval(Duration::from_millis(ms)))
+                .map_err(|_| format!("interval:<ms> expects milliseconds, got {ms:?}")),
+            None => Err(format!("expected always, never or interval:<ms>, got {s:?}")),
+        },
+    }
+}
+
+/// `250ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("expected a duration such as 250ms, 30s, 5m or 1h, got {s:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+    }
+}
+
+impl BrokerConfig {
+    /// Defaults for tests and embedding: ephemeral ports on loopback, data under `dir`.
+    pub fn for_dir(dir: impl Into<PathBuf>) -> BrokerConfig {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: BrokerConfig,
+        }
+        let mut config = Wrapper::parse_from(["broker"]).config;
+        config.data_dir = dir.into();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin_listen = "127.0.0.1:0".parse().unwrap();
+        config.status_delay = Duration::from_millis(20);
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_flush_settings() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_flush("interval:5").unwrap(), FlushSetting::Interval(Duration::from_millis(5)));
+        assert!(parse_flush("sometimes").is_err());
+    }
+}

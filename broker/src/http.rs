@@ -1,0 +1,132 @@
+//! The HTTP front: `POST /` with `X-Amz-Target: Kinesis_20131202.<Operation>`, bodies in
+//! JSON 1.1 or CBOR 1.1, answers in the request's encoding; and the admin endpoints.
+
+use crate::broker::Broker;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use streamfabric_api::model::{Operation, TARGET_PREFIX};
+use streamfabric_api::{ApiError, ErrorCode, Format};
+use tokio::net::TcpListener;
+
+type Body = Full<Bytes>;
+
+/// Accept connections on `listener` forever, answering each request with `handler`.
+pub async fn serve<H, F>(listener: TcpListener, handler: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let handler = handler.clone();
+                async move { Ok::<_, Infallible>(handler(req).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+/// The largest request body read: PutRecords' 5 MiB of data grows by a third in base64,
+/// and a single record may be configured up to 10 MiB.
+fn body_limit(broker: &Broker) -> usize {
+    8 * 1024 * 1024 + broker.config.max_record_bytes * 2
+}
+
+pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let format = Format::from_content_type(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let operation = target.strip_prefix(TARGET_PREFIX).and_then(Operation::from_name);
+    let op_label = operation.map_or("unknown", Operation::name);
+
+    let outcome = match operation {
+        _ if req.method() != Method::POST => {
+            Err(ApiError::new(ErrorCode::UnknownOperation, "Only POST / is served; see X-Amz-Target."))
+        }
+        None => Err(ApiError::new(
+            ErrorCode::UnknownOperation,
+            format!("Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation> for a supported operation."),
+        )),
+        Some(op) => {
+            let limit = body_limit(&broker);
+            match Limited::new(req.into_body(), limit).collect().await {
+                Ok(body) => broker.call(op, format, &body.to_bytes()).await,
+                Err(_) => Err(ApiError::new(
+                    ErrorCode::Serialization,
+                    format!("The request body could not be read in full or exceeds {limit} bytes."),
+                )),
+            }
+        }
+    };
+
+    let (status, body) = match outcome {
+        Ok(body) => (StatusCode::OK, body),
+        Err(e) => {
+            if e.code == ErrorCode::InternalFailure {
+                tracing::error!(operation = op_label, "{}", e.message);
+            }
+            (StatusCode::from_u16(e.code.http_status()).unwrap(), format.encode_error(&e))
+        }
+    };
+    let code = if status == StatusCode::OK { "OK" } else { error_label(&body, format) };
+    broker.metrics.requests.with_label_values(&[op_label, code]).inc();
+    broker.metrics.request_seconds.with_label_values(&[op_label]).observe(started.elapsed().as_secs_f64());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, format.content_type())
+        .header("x-amzn-RequestId", request_id())
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// The error code of an encoded error body, for metrics (a static string, bounded labels).
+fn error_label(body: &[u8], format: Format) -> &'static str {
+    #[derive(serde::Deserialize)]
+    struct Code {
+        #[serde(rename = "__type")]
+        code: String,
+    }
+    format.decode::<Code>(body).ok().and_then(|c| ErrorCode::parse(&c.code)).map_or("Unknown", ErrorCode::as_str)
+}
+
+fn request_id() -> String {
+    let r: u128 = rand::random();
+    let h = format!("{r:032x}");
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// `/metrics`, `/healthz`, `/readyz`, `/stats`.
+pub async fn handle_admin(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", broker.metrics.render()),
+        "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        "/stats" => (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics, /healthz, /readyz or /stats\n".to_vec()),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}

@@ -1,0 +1,39 @@
+//! streamfabric's broker: the Kinesis Data Streams API on durable shard logs.
+
+pub mod broker;
+pub mod catalog;
+pub mod config;
+pub mod http;
+pub mod log;
+pub mod metrics;
+mod ops;
+pub mod stats;
+pub mod throttle;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+
+/// A broker serving on its API and admin addresses.
+pub struct Running {
+    pub broker: Arc<Broker>,
+    pub api_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+/// Open the data directory and start serving (on the current tokio runtime).
+pub async fn start(config: BrokerConfig) -> std::io::Result<Running> {
+    let api = TcpListener::bind(config.listen).await?;
+    let admin = TcpListener::bind(config.admin_listen).await?;
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await.map_err(std::io::Error::other)??;
+    broker.spawn_background();
+    let running = Running { api_addr: api.local_addr()?, admin_addr: admin.local_addr()?, broker: broker.clone() };
+    let b = broker.clone();
+    tokio::spawn(http::serve(api, move |req| http::handle_api(b.clone(), req)));
+    tokio::spawn(http::serve(admin, move |req| http::handle_admin(broker.clone(), req)));
+    Ok(running)
+}

@@ -1,0 +1,352 @@
+//! The per-shard durable log: an append-only sequence of records with contiguous offsets, stored
+//! as segment files `{base_offset:020}.log` (plus sealed segments' `.index` / `.timeindex`) in
+//! one directory.
+//!
+//! - `record`: on-disk record format (length prefix, CRC32C, offset, timestamp) and a reader.
+//! - `index`: sparse offset/time indexes, in memory and as files.
+//! - `segment`: segment files and the readers' view of each segment.
+//! - `recovery`: opening a directory, validating and truncating a torn tail.
+//! - `group_commit`: the append path (one write + one sync per group), rolling, background flush.
+//!
+//! Visibility rule: readers see a record only once its append is acknowledged, i.e. after the
+//! sync under `FlushPolicy::Always`. Record data is never cached; reads use positioned reads.
+
+mod group_commit;
+mod index;
+mod record;
+mod recovery;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use group_commit::{Queue, Request, Writer, WriterTask};
+use record::SegmentCursor;
+use segment::Segment;
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Seal (roll) the active segment when it reaches this size (checked before each group is
+    /// written, so a segment holds at most this much unless a single group is larger).
+    pub segment_max_bytes: u64,
+    /// ... or when its first record is this old (checked on append).
+    pub segment_max_age: Duration,
+    /// One sparse offset-index entry (and time-index entry) per this many bytes.
+    pub index_interval_bytes: u32,
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_max_bytes: 64 << 20,
+            segment_max_age: Duration::from_secs(3600),
+            index_interval_bytes: 4096,
+            flush: FlushPolicy::Always,
+        }
+    }
+}
+
+/// The durability choice, explicit: when an append is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// fdatasync before acknowledging (default). Concurrent appends share one sync (group commit).
+    Always,
+    /// Acknowledge after write(2); a background flusher syncs at this interval.
+    Interval(Duration),
+    /// Acknowledge after write(2); the OS decides when (tests, benchmarks).
+    Never,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRecord {
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+/// Records of one append get contiguous offsets starting here and one timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub first_offset: u64,
+    pub timestamp_ms: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    /// First visible offset (advanced by retention).
+    pub start_offset: u64,
+    /// Next offset to be assigned among visible (acknowledged) records.
+    pub end_offset: u64,
+    pub last_timestamp_ms: Option<i64>,
+}
+
+/// One shard's log. Cheap to clone; all clones share the same log.
+#[derive(Clone)]
+pub struct ShardLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    /// What readers see. Held only briefly; never across I/O.
+    state: Mutex<State>,
+    /// Serializes everything that changes files: group commits, rolls, trims, destroy.
+    writer: Mutex<Writer>,
+    queue: Mutex<Queue>,
+    /// Writes not yet synced (for the interval flusher).
+    unsynced: AtomicBool,
+    flusher: Mutex<Option<std::thread::Thread>>,
+    #[cfg(test)]
+    sync_hook: Mutex<Option<tests::SyncHook>>,
+}
+
+struct State {
+    /// Sealed segments and, last, the active one.
+    segments: BTreeMap<u64, Segment>,
+    start_offset: u64,
+    end_offset: u64,
+    last_ts: Option<i64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(flusher) = lock(&self.flusher).take() {
+            flusher.unpark();
+        }
+    }
+}
+
+/// Locks, ignoring poisoning: every critical section leaves the data consistent before any
+/// step that can panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn invalid_input(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+impl ShardLog {
+    /// Open (creating the directory if needed) and recover: a torn or corrupt tail of the last
+    /// segment is truncated to the last valid record (logged with a warning, not fatal); a missing
+    /// or damaged index file is rebuilt from the segment; nothing acknowledged is lost.
+    pub fn open(dir: &Path, config: LogConfig) -> io::Result<ShardLog> {
+        if config.index_interval_bytes == 0 || config.segment_max_bytes == 0 {
+            return Err(invalid_input("index_interval_bytes and segment_max_bytes must be positive".into()));
+        }
+        let recovered = recovery::recover(dir, config.index_interval_bytes)?;
+        let active = recovered.segments.values().next_back().expect("recovery leaves an active segment");
+        let last_ts = recovered.segments.values().rev().find_map(|s| s.last_ts);
+        let writer = Writer::new(active, recovered.active_builder, last_ts);
+        let state = State {
+            end_offset: active.end_offset,
+            start_offset: recovered.start_offset,
+            last_ts,
+            segments: recovered.segments,
+        };
+        let interval = match config.flush {
+            FlushPolicy::Interval(every) => Some(every),
+            _ => None,
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            config,
+            state: Mutex::new(state),
+            writer: Mutex::new(writer),
+            queue: Mutex::new(Queue::default()),
+            unsynced: AtomicBool::new(false),
+            flusher: Mutex::new(None),
+            #[cfg(test)]
+            sync_hook: Mutex::new(None),
+        });
+        if let Some(every) = interval {
+            group_commit::start_flusher(&inner, every)?;
+        }
+        Ok(ShardLog { inner })
+    }
+
+    /// Append a batch; resolves once durable under the flush policy. Concurrent callers are merged
+    /// into one write and one sync. An empty batch is rejected. If the future is dropped after
+    /// the batch was queued, the batch may still be written.
+    pub async fn append(&self, records: Vec<NewRecord>) -> io::Result<Appended> {
+        if records.is_empty() {
+            return Err(invalid_input("append of an empty batch".into()));
+        }
+        for r in &records {
+            if r.partition_key.len() > record::MAX_KEY_LEN || r.data.len() > record::MAX_DATA_LEN {
+                return Err(invalid_input(format!(
+                    "record too large: key {} bytes (max {}), data {} bytes (max {})",
+                    r.partition_key.len(),
+                    record::MAX_KEY_LEN,
+                    r.data.len(),
+                    record::MAX_DATA_LEN
+                )));
+            }
+        }
+        let (done, result) = oneshot::channel();
+        let start_writer = {
+            let mut queue = lock(&self.inner.queue);
+            queue.pending.push(Request { records, done });
+            !std::mem::replace(&mut queue.writer_running, true)
+        };
+        if start_writer {
+            let task = WriterTask::new(self.inner.clone());
+            tokio::task::spawn_blocking(move || task.run());
+        }
+        result.await.map_err(|_| io::Error::other("log writer stopped before answering"))?
+    }
+
+    /// Up to `max_records` visible records from `from` (or from the start offset, if later) whose
+    /// key+data bytes total at most `max_bytes`, but at least one if any is available.
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> io::Result<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = from;
+        // Start small (a reader may want one record) and let the cursor grow its reads.
+        let first_chunk = max_bytes.saturating_add(4096).clamp(4 << 10, 64 << 10);
+        while out.len() < max_records {
+            // Snapshot the segment holding `next` and its visible extent, then read unlocked.
+            let (mut cursor, seg_end) = {
+                let state = lock(&self.inner.state);
+                next = next.max(state.start_offset);
+                if next >= state.end_offset {
+                    break;
+                }
+                let Some(seg) = segment_at_or_after(&state.segments, next) else { break };
+                next = next.max(seg.base_offset);
+                let pos = seg.position_for_offset(next);
+                (SegmentCursor::new(seg.file.clone(), pos, seg.size, first_chunk, 1 << 20), seg.end_offset)
+            };
+            while let Some(rec) = cursor.next_record()? {
+                if rec.offset < next {
+                    continue; // the index points at or before `next`
+                }
+                let size = rec.key.len() + rec.data.len();
+                if !out.is_empty() && bytes + size > max_bytes {
+                    return Ok(out);
+                }
+                let partition_key = String::from_utf8(rec.key.to_vec())
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "partition key is not UTF-8"))?;
+                out.push(StoredRecord { offset: rec.offset, timestamp_ms: rec.timestamp_ms, partition_key, data: rec.data });
+                bytes += size;
+                if out.len() == max_records {
+                    return Ok(out);
+                }
+            }
+            next = seg_end;
+        }
+        Ok(out)
+    }
+
+    pub fn bounds(&self) -> LogBounds {
+        let state = lock(&self.inner.state);
+        LogBounds { start_offset: state.start_offset, end_offset: state.end_offset, last_timestamp_ms: state.last_ts }
+    }
+
+    /// First visible offset whose timestamp >= `ts_ms` (time index, then a short scan);
+    /// the end offset if there is none.
+    pub fn offset_at_timestamp(&self, ts_ms: i64) -> io::Result<u64> {
+        let (mut cursor, start, end) = {
+            let state = lock(&self.inner.state);
+            let start = state.start_offset;
+            let found = state
+                .segments
+                .values()
+                .find(|s| s.end_offset > start && s.last_ts.is_some_and(|last| last >= ts_ms));
+            let Some(seg) = found else { return Ok(state.end_offset) };
+            let cursor = SegmentCursor::new(seg.file.clone(), seg.position_for_time(ts_ms), seg.size, 8 << 10, 64 << 10);
+            (cursor, start, state.end_offset)
+        };
+        while let Some(rec) = cursor.next_record()? {
+            if rec.timestamp_ms >= ts_ms {
+                // Timestamps never decrease, so if this is before the start, the start qualifies.
+                return Ok(rec.offset.max(start));
+            }
+        }
+        Ok(end)
+    }
+
+    /// Retention: hide records with timestamp < `cutoff_ms` (the start offset advances to the
+    /// first record at or after it; it never moves back) and delete sealed segments wholly before
+    /// the new start. The start is persisted, so it survives a restart. Idempotent.
+    pub fn trim_before(&self, cutoff_ms: i64) -> io::Result<()> {
+        let w = lock(&self.inner.writer);
+        w.check_usable()?;
+        let target = self.offset_at_timestamp(cutoff_ms)?;
+        if target > lock(&self.inner.state).start_offset {
+            // Persist first: a crash after this only leaves segments that the next open removes.
+            recovery::write_start_offset(&self.inner.dir, target)?;
+        }
+        let doomed: Vec<u64> = {
+            let mut state = lock(&self.inner.state);
+            state.start_offset = state.start_offset.max(target);
+            let start = state.start_offset;
+            let doomed: Vec<u64> = state
+                .segments
+                .values()
+                .filter(|s| s.base_offset != w.active.base_offset && s.end_offset <= start)
+                .map(|s| s.base_offset)
+                .collect();
+            for base in &doomed {
+                state.segments.remove(base);
+            }
+            doomed
+        };
+        for base in doomed {
+            segment::delete_files(&self.inner.dir, base)?;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment now (a no-op if it is empty).
+    pub fn roll(&self) -> io::Result<()> {
+        let mut w = lock(&self.inner.writer);
+        w.check_usable()?;
+        self.inner.roll_locked(&mut w)
+    }
+
+    /// Remove every file of this log, and its directory if nothing else is in it. Other clones
+    /// of this log fail their appends afterwards and read nothing.
+    pub fn destroy(self) -> io::Result<()> {
+        let mut w = lock(&self.inner.writer);
+        w.failed = Some("log destroyed".into());
+        let bases: Vec<u64> = {
+            let mut state = lock(&self.inner.state);
+            state.start_offset = state.end_offset;
+            std::mem::take(&mut state.segments).into_keys().collect()
+        };
+        for base in bases {
+            segment::delete_files(&self.inner.dir, base)?;
+        }
+        recovery::remove_start_offset(&self.inner.dir)?;
+        match std::fs::remove_dir(&self.inner.dir) {
+            Err(e) if !matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The segment holding `offset`, or else the first one after it (segments may have gaps where a
+/// damaged sealed segment was cut short).
+fn segment_at_or_after(segments: &BTreeMap<u64, Segment>, offset: u64) -> Option<&Segment> {
+    let containing = segments.range(..=offset).next_back().map(|(_, s)| s).filter(|s| s.end_offset > offset);
+    containing.or_else(|| segments.range(offset + 1..).next().map(|(_, s)| s))
+}

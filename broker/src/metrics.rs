@@ -1,0 +1,120 @@
+//! Prometheus metrics of the broker, registered once; per-shard handles are resolved
+//! when a shard opens so that the data path never looks labels up.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub append_seconds: Histogram,
+    pub streams: IntGauge,
+    incoming_records: IntCounterVec,
+    incoming_bytes: IntCounterVec,
+    outgoing_records: IntCounterVec,
+    outgoing_bytes: IntCounterVec,
+    throttled: IntCounterVec,
+    millis_behind: IntGaugeVec,
+}
+
+/// The metric children of one shard.
+pub struct ShardMetrics {
+    pub incoming_records: IntCounter,
+    pub incoming_bytes: IntCounter,
+    pub outgoing_records: IntCounter,
+    pub outgoing_bytes: IntCounter,
+    pub write_throttled: IntCounter,
+    pub read_throttled: IntCounter,
+    pub millis_behind: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let shard = &["stream", "shard"];
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("streamfabric_request_seconds", "API request latency by operation").buckets(
+                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+            ),
+            &["operation"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(request_seconds.clone())).expect("metric registered once");
+        let append_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "streamfabric_append_seconds",
+                "Time for a batch to become durable in a shard log (write + group-committed sync)",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(append_seconds.clone())).expect("metric registered once");
+        let streams = IntGauge::new("streamfabric_streams", "Streams served").expect("valid metric");
+        registry.register(Box::new(streams.clone())).expect("metric registered once");
+        let millis_behind = IntGaugeVec::new(
+            Opts::new("streamfabric_iterator_age_millis", "MillisBehindLatest of the latest GetRecords per shard"),
+            shard,
+        )
+        .expect("valid metric");
+        registry.register(Box::new(millis_behind.clone())).expect("metric registered once");
+        Metrics {
+            requests: counter(&registry, "streamfabric_requests_total", "API requests by operation and result code", &["operation", "code"]),
+            request_seconds,
+            append_seconds,
+            streams,
+            incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
+            incoming_bytes: counter(&registry, "streamfabric_incoming_bytes_total", "Record bytes written (data and partition key)", shard),
+            outgoing_records: counter(&registry, "streamfabric_outgoing_records_total", "Records returned by GetRecords", shard),
+            outgoing_bytes: counter(&registry, "streamfabric_outgoing_bytes_total", "Record bytes returned by GetRecords", shard),
+            throttled: counter(&registry, "streamfabric_throttled_total", "Requests or records refused by a shard limit", &["stream", "shard", "direction"]),
+            millis_behind,
+            registry,
+        }
+    }
+
+    pub fn shard(&self, stream: &str, shard: &str) -> ShardMetrics {
+        let l = &[stream, shard];
+        ShardMetrics {
+            incoming_records: self.incoming_records.with_label_values(l),
+            incoming_bytes: self.incoming_bytes.with_label_values(l),
+            outgoing_records: self.outgoing_records.with_label_values(l),
+            outgoing_bytes: self.outgoing_bytes.with_label_values(l),
+            write_throttled: self.throttled.with_label_values(&[stream, shard, "write"]),
+            read_throttled: self.throttled.with_label_values(&[stream, shard, "read"]),
+            millis_behind: self.millis_behind.with_label_values(l),
+        }
+    }
+
+    /// Drop a deleted shard's series so that they stop being exported.
+    pub fn forget_shard(&self, stream: &str, shard: &str) {
+        let l = &[stream, shard];
+        for vec in [&self.incoming_records, &self.incoming_bytes, &self.outgoing_records, &self.outgoing_bytes] {
+            let _ = vec.remove_label_values(l);
+        }
+        let _ = self.throttled.remove_label_values(&[stream, shard, "write"]);
+        let _ = self.throttled.remove_label_values(&[stream, shard, "read"]);
+        let _ = self.millis_behind.remove_label_values(l);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding to memory");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,151 @@
+//! GetShardIterator and GetRecords.
+
+use super::shards::shard_index_arg;
+use super::validate::{self, bounded, required};
+use crate::broker::Broker;
+use crate::catalog::Shard;
+use crate::tokens::IteratorToken;
+use std::sync::Arc;
+use streamfabric_api::limits::{MAX_GET_RECORDS_BYTES, MAX_GET_RECORDS_LIMIT};
+use streamfabric_api::model::*;
+use streamfabric_api::sequence::SequenceNumber;
+use streamfabric_api::types::{Blob, Timestamp};
+use streamfabric_api::{ApiError, ErrorCode};
+
+const ITERATOR_TYPES: &[&str] = &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
+
+impl Broker {
+    fn shard_of(&self, stream: &crate::catalog::Stream, index: u64) -> Result<Arc<Shard>, ApiError> {
+        stream.shard(index).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Shard {} in stream {} under account {} does not exist.",
+                streamfabric_api::names::shard_id(index),
+                stream.name,
+                self.config.account
+            ))
+        })
+    }
+
+    pub(crate) async fn get_shard_iterator(&self, input: GetShardIteratorInput) -> Result<GetShardIteratorOutput, ApiError> {
+        let shard_id = required(&input.shard_id, "shardId")?;
+        let kind = validate::one_of("shardIteratorType", required(&input.shard_iterator_type, "shardIteratorType")?, ITERATOR_TYPES)?;
+        let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        let shard = self.shard_of(&stream, shard_index_arg("shardId", shard_id)?)?;
+        let bounds = shard.log.bounds();
+        let position = match kind {
+            "TRIM_HORIZON" => bounds.start_offset,
+            "LATEST" => bounds.end_offset,
+            "AT_TIMESTAMP" => {
+                let at = input.timestamp.ok_or_else(|| {
+                    ApiError::invalid("The timestamp must be specified for shardIteratorType AT_TIMESTAMP.")
+                })?;
+                shard.log.offset_at_timestamp(at.millis()).map_err(|e| {
+                    tracing::error!(shard = %shard.id, "time index lookup: {e}");
+                    ApiError::internal("The shard's time index could not be read.")
+                })?
+            }
+            _ => {
+                let given = input.starting_sequence_number.as_deref().ok_or_else(|| {
+                    ApiError::invalid(format!("StartingSequenceNumber must be specified for shardIteratorType {kind}."))
+                })?;
+                let seq = SequenceNumber::parse("startingSequenceNumber", given)?;
+                if seq.shard_index != shard.index {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                        streamfabric_api::names::shard_id(seq.shard_index),
+                        shard.id
+                    )));
+                }
+                if seq.offset >= bounds.end_offset {
+                    return Err(ApiError::invalid(format!(
+                        "StartingSequenceNumber {given} used in GetShardIterator on shard {} in stream {} under account {} has not been issued yet.",
+                        shard.id, stream.name, self.config.account
+                    )));
+                }
+                if kind == "AT_SEQUENCE_NUMBER" { seq.offset } else { seq.offset + 1 }
+            }
+        };
+        let token = IteratorToken {
+            stream: stream.name.clone(),
+            incarnation: stream.incarnation,
+            shard_index: shard.index,
+            position,
+            issued_ms: Timestamp::now().millis(),
+        };
+        Ok(GetShardIteratorOutput { shard_iterator: self.signer.iterator(&token) })
+    }
+
+    pub(crate) async fn get_records(&self, input: GetRecordsInput) -> Result<GetRecordsOutput, ApiError> {
+        let iterator = required(&input.shard_iterator, "shardIterator")?;
+        if iterator.is_empty() || iterator.len() > 512 {
+            return Err(ApiError::validation("shardIterator", iterator, "Member must have length between 1 and 512"));
+        }
+        let limit = bounded("limit", input.limit, 1, MAX_GET_RECORDS_LIMIT, MAX_GET_RECORDS_LIMIT)? as usize;
+        let now = Timestamp::now().millis();
+        let token = self.signer.parse_iterator(iterator, now)?;
+        if let Some(arn) = &input.stream_arn {
+            let named = validate::stream_name(&None, &Some(arn.clone()))?;
+            if named != token.stream {
+                return Err(ApiError::invalid(format!(
+                    "The ShardIterator belongs to stream {}, not to {arn}.",
+                    token.stream
+                )));
+            }
+        }
+        let stream = self.catalog.get(&token.stream).ok_or_else(|| self.not_found(&token.stream))?;
+        if stream.incarnation != token.incarnation {
+            return Err(ApiError::invalid(format!(
+                "The ShardIterator belongs to an earlier stream named {} that was deleted.",
+                token.stream
+            )));
+        }
+        if !stream.status().serves_data() {
+            return Err(self.not_found(&stream.name));
+        }
+        let shard = self.shard_of(&stream, token.shard_index)?;
+        if !shard.throttle.admit_read_call() {
+            shard.metrics.read_throttled.inc();
+            return Err(ApiError::new(
+                ErrorCode::ProvisionedThroughputExceeded,
+                format!("Rate exceeded for shard {} in stream {} under account {}.", shard.id, stream.name, self.config.account),
+            ));
+        }
+        let log = shard.log.clone();
+        let from = token.position;
+        let stored = tokio::task::spawn_blocking(move || log.read(from, limit, MAX_GET_RECORDS_BYTES))
+            .await
+            .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+            .map_err(|e| {
+                tracing::error!(shard = %shard.id, "read failed: {e}");
+                ApiError::internal("The records could not be read.")
+            })?;
+        let bounds = shard.log.bounds();
+        let next = stored.last().map_or(from.max(bounds.start_offset), |r| r.offset + 1);
+        let millis_behind = match stored.last() {
+            Some(last) if next < bounds.end_offset => (now - last.timestamp_ms).max(0),
+            _ => 0,
+        };
+        let bytes: usize = stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
+        shard.throttle.charge_read_bytes(bytes);
+        shard.metrics.outgoing_records.inc_by(stored.len() as u64);
+        shard.metrics.outgoing_bytes.inc_by(bytes as u64);
+        shard.metrics.millis_behind.set(millis_behind);
+        let records = stored
+            .into_iter()
+            .map(|r| Record {
+                sequence_number: SequenceNumber::new(shard.index, r.offset).to_string(),
+                approximate_arrival_timestamp: Timestamp(r.timestamp_ms),
+                data: Blob(r.data),
+                partition_key: r.partition_key,
+                encryption_type: None,
+            })
+            .collect();
+        let next_iterator = IteratorToken { position: next, issued_ms: now, ..token };
+        Ok(GetRecordsOutput {
+            records,
+            next_shard_iterator: Some(self.signer.iterator(&next_iterator)),
+            millis_behind_latest: millis_behind,
+            child_shards: None,
+        })
+    }
+}

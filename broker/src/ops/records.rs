@@ -1,0 +1,189 @@
+//! PutRecord and PutRecords: validate, route by hash key, append to shard logs, answer
+//! per record in request order.
+
+use super::validate;
+use crate::broker::Broker;
+use crate::catalog::{Shard, Stream};
+use crate::log::NewRecord;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Instant;
+use streamfabric_api::hashkey::{hash_of_partition_key, parse_explicit_hash_key};
+use streamfabric_api::limits::{MAX_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_ENTRIES};
+use streamfabric_api::model::*;
+use streamfabric_api::sequence::SequenceNumber;
+use streamfabric_api::types::Blob;
+use streamfabric_api::{ApiError, ErrorCode};
+
+/// A validated record on its way to a shard.
+struct Routed {
+    hash: u128,
+    key: String,
+    data: Blob,
+}
+
+/// Field paths for errors: `partitionKey` for PutRecord, `records.N.member.partitionKey`
+/// for entry N (1-based) of PutRecords.
+fn field(entry: Option<usize>, name: &str) -> String {
+    match entry {
+        Some(i) => format!("records.{}.member.{name}", i + 1),
+        None => name.to_string(),
+    }
+}
+
+/// Append to one shard and account for it.
+async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Result<u64, ApiError> {
+    let bytes: usize = records.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
+    let count = records.len() as u64;
+    let started = Instant::now();
+    let appended = shard.log.append(records).await.map_err(|e| {
+        tracing::error!(shard = %shard.id, "append failed: {e}");
+        ApiError::internal("The records could not be stored.")
+    })?;
+    metrics.append_seconds.observe(started.elapsed().as_secs_f64());
+    shard.metrics.incoming_records.inc_by(count);
+    shard.metrics.incoming_bytes.inc_by(bytes as u64);
+    Ok(appended.first_offset)
+}
+
+impl Broker {
+    fn validate_record(
+        &self,
+        entry: Option<usize>,
+        data: Option<Blob>,
+        key: Option<String>,
+        explicit_hash_key: Option<&str>,
+    ) -> Result<Routed, ApiError> {
+        let data = data.ok_or_else(|| ApiError::missing(&field(entry, "data")))?;
+        let key = key.ok_or_else(|| ApiError::missing(&field(entry, "partitionKey")))?;
+        validate::partition_key(&field(entry, "partitionKey"), &key)?;
+        validate::record_data(&field(entry, "data"), data.0.len(), self.config.max_record_bytes)?;
+        let hash = match explicit_hash_key {
+            Some(h) => parse_explicit_hash_key(&field(entry, "explicitHashKey"), h)?,
+            None => hash_of_partition_key(&key),
+        };
+        Ok(Routed { hash, key, data })
+    }
+
+    fn throttled(&self, stream: &Stream, shard: &Shard) -> ApiError {
+        ApiError::new(
+            ErrorCode::ProvisionedThroughputExceeded,
+            format!("Rate exceeded for shard {} in stream {} under account {}.", shard.id, stream.name, self.config.account),
+        )
+    }
+
+    pub(crate) async fn put_record(&self, input: PutRecordInput) -> Result<PutRecordOutput, ApiError> {
+        let routed = self.validate_record(None, input.data, input.partition_key, input.explicit_hash_key.as_deref())?;
+        if let Some(s) = &input.sequence_number_for_ordering {
+            // Ordering is per shard already; the value must still be well formed.
+            SequenceNumber::parse("sequenceNumberForOrdering", s)?;
+        }
+        let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        let shard = stream.route(routed.hash);
+        let size = routed.data.0.len() + routed.key.len();
+        if shard.throttle.admit_writes(std::iter::once(size)) == 0 {
+            shard.metrics.write_throttled.inc();
+            return Err(self.throttled(&stream, shard));
+        }
+        let offset = append(&self.metrics, shard, vec![NewRecord { partition_key: routed.key, data: routed.data.0 }]).await?;
+        Ok(PutRecordOutput {
+            shard_id: shard.id.clone(),
+            sequence_number: SequenceNumber::new(shard.index, offset).to_string(),
+            encryption_type: "NONE".into(),
+        })
+    }
+
+    pub(crate) async fn put_records(&self, input: PutRecordsInput) -> Result<PutRecordsOutput, ApiError> {
+        let entries = input.records.ok_or_else(|| ApiError::missing("records"))?;
+        if entries.is_empty() {
+            return Err(ApiError::validation("records", "[]", "Member must have length greater than or equal to 1"));
+        }
+        if entries.len() > MAX_PUT_RECORDS_ENTRIES {
+            return Err(ApiError::validation(
+                "records",
+                format!("<{} entries>", entries.len()),
+                &format!("Member must have length less than or equal to {MAX_PUT_RECORDS_ENTRIES}"),
+            ));
+        }
+        let total: usize = entries
+            .iter()
+            .map(|e| e.data.as_ref().map_or(0, |d| d.0.len()) + e.partition_key.as_ref().map_or(0, |k| k.len()))
+            .sum();
+        if total > MAX_PUT_RECORDS_BYTES {
+            return Err(ApiError::invalid(format!(
+                "Records size exceeds the limit: the request carries {total} bytes of data and partition keys; PutRecords accepts at most {MAX_PUT_RECORDS_BYTES} bytes (5 MiB)."
+            )));
+        }
+        let routed = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| self.validate_record(Some(i), e.data, e.partition_key, e.explicit_hash_key.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+
+        // Group by shard, keeping each record's position in the request.
+        let mut groups: Vec<(Arc<Shard>, Vec<usize>, Vec<NewRecord>)> = Vec::new();
+        for (i, r) in routed.into_iter().enumerate() {
+            let shard = stream.route(r.hash);
+            let g = match groups.iter().position(|g| Arc::ptr_eq(&g.0, shard)) {
+                Some(g) => g,
+                None => {
+                    groups.push((shard.clone(), Vec::new(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            groups[g].1.push(i);
+            groups[g].2.push(NewRecord { partition_key: r.key, data: r.data.0 });
+        }
+        let mut results = vec![PutRecordsResultEntry::default(); groups.iter().map(|g| g.1.len()).sum()];
+        let mut failed = 0;
+
+        // Shards append concurrently; each shard's batch is one group-commit member.
+        let mut appends = tokio::task::JoinSet::new();
+        for (shard, positions, mut records) in groups {
+            let admitted = shard.throttle.admit_writes(records.iter().map(|r| r.data.len() + r.partition_key.len()));
+            if admitted < records.len() {
+                let refused = records.len() - admitted;
+                shard.metrics.write_throttled.inc_by(refused as u64);
+                let err = self.throttled(&stream, &shard);
+                for &p in &positions[admitted..] {
+                    results[p].error_code = Some(err.code.as_str().into());
+                    results[p].error_message = Some(err.message.clone());
+                }
+                failed += refused;
+                records.truncate(admitted);
+            }
+            if records.is_empty() {
+                continue;
+            }
+            let metrics = self.metrics.clone();
+            appends.spawn(async move {
+                let outcome = append(&metrics, &shard, records).await;
+                (shard, positions, outcome)
+            });
+        }
+        while let Some(joined) = appends.join_next().await {
+            let (shard, positions, outcome) = joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
+            match outcome {
+                Ok(first) => {
+                    for (n, &p) in positions.iter().enumerate() {
+                        if results[p].error_code.is_none() {
+                            results[p].shard_id = Some(shard.id.clone());
+                            results[p].sequence_number = Some(SequenceNumber::new(shard.index, first + n as u64).to_string());
+                        }
+                    }
+                }
+                Err(e) => {
+                    for &p in &positions {
+                        if results[p].error_code.is_none() {
+                            results[p].error_code = Some(ErrorCode::InternalFailure.as_str().into());
+                            results[p].error_message = Some(e.message.clone());
+                            failed += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(PutRecordsOutput { failed_record_count: failed as i64, records: results, encryption_type: "NONE".into() })
+    }
+}

@@ -1,0 +1,272 @@
+//! Stream lifecycle: create, delete, list, describe, retention, account limits.
+
+use super::validate::{self, bounded, required};
+use crate::broker::Broker;
+use crate::catalog::Stream;
+use crate::catalog::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use streamfabric_api::hashkey::HashRange;
+use streamfabric_api::limits::*;
+use streamfabric_api::model::*;
+use streamfabric_api::names::validate_stream_name;
+use streamfabric_api::types::Timestamp;
+use streamfabric_api::{ApiError, ErrorCode};
+
+fn mode_details(mode: StreamMode) -> StreamModeDetails {
+    StreamModeDetails { stream_mode: Some(mode.as_str().to_string()) }
+}
+
+fn enhanced_monitoring() -> Vec<EnhancedMetrics> {
+    vec![EnhancedMetrics { shard_level_metrics: vec![] }]
+}
+
+impl Broker {
+    pub(crate) async fn create_stream(&self, input: CreateStreamInput) -> Result<Empty, ApiError> {
+        let name = required(&input.stream_name, "streamName")?;
+        validate_stream_name("streamName", name)?;
+        let mode = match input.stream_mode_details.as_ref().and_then(|d| d.stream_mode.as_deref()) {
+            None => StreamMode::Provisioned,
+            Some(m) => match validate::one_of("streamModeDetails.streamMode", m, &["PROVISIONED", "ON_DEMAND"])? {
+                "ON_DEMAND" => StreamMode::OnDemand,
+                _ => StreamMode::Provisioned,
+            },
+        };
+        let shard_count = match (mode, input.shard_count) {
+            (StreamMode::OnDemand, None) => DEFAULT_ON_DEMAND_SHARDS as i64,
+            (StreamMode::Provisioned, None) => return Err(ApiError::missing("shardCount")),
+            (_, Some(n)) => bounded("shardCount", Some(n), 1, self.config.shard_limit, 1)?,
+        };
+        let tags = input.tags.unwrap_or_default();
+        if tags.len() > MAX_TAGS_PER_STREAM {
+            return Err(ApiError::validation("tags", tags.len(), &format!("Member must have at most {MAX_TAGS_PER_STREAM} entries")));
+        }
+        for (k, v) in &tags {
+            validate::tag(k, v)?;
+        }
+        let now = Timestamp::now().millis();
+        let meta = StreamMeta {
+            name: name.clone(),
+            incarnation: rand::random(),
+            created_ms: now,
+            status: StreamStatus::Creating,
+            mode,
+            retention_hours: DEFAULT_RETENTION_HOURS,
+            tags,
+            shards: HashRange::uniform(shard_count as u32)
+                .into_iter()
+                .enumerate()
+                .map(|(i, range)| ShardMeta {
+                    index: i as u64,
+                    parent: None,
+                    adjacent_parent: None,
+                    range,
+                    created_ms: now,
+                    closed: None,
+                })
+                .collect(),
+        };
+        let stream = self.catalog.create(meta, self.config.shard_limit)?;
+        // CREATING for a moment, as in AWS, so that clients that wait for ACTIVE are exercised.
+        after(self.config.status_delay, move || {
+            let _ = stream.update_meta(|m| {
+                if m.status == StreamStatus::Creating {
+                    m.status = StreamStatus::Active;
+                }
+                Ok(())
+            });
+        });
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn delete_stream(&self, input: DeleteStreamInput) -> Result<Empty, ApiError> {
+        let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
+        stream.update_meta(|m| {
+            if m.status == StreamStatus::Creating {
+                return Err(ApiError::in_use(format!("Stream {} is being created; delete it once it is ACTIVE.", m.name)));
+            }
+            m.status = StreamStatus::Deleting;
+            Ok(())
+        })?;
+        // DELETING for a moment, as in AWS; then the files go.
+        let catalog = self.catalog.clone();
+        let name = stream.name.clone();
+        after(self.config.status_delay, move || {
+            if let Err(e) = catalog.remove(&name) {
+                tracing::error!(stream = %name, "deleting stream files: {e}");
+            }
+        });
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn list_streams(&self, input: ListStreamsInput) -> Result<ListStreamsOutput, ApiError> {
+        let limit = bounded("limit", input.limit, 1, MAX_LIST_STREAMS_LIMIT, 100)? as usize;
+        let after = match (&input.next_token, &input.exclusive_start_stream_name) {
+            (Some(token), _) => Some(self.parse_page_token(token, PageKind::Streams, "")?.0),
+            (None, Some(name)) => Some(name.clone()),
+            (None, None) => None,
+        };
+        let streams: Vec<Arc<Stream>> = self
+            .catalog
+            .all()
+            .into_iter()
+            .filter(|s| after.as_ref().is_none_or(|a| s.name.as_str() > a.as_str()))
+            .collect();
+        let has_more = streams.len() > limit;
+        let page = &streams[..streams.len().min(limit)];
+        let summaries: Vec<StreamSummary> = page
+            .iter()
+            .map(|s| {
+                let m = s.meta();
+                StreamSummary {
+                    stream_arn: self.arn(&m.name),
+                    stream_status: m.status.as_str().to_string(),
+                    stream_mode_details: mode_details(m.mode),
+                    stream_creation_timestamp: Timestamp(m.created_ms),
+                    stream_name: m.name,
+                }
+            })
+            .collect();
+        let next_token = has_more.then(|| self.page_token(PageKind::Streams, "", &page.last().unwrap().name));
+        Ok(ListStreamsOutput {
+            stream_names: summaries.iter().map(|s| s.stream_name.clone()).collect(),
+            has_more_streams: has_more,
+            next_token,
+            stream_summaries: summaries,
+        })
+    }
+
+    pub(crate) async fn describe_stream(&self, input: DescribeStreamInput) -> Result<DescribeStreamOutput, ApiError> {
+        let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
+        let limit = bounded("limit", input.limit, 1, MAX_DESCRIBE_STREAM_LIMIT, 100)? as usize;
+        let after = match &input.exclusive_start_shard_id {
+            Some(id) => Some(super::shards::shard_index_arg("exclusiveStartShardId", id)?),
+            None => None,
+        };
+        let m = stream.meta();
+        let mut shards: Vec<&ShardMeta> = m.shards.iter().filter(|s| after.is_none_or(|a| s.index > a)).collect();
+        let has_more = shards.len() > limit;
+        shards.truncate(limit);
+        Ok(DescribeStreamOutput {
+            stream_description: StreamDescription {
+                stream_arn: self.arn(&m.name),
+                stream_status: m.status.as_str().to_string(),
+                stream_mode_details: mode_details(m.mode),
+                shards: shards.into_iter().map(|s| super::shards::shard_model(&stream, s)).collect(),
+                has_more_shards: has_more,
+                retention_period_hours: m.retention_hours,
+                stream_creation_timestamp: Timestamp(m.created_ms),
+                enhanced_monitoring: enhanced_monitoring(),
+                encryption_type: "NONE".into(),
+                stream_name: m.name,
+            },
+        })
+    }
+
+    pub(crate) async fn describe_stream_summary(&self, input: StreamRef) -> Result<DescribeStreamSummaryOutput, ApiError> {
+        let m = self.resolve(&input.stream_name, &input.stream_arn)?.meta();
+        Ok(DescribeStreamSummaryOutput {
+            stream_description_summary: StreamDescriptionSummary {
+                stream_arn: self.arn(&m.name),
+                stream_status: m.status.as_str().to_string(),
+                stream_mode_details: mode_details(m.mode),
+                retention_period_hours: m.retention_hours,
+                stream_creation_timestamp: Timestamp(m.created_ms),
+                enhanced_monitoring: enhanced_monitoring(),
+                encryption_type: "NONE".into(),
+                open_shard_count: m.open_shard_count() as i64,
+                consumer_count: 0,
+                stream_name: m.name,
+            },
+        })
+    }
+
+    pub(crate) async fn increase_retention(&self, input: RetentionPeriodInput) -> Result<Empty, ApiError> {
+        self.change_retention(input, true)
+    }
+
+    pub(crate) async fn decrease_retention(&self, input: RetentionPeriodInput) -> Result<Empty, ApiError> {
+        self.change_retention(input, false)
+    }
+
+    fn change_retention(&self, input: RetentionPeriodInput, increase: bool) -> Result<Empty, ApiError> {
+        let hours = validate::retention_hours(input.retention_period_hours)?;
+        let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
+        stream.update_meta(|m| {
+            if m.status != StreamStatus::Active {
+                return Err(ApiError::in_use(format!("Stream {} is {}, not ACTIVE.", m.name, m.status.as_str())));
+            }
+            if increase && hours < m.retention_hours {
+                return Err(ApiError::invalid(format!(
+                    "Requested retention period ({hours} hours) for stream {} can not be shorter than existing retention period ({} hours). Use DecreaseRetentionPeriod API.",
+                    m.name, m.retention_hours
+                )));
+            }
+            if !increase && hours > m.retention_hours {
+                return Err(ApiError::invalid(format!(
+                    "Requested retention period ({hours} hours) for stream {} can not be longer than existing retention period ({} hours). Use IncreaseRetentionPeriod API.",
+                    m.name, m.retention_hours
+                )));
+            }
+            m.retention_hours = hours;
+            Ok(())
+        })?;
+        Ok(Empty {})
+    }
+
+    pub(crate) async fn describe_limits(&self, _input: Empty) -> Result<DescribeLimitsOutput, ApiError> {
+        let streams = self.catalog.all();
+        Ok(DescribeLimitsOutput {
+            shard_limit: self.config.shard_limit,
+            open_shard_count: streams.iter().map(|s| s.meta().open_shard_count() as i64).sum(),
+            on_demand_stream_count: streams.iter().filter(|s| s.meta().mode == StreamMode::OnDemand).count() as i64,
+            on_demand_stream_count_limit: ON_DEMAND_STREAM_LIMIT,
+        })
+    }
+}
+
+/// Run `f` on the blocking pool after `delay`.
+fn after(delay: Duration, f: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = tokio::task::spawn_blocking(f).await;
+    });
+}
+
+pub(crate) enum PageKind {
+    Streams = 2,
+    Shards = 3,
+}
+
+impl Broker {
+    /// A signed paging token: what the page was over (`scope`), where it stopped, and when.
+    pub(crate) fn page_token(&self, kind: PageKind, scope: &str, after: &str) -> String {
+        let mut p = vec![kind as u8];
+        p.extend_from_slice(&Timestamp::now().millis().to_be_bytes());
+        p.extend_from_slice(&(scope.len() as u32).to_be_bytes());
+        p.extend_from_slice(scope.as_bytes());
+        p.extend_from_slice(after.as_bytes());
+        self.signer.sign(&p)
+    }
+
+    /// The position of a paging token of `kind` over `scope`; (after, scope) as issued.
+    pub(crate) fn parse_page_token(&self, token: &str, kind: PageKind, expected_scope: &str) -> Result<(String, String), ApiError> {
+        let invalid = || ApiError::invalid("Invalid NextToken: it was not issued by this service for this operation.");
+        let p = self.signer.verify(token).ok_or_else(invalid)?;
+        if p.len() < 13 || p[0] != kind as u8 {
+            return Err(invalid());
+        }
+        let issued = i64::from_be_bytes(p[1..9].try_into().unwrap());
+        let scope_len = u32::from_be_bytes(p[9..13].try_into().unwrap()) as usize;
+        let scope = std::str::from_utf8(p.get(13..13 + scope_len).ok_or_else(invalid)?).map_err(|_| invalid())?;
+        let after = std::str::from_utf8(&p[13 + scope_len..]).map_err(|_| invalid())?;
+        if !expected_scope.is_empty() && scope != expected_scope {
+            return Err(invalid());
+        }
+        if Timestamp::now().millis() - issued > SHARD_ITERATOR_TTL_SECS * 1000 {
+            return Err(ApiError::new(ErrorCode::ExpiredNextToken, "The NextToken has expired; start the listing again."));
+        }
+        Ok((after.to_string(), scope.to_string()))
+    }
+
+}

@@ -1,0 +1,155 @@
+//! Opaque tokens handed to clients (shard iterators, paging tokens): a payload and an
+//! HMAC-SHA256 tag under a key the brokers share, so any broker can verify one and
+//! nobody can forge or alter one.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::io;
+use std::path::Path;
+use streamfabric_api::{ApiError, ErrorCode};
+
+const TAG_LEN: usize = 16;
+
+#[derive(Clone)]
+pub struct TokenSigner {
+    key: [u8; 32],
+}
+
+/// What a shard iterator says: where to read next, in which incarnation of which stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IteratorToken {
+    pub stream: String,
+    pub incarnation: u64,
+    pub shard_index: u64,
+    pub position: u64,
+    pub issued_ms: i64,
+}
+
+impl TokenSigner {
+    pub fn new(key: [u8; 32]) -> TokenSigner {
+        TokenSigner { key }
+    }
+
+    /// The key from `path`, created (random) on first start so that iterators stay valid
+    /// across restarts.
+    pub fn load_or_create(path: &Path) -> io::Result<TokenSigner> {
+        if let Ok(bytes) = std::fs::read(path) {
+            if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+                return Ok(TokenSigner { key });
+            }
+            tracing::warn!("{} is not a 32-byte key; writing a new one", path.display());
+        }
+        let key: [u8; 32] = rand::random();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, key)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(TokenSigner { key })
+    }
+
+    fn tag(&self, payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(payload);
+        mac.finalize().into_bytes()[..TAG_LEN].try_into().expect("tag length")
+    }
+
+    pub fn sign(&self, payload: &[u8]) -> String {
+        let mut bytes = payload.to_vec();
+        bytes.extend_from_slice(&self.tag(payload));
+        B64.encode(bytes)
+    }
+
+    /// The payload of a token we signed, or None.
+    pub fn verify(&self, token: &str) -> Option<Vec<u8>> {
+        let mut bytes = B64.decode(token).ok()?;
+        if bytes.len() < TAG_LEN {
+            return None;
+        }
+        let tag = bytes.split_off(bytes.len() - TAG_LEN);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(&bytes);
+        mac.verify_truncated_left(&tag).ok()?;
+        Some(bytes)
+    }
+
+    pub fn iterator(&self, it: &IteratorToken) -> String {
+        let mut p = Vec::with_capacity(33 + it.stream.len());
+        p.push(1u8); // token kind and version
+        p.extend_from_slice(&it.incarnation.to_be_bytes());
+        p.extend_from_slice(&it.shard_index.to_be_bytes());
+        p.extend_from_slice(&it.position.to_be_bytes());
+        p.extend_from_slice(&it.issued_ms.to_be_bytes());
+        p.extend_from_slice(it.stream.as_bytes());
+        self.sign(&p)
+    }
+
+    /// Verify a shard iterator and its age at `now_ms`.
+    pub fn parse_iterator(&self, token: &str, now_ms: i64) -> Result<IteratorToken, ApiError> {
+        let invalid = || ApiError::invalid("Invalid ShardIterator: it was not issued by this service or was altered.");
+        let p = self.verify(token).ok_or_else(invalid)?;
+        if p.len() < 33 || p[0] != 1 {
+            return Err(invalid());
+        }
+        let word = |i: usize| u64::from_be_bytes(p[1 + 8 * i..9 + 8 * i].try_into().unwrap());
+        let it = IteratorToken {
+            incarnation: word(0),
+            shard_index: word(1),
+            position: word(2),
+            issued_ms: word(3) as i64,
+            stream: String::from_utf8(p[33..].to_vec()).map_err(|_| invalid())?,
+        };
+        let ttl_ms = streamfabric_api::limits::SHARD_ITERATOR_TTL_SECS * 1000;
+        if now_ms - it.issued_ms > ttl_ms {
+            return Err(ApiError::new(
+                ErrorCode::ExpiredIterator,
+                format!(
+                    "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ttl_ms} milliseconds.",
+                    it.issued_ms, now_ms
+                ),
+            ));
+        }
+        Ok(it)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn token() -> IteratorToken {
+        IteratorToken { stream: "s".into(), incarnation: 7, shard_index: 3, position: 99, issued_ms: 1_000_000 }
+    }
+
+    #[test]
+    fn iterators_round_trip_and_expire() {
+        let signer = TokenSigner::new([9; 32]);
+        let t = signer.iterator(&token());
+        assert_eq!(signer.parse_iterator(&t, 1_000_000 + 300_000).unwrap(), token());
+        let e = signer.parse_iterator(&t, 1_000_000 + 300_001).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExpiredIterator);
+    }
+
+    #[test]
+    fn another_key_or_garbage_is_invalid() {
+        let t = TokenSigner::new([9; 32]).iterator(&token());
+        let other = TokenSigner::new([8; 32]);
+        assert_eq!(other.parse_iterator(&t, 1_000_000).unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(other.parse_iterator("", 0).unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(other.parse_iterator("not base64 !", 0).unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    proptest! {
+        #[test]
+        fn any_alteration_is_refused(flip in 0usize..64, bit in 0u8..8) {
+            let signer = TokenSigner::new([1; 32]);
+            let t = signer.iterator(&token());
+            let mut raw = B64.decode(&t).unwrap();
+            let at = flip % raw.len();
+            raw[at] ^= 1 << bit;
+            prop_assert!(signer.parse_iterator(&B64.encode(raw), 1_000_000).is_err());
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Shared by the integration tests: an in-process broker on ephemeral ports, a raw HTTP
+//! client for requests an SDK would refuse to send, and an AWS SDK client.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+use std::time::Duration;
+use streamfabric_broker::{BrokerConfig, Running};
+
+pub struct TestBroker {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn start() -> TestBroker {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(adjust: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::for_dir(dir.path());
+    adjust(&mut config);
+    let running = streamfabric_broker::start(config).await.unwrap();
+    TestBroker { running, dir }
+}
+
+impl TestBroker {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.running.api_addr)
+    }
+
+    pub fn sdk(&self) -> aws_sdk_kinesis::Client {
+        sdk_client(&self.endpoint())
+    }
+
+    /// POST a raw body; (status, content type, body).
+    pub async fn raw(&self, target: &str, content_type: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+        raw_post(self.running.api_addr, target, content_type, body).await
+    }
+
+    /// A JSON request; (status, parsed body).
+    pub async fn json(&self, op: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, _, bytes) =
+            self.raw(&format!("Kinesis_20131202.{op}"), "application/x-amz-json-1.1", serde_json::to_vec(&body).unwrap()).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// A JSON request that must fail with `code`; returns the message.
+    pub async fn expect_error(&self, op: &str, body: serde_json::Value, status: u16, code: &str) -> String {
+        let (got_status, answer) = self.json(op, body).await;
+        assert_eq!(got_status, status, "{op}: {answer}");
+        assert_eq!(answer["__type"], code, "{op}: {answer}");
+        answer["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub async fn create_stream(&self, name: &str, shards: i64) {
+        let (status, answer) = self.json("CreateStream", serde_json::json!({"StreamName": name, "ShardCount": shards})).await;
+        assert_eq!(status, 200, "{answer}");
+        wait_active(self, name).await;
+    }
+}
+
+pub async fn wait_active(broker: &TestBroker, name: &str) {
+    for _ in 0..200 {
+        let (_, answer) = broker.json("DescribeStreamSummary", serde_json::json!({"StreamName": name})).await;
+        if answer["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("stream {name} did not become ACTIVE");
+}
+
+pub async fn raw_post(addr: SocketAddr, target: &str, content_type: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/")
+        .header("host", addr.to_string())
+        .header("x-amz-target", target)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, ct, body)
+}
+
+pub fn sdk_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "streamfabric-tests"))
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}

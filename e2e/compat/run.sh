@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs the Kinesis compatibility scenarios (boto3, then AWS CLI) against a
+# running server:
+#
+#   bash e2e/compat/run.sh http://127.0.0.1:4567
+#
+# Installs the pinned Python tools first (cached; about a second when warm).
+# Ends with the combined "N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+
+endpoint="${1:?usage: $0 <endpoint, e.g. http://127.0.0.1:4567>}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+bin="$("$root/scripts/install-python-tools.sh" | tail -1)" || {
+    echo "run.sh: installing the Python tools failed" >&2
+    exit 2
+}
+export PATH="$bin:$PATH"
+
+passed=0
+failed=0
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+
+# run_scenario NAME COMMAND...: runs one scenario and adds its closing
+# "N passed, M failed" line to the totals; a scenario that dies without one
+# counts as one failure.
+run_scenario() {
+    local name="$1"; shift
+    echo "== $name"
+    "$@" 2>&1 | tee "$log"
+    local rc="${PIPESTATUS[0]}"
+    local summary
+    summary="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)"
+    if [[ -z "$summary" ]]; then
+        echo "run.sh: $name ended (exit $rc) without a summary line" >&2
+        failed=$((failed + 1))
+        return
+    fi
+    local p f
+    read -r p _ f _ <<<"${summary//,/}"
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if (( rc != 0 && f == 0 )); then
+        echo "run.sh: $name exited $rc" >&2
+        failed=$((failed + 1))
+    fi
+}
+
+run_scenario boto3 "$bin/python" "$here/boto3_scenario.py" --endpoint "$endpoint"
+run_scenario awscli bash "$here/awscli_scenario.sh" "$endpoint"
+
+echo "== total"
+echo "$passed passed, $failed failed"
+(( failed == 0 ))

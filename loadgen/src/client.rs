@@ -1,0 +1,328 @@
+//! One HTTP/1.1 keep-alive connection speaking Kinesis JSON 1.1. Requests carry a
+//! well-formed but unsigned SigV4 `Authorization` header: emulators insist on its presence
+//! and nothing verifies it, so signing would only add client cost to the measurement.
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use streamfabric_api::Format;
+use streamfabric_api::codec::JSON_CONTENT_TYPE;
+use streamfabric_api::model::{Operation, TARGET_PREFIX};
+use tokio::net::TcpStream;
+
+const REGION: &str = "us-east-1";
+const ACCESS_KEY: &str = "AKIDLOADGEN";
+/// 64 hex digits: the shape of a SigV4 signature.
+const FAKE_SIGNATURE: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
+
+/// Where requests go: `http://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host:port` to connect to.
+    pub addr: String,
+    /// The Host header.
+    pub host_header: String,
+}
+
+impl Endpoint {
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("bad --endpoint {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(format!(
+                    "bad --endpoint {url:?}: scheme {other} unsupported (plain http only)"
+                ));
+            }
+            None => return Err(format!("bad --endpoint {url:?}: expected http://host[:port]")),
+        }
+        let host = uri.host().ok_or_else(|| format!("bad --endpoint {url:?}: no host"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let host_header = match uri.port_u16() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        Ok(Endpoint {
+            addr: format!("{host}:{port}"),
+            host_header,
+        })
+    }
+}
+
+/// How a call failed. Only `Service` errors with a 5xx status or a throttling code are
+/// worth retrying; everything else aborts the run.
+#[derive(Debug)]
+pub enum CallError {
+    Service { status: u16, code: String, message: String },
+    Transport(String),
+    Timeout(Duration),
+    Decode(String),
+}
+
+impl CallError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            CallError::Service { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    pub fn is_throttle(&self) -> bool {
+        self.code().is_some_and(is_throttle_code)
+    }
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            CallError::Service { status, .. } => *status >= 500 || self.is_throttle(),
+            _ => false,
+        }
+    }
+}
+
+pub fn is_throttle_code(code: &str) -> bool {
+    matches!(code, "ProvisionedThroughputExceededException" | "ThrottlingException")
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Service { status, code, message } => write!(f, "HTTP {status} {code}: {message}"),
+            CallError::Transport(e) => write!(f, "transport error: {e}"),
+            CallError::Timeout(d) => write!(f, "no answer within {d:?}"),
+            CallError::Decode(e) => write!(f, "undecodable answer: {e}"),
+        }
+    }
+}
+
+/// Date and Authorization headers, rebuilt once a second rather than per request.
+struct AuthHeaders {
+    second: u64,
+    date: HeaderValue,
+    authorization: HeaderValue,
+}
+
+impl AuthHeaders {
+    fn at(second: u64) -> AuthHeaders {
+        let date = amz_date(second);
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/{}/{REGION}/kinesis/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature={FAKE_SIGNATURE}",
+            &date[..8]
+        );
+        AuthHeaders {
+            second,
+            date: HeaderValue::from_str(&date).expect("ASCII date"),
+            authorization: HeaderValue::from_str(&authorization).expect("ASCII header"),
+        }
+    }
+}
+
+pub struct Connection {
+    endpoint: Endpoint,
+    host: HeaderValue,
+    sender: SendRequest<Full<Bytes>>,
+    timeout: Duration,
+    auth: AuthHeaders,
+}
+
+impl Connection {
+    pub async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<Connection, CallError> {
+        let sender = handshake(endpoint, timeout).await?;
+        Ok(Connection {
+            endpoint: endpoint.clone(),
+            host: HeaderValue::from_str(&endpoint.host_header)
+                .map_err(|e| CallError::Transport(format!("bad host {:?}: {e}", endpoint.host_header)))?,
+            sender,
+            timeout,
+            auth: AuthHeaders::at(unix_seconds()),
+        })
+    }
+
+    /// Encode `input`, call `op`, decode the answer.
+    pub async fn call<I: Serialize, O: DeserializeOwned>(&mut self, op: Operation, input: &I) -> Result<O, CallError> {
+        let body = Format::Json.encode(input);
+        let answer = self.call_raw(op, body).await?;
+        decode(&answer)
+    }
+
+    /// Send an encoded body; a 2xx answer's body comes back, anything else is an error.
+    pub async fn call_raw(&mut self, op: Operation, body: Vec<u8>) -> Result<Bytes, CallError> {
+        // Servers close idle keep-alive connections (node's default is 5 s); nothing was in
+        // flight on a closed one, so reopening is safe for every operation.
+        if self.sender.is_closed() {
+            self.sender = handshake(&self.endpoint, self.timeout).await?;
+        }
+        let now = unix_seconds();
+        if now != self.auth.second {
+            self.auth = AuthHeaders::at(now);
+        }
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/")
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))
+            .header("x-amz-target", format!("{TARGET_PREFIX}{}", op.name()))
+            .header("x-amz-date", self.auth.date.clone())
+            .header(AUTHORIZATION, self.auth.authorization.clone())
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
+        let exchange = async {
+            self.sender
+                .ready()
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+            let response = self
+                .sender
+                .send_request(request)
+                .await
+                .map_err(|e| CallError::Transport(e.to_string()))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CallError::Transport(format!("reading answer: {e}")))?
+                .to_bytes();
+            Ok::<_, CallError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| CallError::Timeout(self.timeout))??;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(service_error(status.as_u16(), &body))
+        }
+    }
+}
+
+async fn handshake(endpoint: &Endpoint, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, CallError> {
+    let connect = async {
+        let stream = TcpStream::connect(&endpoint.addr).await?;
+        // Requests are written in one go; Nagle would only add latency.
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    };
+    let stream = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| CallError::Timeout(timeout))?
+        .map_err(|e| CallError::Transport(format!("connecting to {}: {e}", endpoint.addr)))?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+    tokio::spawn(async move {
+        // Its errors also surface on the sender side, where they are reported.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Decode an answer; an empty body (what some servers send for CreateStream) is `{}`.
+pub fn decode<O: DeserializeOwned>(body: &[u8]) -> Result<O, CallError> {
+    Format::Json.decode(body).map_err(|e| CallError::Decode(e.message))
+}
+
+/// `{"__type": "ns#Code", "message": "..."}`; the code may also be absent (a bare 5xx).
+fn service_error(status: u16, body: &[u8]) -> CallError {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
+    let code = text("__type").map(|t| t.rsplit('#').next().unwrap_or(&t).to_string());
+    let message = text("message").or_else(|| text("Message"));
+    CallError::Service {
+        status,
+        code: code.unwrap_or_else(|| format!("HTTP{status}")),
+        message: message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a Unix time.
+pub fn amz_date(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_date_formats_known_instants() {
+        assert_eq!(amz_date(0), "19700101T000000Z");
+        assert_eq!(amz_date(951_782_400), "20000229T000000Z");
+        assert_eq!(amz_date(1_700_000_000), "20231114T221320Z");
+        assert_eq!(amz_date(4_102_444_799), "20991231T235959Z");
+    }
+
+    #[test]
+    fn authorization_header_has_the_sigv4_shape() {
+        let h = AuthHeaders::at(1_700_000_000);
+        let auth = h.authorization.to_str().unwrap();
+        assert!(auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDLOADGEN/20231114/us-east-1/kinesis/aws4_request, "));
+        assert!(auth.contains("SignedHeaders=host;x-amz-date, Signature="));
+        let sig = auth.rsplit("Signature=").next().unwrap();
+        assert!(sig.len() == 64 && sig.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let e = Endpoint::parse("http://127.0.0.1:4567").unwrap();
+        assert_eq!(
+            (e.addr.as_str(), e.host_header.as_str()),
+            ("127.0.0.1:4567", "127.0.0.1:4567")
+        );
+        let e = Endpoint::parse("http://localhost/").unwrap();
+        assert_eq!((e.addr.as_str(), e.host_header.as_str()), ("localhost:80", "localhost"));
+        assert!(Endpoint::parse("https://127.0.0.1").is_err());
+        assert!(Endpoint::parse("127.0.0.1:4567").is_err());
+    }
+
+    #[test]
+    fn service_errors_are_classified() {
+        let e = service_error(
+            400,
+            br#"{"__type":"ProvisionedThroughputExceededException","message":"slow down"}"#,
+        );
+        assert!(e.is_throttle() && e.is_retriable());
+        let e = service_error(
+            400,
+            br#"{"__type":"com.amazon#ResourceNotFoundException","message":"no"}"#,
+        );
+        assert_eq!(e.code(), Some("ResourceNotFoundException"));
+        assert!(!e.is_retriable());
+        let e = service_error(503, b"busy");
+        assert!(e.is_retriable() && !e.is_throttle());
+    }
+}

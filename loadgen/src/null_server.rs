@@ -1,0 +1,265 @@
+//! A Kinesis endpoint that stores nothing, to measure the generator's own ceiling. Puts are
+//! parsed into the API model with serde_json and answered with fake sequence numbers, so its
+//! per-request cost is HTTP plus JSON parsing, as a fair lower bound for any real server.
+
+use crate::cli::NullServerArgs;
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use streamfabric_api::hashkey::HashRange;
+use streamfabric_api::model::*;
+use streamfabric_api::names::{shard_id, stream_arn};
+use streamfabric_api::sequence::SequenceNumber;
+use streamfabric_api::types::Timestamp;
+use streamfabric_api::{ApiError, ErrorCode, Format};
+use tokio::net::TcpListener;
+
+struct State {
+    shards: u32,
+    /// Source of the fake sequence numbers.
+    next_offset: AtomicU64,
+}
+
+pub async fn serve(args: NullServerArgs) -> Result<(), String> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("binding {}: {e}", args.listen))?;
+    println!("null-server listening on http://{} (stores nothing)", args.listen);
+    let state = Arc::new(State {
+        shards: args.shards,
+        next_offset: AtomicU64::new(0),
+    });
+    let accept = async {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Typically EMFILE; keep serving the connections already open.
+                    eprintln!("null-server: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(state.clone(), req));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    };
+    let limit = async {
+        match args.exit_after_secs {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = limit => println!("null-server: --exit-after-secs reached"),
+        _ = shutdown_signal() => println!("null-server: shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let op = req
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+        .and_then(Operation::from_name);
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(error(ApiError::new(
+                ErrorCode::Serialization,
+                format!("reading body: {e}"),
+            )));
+        }
+    };
+    let answer = match op {
+        Some(op) => answer(&state, op, &body),
+        None => Err(ApiError::new(
+            ErrorCode::UnknownOperation,
+            "missing or unknown X-Amz-Target",
+        )),
+    };
+    Ok(match answer {
+        Ok(body) => respond(StatusCode::OK, body),
+        Err(e) => error(e),
+    })
+}
+
+fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let json = Format::Json;
+    match op {
+        Operation::PutRecords => {
+            let input: PutRecordsInput = parse(body)?;
+            let n = input.records.map_or(0, |r| r.len());
+            let first = state.next_offset.fetch_add(n as u64, Ordering::Relaxed);
+            let records = (0..n as u64)
+                .map(|i| PutRecordsResultEntry {
+                    sequence_number: Some(SequenceNumber::new(0, first + i).to_string()),
+                    shard_id: Some(shard_id(0)),
+                    ..Default::default()
+                })
+                .collect();
+            Ok(json.encode(&PutRecordsOutput {
+                failed_record_count: 0,
+                records,
+                encryption_type: "NONE".into(),
+            }))
+        }
+        Operation::PutRecord => {
+            let _: PutRecordInput = parse(body)?;
+            let offset = state.next_offset.fetch_add(1, Ordering::Relaxed);
+            Ok(json.encode(&PutRecordOutput {
+                shard_id: shard_id(0),
+                sequence_number: SequenceNumber::new(0, offset).to_string(),
+                encryption_type: "NONE".into(),
+            }))
+        }
+        Operation::CreateStream | Operation::DeleteStream => Ok(json.encode(&Empty {})),
+        Operation::DescribeStreamSummary => {
+            let input: StreamRef = parse(body)?;
+            let name = input.stream_name.unwrap_or_else(|| "null".into());
+            Ok(json.encode(&DescribeStreamSummaryOutput {
+                stream_description_summary: StreamDescriptionSummary {
+                    stream_arn: stream_arn("us-east-1", "000000000000", &name),
+                    stream_name: name,
+                    stream_status: "ACTIVE".into(),
+                    stream_mode_details: StreamModeDetails {
+                        stream_mode: Some("PROVISIONED".into()),
+                    },
+                    retention_period_hours: 24,
+                    stream_creation_timestamp: Timestamp(0),
+                    enhanced_monitoring: vec![],
+                    encryption_type: "NONE".into(),
+                    open_shard_count: i64::from(state.shards),
+                    consumer_count: 0,
+                },
+            }))
+        }
+        Operation::ListShards => {
+            let shards = HashRange::uniform(state.shards)
+                .into_iter()
+                .enumerate()
+                .map(|(i, range)| Shard {
+                    shard_id: shard_id(i as u64),
+                    parent_shard_id: None,
+                    adjacent_parent_shard_id: None,
+                    hash_key_range: HashKeyRange {
+                        starting_hash_key: range.start.to_string(),
+                        ending_hash_key: range.end.to_string(),
+                    },
+                    sequence_number_range: SequenceNumberRange {
+                        starting_sequence_number: SequenceNumber::new(i as u64, 0).to_string(),
+                        ending_sequence_number: None,
+                    },
+                })
+                .collect();
+            Ok(json.encode(&ListShardsOutput {
+                shards,
+                next_token: None,
+            }))
+        }
+        other => Err(ApiError::invalid(format!(
+            "null-server stores nothing and does not serve {}; run without --drain/--verify",
+            other.name()
+        ))),
+    }
+}
+
+/// serde_json straight into the model types: the cost this server exists to measure.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Serialization,
+            format!("Request body could not be parsed: {e}"),
+        )
+    })
+}
+
+fn error(e: ApiError) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    respond(status, Format::Json.encode_error(&e))
+}
+
+fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static(Format::Json.content_type()),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answers::{PutRecordsAnswer, SummaryAnswer};
+
+    fn state() -> State {
+        State {
+            shards: 3,
+            next_offset: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn put_records_gets_one_result_per_entry() {
+        let input = PutRecordsInput {
+            stream_name: Some("s".into()),
+            stream_arn: None,
+            records: Some(vec![PutRecordsRequestEntry::default(); 5]),
+        };
+        let out = answer(&state(), Operation::PutRecords, &Format::Json.encode(&input)).unwrap();
+        let parsed: PutRecordsOutput = serde_json::from_slice(&out).unwrap();
+        assert_eq!((parsed.failed_record_count, parsed.records.len()), (0, 5));
+        let lenient: PutRecordsAnswer = serde_json::from_slice(&out).unwrap();
+        assert!(
+            lenient
+                .records
+                .iter()
+                .all(|r| r.error_code.is_none() && r.sequence_number.is_some())
+        );
+    }
+
+    #[test]
+    fn control_plane_answers_let_run_start() {
+        let s = state();
+        let summary = answer(&s, Operation::DescribeStreamSummary, br#"{"StreamName":"x"}"#).unwrap();
+        let summary: SummaryAnswer = serde_json::from_slice(&summary).unwrap();
+        assert_eq!(summary.stream_description_summary.stream_status, "ACTIVE");
+        let shards: ListShardsOutput =
+            serde_json::from_slice(&answer(&s, Operation::ListShards, b"{}").unwrap()).unwrap();
+        assert_eq!(shards.shards.len(), 3);
+        assert!(answer(&s, Operation::GetRecords, b"{}").is_err());
+        assert_eq!(
+            answer(&s, Operation::PutRecords, b"{not json").unwrap_err().code,
+            ErrorCode::Serialization
+        );
+    }
+}

@@ -54,10 +54,7 @@ impl HashRange {
         // floor(2^128 / n) without overflowing: 2^128 = u128::MAX + 1.
         let step = u128::MAX / n + u128::from(u128::MAX % n == n - 1);
         (0..n)
-            .map(|i| HashRange {
-                start: i * step,
-                end: if i + 1 == n { u128::MAX } else { (i + 1) * step - 1 },
-            })
+            .map(|i| HashRange { start: i * step, end: if i + 1 == n { u128::MAX } else { (i + 1) * step - 1 } })
             .collect()
     }
 }
@@ -78,10 +75,7 @@ mod tests {
     #[test]
     fn explicit_hash_key_bounds() {
         assert_eq!(parse_explicit_hash_key("k", "0").unwrap(), 0);
-        assert_eq!(
-            parse_explicit_hash_key("k", "340282366920938463463374607431768211455").unwrap(),
-            u128::MAX
-        );
+        assert_eq!(parse_explicit_hash_key("k", "340282366920938463463374607431768211455").unwrap(), u128::MAX);
         let over = parse_explicit_hash_key("k", "340282366920938463463374607431768211456").unwrap_err();
         assert_eq!(over.code, crate::ErrorCode::InvalidArgument);
         for bad in ["", "01", "-1", "1a", "1234567890123456789012345678901234567890"] {

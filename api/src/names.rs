@@ -8,11 +8,7 @@ pub const DEFAULT_ACCOUNT: &str = "000000000000";
 /// A stream name: 1..128 chars of `[a-zA-Z0-9_.-]`.
 pub fn validate_stream_name(field: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::validation(
-            field,
-            name,
-            "Member must have length between 1 and 128",
-        ));
+        return Err(ApiError::validation(field, name, "Member must have length between 1 and 128"));
     }
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-') {
         return Err(ApiError::validation(
@@ -38,14 +34,9 @@ pub fn stream_name_from_arn(arn: &str) -> Result<&str, ApiError> {
         )
     };
     let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("kinesis"), Some(_region), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("arn"), Some(partition), Some("kinesis"), Some(_region), Some(account), Some(resource)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(bad());
     };
     if !partition.starts_with("aws") || account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
@@ -79,7 +70,12 @@ mod tests {
         let arn = stream_arn(DEFAULT_REGION, DEFAULT_ACCOUNT, "orders.v1");
         assert_eq!(arn, "arn:aws:kinesis:us-east-1:000000000000:stream/orders.v1");
         assert_eq!(stream_name_from_arn(&arn).unwrap(), "orders.v1");
-        for bad in ["", "arn:aws:s3:::bucket", "arn:aws:kinesis:us-east-1:12:stream/x", "arn:aws:kinesis:r:000000000000:table/x"] {
+        for bad in [
+            "",
+            "arn:aws:s3:::bucket",
+            "arn:aws:kinesis:us-east-1:12:stream/x",
+            "arn:aws:kinesis:r:000000000000:table/x",
+        ] {
             assert!(stream_name_from_arn(bad).is_err(), "{bad}");
         }
     }

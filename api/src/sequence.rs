@@ -40,9 +40,7 @@ impl SequenceNumber {
             ));
         }
         if value.len() != LEN || !value.starts_with(MARKER) {
-            return Err(ApiError::invalid(format!(
-                "{field} {value} is not a sequence number issued by this stream"
-            )));
+            return Err(ApiError::invalid(format!("{field} {value} is not a sequence number issued by this stream")));
         }
         let shard_index = value[MARKER.len()..MARKER.len() + SHARD_DIGITS].parse().unwrap_or(0);
         let offset = value[MARKER.len() + SHARD_DIGITS..].parse().unwrap_or(0);

@@ -21,11 +21,7 @@ impl fmt::Debug for Blob {
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_str(&BASE64.encode(&self.0))
-        } else {
-            s.serialize_bytes(&self.0)
-        }
+        if s.is_human_readable() { s.serialize_str(&BASE64.encode(&self.0)) } else { s.serialize_bytes(&self.0) }
     }
 }
 
@@ -38,10 +34,7 @@ impl<'de> Deserialize<'de> for Blob {
                 f.write_str("a base64 string or a byte string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Blob, E> {
-                BASE64
-                    .decode(v)
-                    .map(|b| Blob(Bytes::from(b)))
-                    .map_err(|_| E::custom("Data is not valid base64"))
+                BASE64.decode(v).map(|b| Blob(Bytes::from(b))).map_err(|_| E::custom("Data is not valid base64"))
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Blob, E> {
                 Ok(Blob(Bytes::copy_from_slice(v)))
@@ -76,11 +69,7 @@ const CBOR_MILLIS_THRESHOLD: i64 = 100_000_000_000;
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() {
-            s.serialize_f64(self.0 as f64 / 1000.0)
-        } else {
-            s.serialize_i64(self.0)
-        }
+        if s.is_human_readable() { s.serialize_f64(self.0 as f64 / 1000.0) } else { s.serialize_i64(self.0) }
     }
 }
 

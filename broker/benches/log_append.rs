@@ -34,7 +34,11 @@ fn append(c: &mut Criterion) {
         let log = open(dir.path(), flush);
         group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function(format!("{name}/1_shard_1_in_flight"), |b| {
-            b.iter_batched(|| batch(&payload), |records| rt.block_on(log.append(records)).unwrap(), BatchSize::PerIteration)
+            b.iter_batched(
+                || batch(&payload),
+                |records| rt.block_on(log.append(records)).unwrap(),
+                BatchSize::PerIteration,
+            )
         });
 
         let dir = tempfile::tempdir().unwrap();

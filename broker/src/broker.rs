@@ -50,11 +50,12 @@ impl Broker {
             match stream.status() {
                 StreamStatus::Deleting => broker.catalog.remove(&stream.name)?,
                 StreamStatus::Creating | StreamStatus::Updating => {
-                    stream.update_meta(|m| {
-                        m.status = StreamStatus::Active;
-                        Ok(())
-                    })
-                    .map_err(|e| io::Error::other(e.message))?;
+                    stream
+                        .update_meta(|m| {
+                            m.status = StreamStatus::Active;
+                            Ok(())
+                        })
+                        .map_err(|e| io::Error::other(e.message))?;
                 }
                 StreamStatus::Active => {}
             }

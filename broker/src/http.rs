@@ -66,7 +66,9 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
         }
         None => Err(ApiError::new(
             ErrorCode::UnknownOperation,
-            format!("Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation> for a supported operation."),
+            format!(
+                "Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation> for a supported operation."
+            ),
         )),
         Some(op) => {
             let limit = body_limit(&broker);
@@ -121,7 +123,9 @@ pub async fn handle_admin(broker: Arc<Broker>, req: Request<Incoming>) -> Respon
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", broker.metrics.render()),
         "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        "/stats" => (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap()),
+        "/stats" => {
+            (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap())
+        }
         _ => (StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics, /healthz, /readyz or /stats\n".to_vec()),
     };
     Response::builder()

@@ -42,9 +42,9 @@ impl Metrics {
         let registry = Registry::new();
         let shard = &["stream", "shard"];
         let request_seconds = HistogramVec::new(
-            HistogramOpts::new("streamfabric_request_seconds", "API request latency by operation").buckets(
-                vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
-            ),
+            HistogramOpts::new("streamfabric_request_seconds", "API request latency by operation").buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["operation"],
         )
         .expect("valid metric");
@@ -67,15 +67,40 @@ impl Metrics {
         .expect("valid metric");
         registry.register(Box::new(millis_behind.clone())).expect("metric registered once");
         Metrics {
-            requests: counter(&registry, "streamfabric_requests_total", "API requests by operation and result code", &["operation", "code"]),
+            requests: counter(
+                &registry,
+                "streamfabric_requests_total",
+                "API requests by operation and result code",
+                &["operation", "code"],
+            ),
             request_seconds,
             append_seconds,
             streams,
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
-            incoming_bytes: counter(&registry, "streamfabric_incoming_bytes_total", "Record bytes written (data and partition key)", shard),
-            outgoing_records: counter(&registry, "streamfabric_outgoing_records_total", "Records returned by GetRecords", shard),
-            outgoing_bytes: counter(&registry, "streamfabric_outgoing_bytes_total", "Record bytes returned by GetRecords", shard),
-            throttled: counter(&registry, "streamfabric_throttled_total", "Requests or records refused by a shard limit", &["stream", "shard", "direction"]),
+            incoming_bytes: counter(
+                &registry,
+                "streamfabric_incoming_bytes_total",
+                "Record bytes written (data and partition key)",
+                shard,
+            ),
+            outgoing_records: counter(
+                &registry,
+                "streamfabric_outgoing_records_total",
+                "Records returned by GetRecords",
+                shard,
+            ),
+            outgoing_bytes: counter(
+                &registry,
+                "streamfabric_outgoing_bytes_total",
+                "Record bytes returned by GetRecords",
+                shard,
+            ),
+            throttled: counter(
+                &registry,
+                "streamfabric_throttled_total",
+                "Requests or records refused by a shard limit",
+                &["stream", "shard", "direction"],
+            ),
             millis_behind,
             registry,
         }

@@ -116,7 +116,13 @@ mod tests {
     use super::*;
 
     fn limits(enforced: bool) -> ShardLimits {
-        ShardLimits { enforced, write_bytes_per_sec: 1000, write_records_per_sec: 10, read_bytes_per_sec: 100, read_calls_per_sec: 2 }
+        ShardLimits {
+            enforced,
+            write_bytes_per_sec: 1000,
+            write_records_per_sec: 10,
+            read_bytes_per_sec: 100,
+            read_calls_per_sec: 2,
+        }
     }
 
     #[test]

@@ -17,7 +17,14 @@ fn random_key(rng: &mut impl Rng) -> String {
     (0..len).map(|_| rng.random_range(b'!'..=b'~') as char).collect()
 }
 
-async fn read_shard(client: &aws_sdk_kinesis::Client, stream: &str, shard: &str, kind: ShardIteratorType, seq: Option<&str>, at: Option<DateTime>) -> Vec<aws_sdk_kinesis::types::Record> {
+async fn read_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+    kind: ShardIteratorType,
+    seq: Option<&str>,
+    at: Option<DateTime>,
+) -> Vec<aws_sdk_kinesis::types::Record> {
     let mut it = client
         .get_shard_iterator()
         .stream_name(stream)
@@ -83,7 +90,9 @@ async fn ten_thousand_records_round_trip_through_the_sdk() {
             .collect();
         let entries = batch
             .iter()
-            .map(|(k, d)| PutRecordsRequestEntry::builder().partition_key(k).data(Blob::new(d.clone())).build().unwrap())
+            .map(|(k, d)| {
+                PutRecordsRequestEntry::builder().partition_key(k).data(Blob::new(d.clone())).build().unwrap()
+            })
             .collect();
         let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
         assert_eq!(out.failed_record_count(), Some(0));
@@ -96,7 +105,14 @@ async fn ten_thousand_records_round_trip_through_the_sdk() {
     for i in 0..1000 {
         let key = random_key(&mut rng);
         let data: Vec<u8> = format!("single-{i}").into_bytes();
-        let out = client.put_record().stream_name(stream).partition_key(&key).data(Blob::new(data.clone())).send().await.unwrap();
+        let out = client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(&key)
+            .data(Blob::new(data.clone()))
+            .send()
+            .await
+            .unwrap();
         remember(out.shard_id(), out.sequence_number(), key, data);
     }
     assert_eq!(acked.values().map(Vec::len).sum::<usize>(), 10_000);
@@ -123,25 +139,47 @@ async fn ten_thousand_records_round_trip_through_the_sdk() {
     // AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER start at and after a record.
     let (shard, records) = acked.iter().next().unwrap();
     let middle = &records[records.len() / 2];
-    let at = read_shard(&client, stream, shard, ShardIteratorType::AtSequenceNumber, Some(&middle.0.to_string()), None).await;
+    let at = read_shard(&client, stream, shard, ShardIteratorType::AtSequenceNumber, Some(&middle.0.to_string()), None)
+        .await;
     assert_eq!(at.len(), records.len() - records.len() / 2);
     assert_eq!(at[0].sequence_number(), middle.0.to_string());
-    let after = read_shard(&client, stream, shard, ShardIteratorType::AfterSequenceNumber, Some(&middle.0.to_string()), None).await;
+    let after =
+        read_shard(&client, stream, shard, ShardIteratorType::AfterSequenceNumber, Some(&middle.0.to_string()), None)
+            .await;
     assert_eq!(after.len(), at.len() - 1);
     assert_eq!(after[0].sequence_number(), at[1].sequence_number());
 
     // LATEST sees only what comes after it; AT_TIMESTAMP starts at the first record at or after the time.
-    let latest_it = client.get_shard_iterator().stream_name(stream).shard_id(shard).shard_iterator_type(ShardIteratorType::Latest).send().await.unwrap().shard_iterator.unwrap();
+    let latest_it = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::Latest)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
     let nothing = client.get_records().shard_iterator(&latest_it).send().await.unwrap();
     assert!(nothing.records().is_empty());
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let boundary = DateTime::from_millis(streamfabric_api::types::Timestamp::now().millis());
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    let key = (0..).map(|i| format!("latest-{i}")).find(|k| {
-        let h = u128::from_be_bytes(Md5::digest(k.as_bytes()).into());
-        ranges[shard].0 <= h && h <= ranges[shard].1
-    }).unwrap();
-    let fresh = client.put_record().stream_name(stream).partition_key(&key).data(Blob::new(b"fresh".to_vec())).send().await.unwrap();
+    let key = (0..)
+        .map(|i| format!("latest-{i}"))
+        .find(|k| {
+            let h = u128::from_be_bytes(Md5::digest(k.as_bytes()).into());
+            ranges[shard].0 <= h && h <= ranges[shard].1
+        })
+        .unwrap();
+    let fresh = client
+        .put_record()
+        .stream_name(stream)
+        .partition_key(&key)
+        .data(Blob::new(b"fresh".to_vec()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fresh.shard_id(), shard);
     let seen = client.get_records().shard_iterator(nothing.next_shard_iterator().unwrap()).send().await.unwrap();
     assert_eq!(seen.records().len(), 1);
@@ -165,7 +203,14 @@ async fn ten_thousand_records_round_trip_through_the_sdk() {
     let mut described = Vec::new();
     let mut start: Option<String> = None;
     loop {
-        let d = client.describe_stream().stream_name(stream).limit(1).set_exclusive_start_shard_id(start.clone()).send().await.unwrap();
+        let d = client
+            .describe_stream()
+            .stream_name(stream)
+            .limit(1)
+            .set_exclusive_start_shard_id(start.clone())
+            .send()
+            .await
+            .unwrap();
         let desc = d.stream_description().unwrap();
         described.extend(desc.shards().iter().map(|s| s.shard_id().to_string()));
         if !desc.has_more_shards() {

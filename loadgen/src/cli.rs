@@ -126,6 +126,13 @@ pub struct NullServerArgs {
     /// Exit after this many seconds (default: run until Ctrl-C / SIGTERM).
     #[arg(long)]
     pub exit_after_secs: Option<u64>,
+    /// Fault injection for exercising `run`'s retry paths: fail this percentage of
+    /// PutRecords entries with ProvisionedThroughputExceededException.
+    #[arg(long, default_value_t = 0.0)]
+    pub entry_failure_percent: f64,
+    /// Fault injection: answer this percentage of puts with HTTP 503 ServiceUnavailable.
+    #[arg(long, default_value_t = 0.0)]
+    pub request_failure_percent: f64,
 }
 
 #[cfg(test)]
@@ -145,10 +152,7 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let a = parse(&[]).validate().unwrap();
         assert_eq!(a.endpoint, "http://127.0.0.1:4567");
-        assert_eq!(
-            (a.shards, a.connections, a.records, a.duration_secs),
-            (4, 8, 1_000_000, 60)
-        );
+        assert_eq!((a.shards, a.connections, a.records, a.duration_secs), (4, 8, 1_000_000, 60));
         assert_eq!((a.record_size, a.batch_size, a.rate), (100, 500, None));
         assert!(!a.drain && !a.verify && !a.delete);
     }
@@ -158,16 +162,8 @@ mod tests {
         assert!(parse(&["--verify"]).validate().unwrap().drain);
         assert!(parse(&["--record-size", "7"]).validate().is_err());
         assert!(parse(&["--batch-size", "501"]).validate().is_err());
-        assert!(
-            parse(&["--batch-size", "500", "--record-size", "20000"])
-                .validate()
-                .is_err()
-        );
-        assert!(
-            parse(&["--batch-size", "1", "--record-size", "1048576"])
-                .validate()
-                .is_ok()
-        );
+        assert!(parse(&["--batch-size", "500", "--record-size", "20000"]).validate().is_err());
+        assert!(parse(&["--batch-size", "1", "--record-size", "1048576"]).validate().is_ok());
         assert!(parse(&["--rate", "0"]).validate().is_err());
     }
 }

@@ -37,9 +37,7 @@ impl Endpoint {
         match uri.scheme_str() {
             Some("http") => {}
             Some(other) => {
-                return Err(format!(
-                    "bad --endpoint {url:?}: scheme {other} unsupported (plain http only)"
-                ));
+                return Err(format!("bad --endpoint {url:?}: scheme {other} unsupported (plain http only)"));
             }
             None => return Err(format!("bad --endpoint {url:?}: expected http://host[:port]")),
         }
@@ -49,10 +47,7 @@ impl Endpoint {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        Ok(Endpoint {
-            addr: format!("{host}:{port}"),
-            host_header,
-        })
+        Ok(Endpoint { addr: format!("{host}:{port}"), host_header })
     }
 }
 
@@ -172,15 +167,8 @@ impl Connection {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
         let exchange = async {
-            self.sender
-                .ready()
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?;
-            let response = self
-                .sender
-                .send_request(request)
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?;
+            self.sender.ready().await.map_err(|e| CallError::Transport(e.to_string()))?;
+            let response = self.sender.send_request(request).await.map_err(|e| CallError::Transport(e.to_string()))?;
             let status = response.status();
             let body = response
                 .into_body()
@@ -190,14 +178,9 @@ impl Connection {
                 .to_bytes();
             Ok::<_, CallError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| CallError::Timeout(self.timeout))??;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(service_error(status.as_u16(), &body))
-        }
+        let (status, body) =
+            tokio::time::timeout(self.timeout, exchange).await.map_err(|_| CallError::Timeout(self.timeout))??;
+        if status.is_success() { Ok(body) } else { Err(service_error(status.as_u16(), &body)) }
     }
 }
 
@@ -212,9 +195,8 @@ async fn handshake(endpoint: &Endpoint, timeout: Duration) -> Result<SendRequest
         .await
         .map_err(|_| CallError::Timeout(timeout))?
         .map_err(|e| CallError::Transport(format!("connecting to {}: {e}", endpoint.addr)))?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| CallError::Transport(e.to_string()))?;
+    let (sender, connection) =
+        http1::handshake(TokioIo::new(stream)).await.map_err(|e| CallError::Transport(e.to_string()))?;
     tokio::spawn(async move {
         // Its errors also surface on the sender side, where they are reported.
         let _ = connection.await;
@@ -241,10 +223,7 @@ fn service_error(status: u16, body: &[u8]) -> CallError {
 }
 
 fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time.
@@ -252,12 +231,7 @@ pub fn amz_date(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
     let rem = unix_secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -299,10 +273,7 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         let e = Endpoint::parse("http://127.0.0.1:4567").unwrap();
-        assert_eq!(
-            (e.addr.as_str(), e.host_header.as_str()),
-            ("127.0.0.1:4567", "127.0.0.1:4567")
-        );
+        assert_eq!((e.addr.as_str(), e.host_header.as_str()), ("127.0.0.1:4567", "127.0.0.1:4567"));
         let e = Endpoint::parse("http://localhost/").unwrap();
         assert_eq!((e.addr.as_str(), e.host_header.as_str()), ("localhost:80", "localhost"));
         assert!(Endpoint::parse("https://127.0.0.1").is_err());
@@ -311,15 +282,9 @@ mod tests {
 
     #[test]
     fn service_errors_are_classified() {
-        let e = service_error(
-            400,
-            br#"{"__type":"ProvisionedThroughputExceededException","message":"slow down"}"#,
-        );
+        let e = service_error(400, br#"{"__type":"ProvisionedThroughputExceededException","message":"slow down"}"#);
         assert!(e.is_throttle() && e.is_retriable());
-        let e = service_error(
-            400,
-            br#"{"__type":"com.amazon#ResourceNotFoundException","message":"no"}"#,
-        );
+        let e = service_error(400, br#"{"__type":"com.amazon#ResourceNotFoundException","message":"no"}"#);
         assert_eq!(e.code(), Some("ResourceNotFoundException"));
         assert!(!e.is_retriable());
         let e = service_error(503, b"busy");

@@ -48,16 +48,12 @@ pub async fn drain(
         let (endpoint, stream, permits) = (endpoint.clone(), stream.to_string(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            let mut conn = Connection::open(&endpoint, request_timeout)
-                .await
-                .map_err(|e| format!("opening connection: {e}"))?;
+            let mut conn =
+                Connection::open(&endpoint, request_timeout).await.map_err(|e| format!("opening connection: {e}"))?;
             drain_shard(&mut conn, &stream, &shard, collect_ids, deadline).await
         });
     }
-    let mut total = DrainStats {
-        shards: shard_count,
-        ..Default::default()
-    };
+    let mut total = DrainStats { shards: shard_count, ..Default::default() };
     while let Some(joined) = tasks.join_next().await {
         match joined.map_err(|e| format!("drain task failed: {e}"))? {
             Ok(s) => {
@@ -85,10 +81,7 @@ async fn drain_shard(
     collect_ids: bool,
     deadline: Instant,
 ) -> Result<DrainStats, String> {
-    let mut stats = DrainStats {
-        shards: 1,
-        ..Default::default()
-    };
+    let mut stats = DrainStats { shards: 1, ..Default::default() };
     let mut last_sequence: Option<String> = None;
     let mut iterator = shard_iterator(conn, stream, shard, None).await?;
     let mut failures = 0;
@@ -148,23 +141,13 @@ async fn shard_iterator(
     let input = GetShardIteratorInput {
         stream_name: Some(stream.to_string()),
         shard_id: Some(shard.to_string()),
-        shard_iterator_type: Some(
-            if after.is_some() {
-                "AFTER_SEQUENCE_NUMBER"
-            } else {
-                "TRIM_HORIZON"
-            }
-            .to_string(),
-        ),
+        shard_iterator_type: Some(if after.is_some() { "AFTER_SEQUENCE_NUMBER" } else { "TRIM_HORIZON" }.to_string()),
         starting_sequence_number: after.map(str::to_string),
         ..Default::default()
     };
     let mut attempt = 0;
     loop {
-        match conn
-            .call::<_, GetShardIteratorOutput>(Operation::GetShardIterator, &input)
-            .await
-        {
+        match conn.call::<_, GetShardIteratorOutput>(Operation::GetShardIterator, &input).await {
             Ok(out) => return Ok(out.shard_iterator),
             Err(e) if e.is_retriable() && attempt + 1 < MAX_CONSECUTIVE_FAILURES => {
                 tokio::time::sleep(backoff(attempt)).await;

@@ -31,9 +31,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
-        Command::NullServer(args) => runtime
-            .block_on(null_server::serve(args))
-            .map(|()| run::Outcome::Success),
+        Command::NullServer(args) => runtime.block_on(null_server::serve(args)).map(|()| run::Outcome::Success),
     };
     // Worker tasks aborted on an error may still hold connections; do not wait for them.
     runtime.shutdown_background();

@@ -28,16 +28,19 @@ struct State {
     shards: u32,
     /// Source of the fake sequence numbers.
     next_offset: AtomicU64,
+    /// Injected fault probabilities in [0, 1] (0 unless asked for).
+    entry_failure: f64,
+    request_failure: f64,
 }
 
 pub async fn serve(args: NullServerArgs) -> Result<(), String> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("binding {}: {e}", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| format!("binding {}: {e}", args.listen))?;
     println!("null-server listening on http://{} (stores nothing)", args.listen);
     let state = Arc::new(State {
         shards: args.shards,
         next_offset: AtomicU64::new(0),
+        entry_failure: (args.entry_failure_percent / 100.0).clamp(0.0, 1.0),
+        request_failure: (args.request_failure_percent / 100.0).clamp(0.0, 1.0),
     });
     let accept = async {
         loop {
@@ -54,9 +57,7 @@ pub async fn serve(args: NullServerArgs) -> Result<(), String> {
             let state = state.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| handle(state.clone(), req));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     };
@@ -92,18 +93,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(error(ApiError::new(
-                ErrorCode::Serialization,
-                format!("reading body: {e}"),
-            )));
+            return Ok(error(ApiError::new(ErrorCode::Serialization, format!("reading body: {e}"))));
         }
     };
     let answer = match op {
         Some(op) => answer(&state, op, &body),
-        None => Err(ApiError::new(
-            ErrorCode::UnknownOperation,
-            "missing or unknown X-Amz-Target",
-        )),
+        None => Err(ApiError::new(ErrorCode::UnknownOperation, "missing or unknown X-Amz-Target")),
     };
     Ok(match answer {
         Ok(body) => respond(StatusCode::OK, body),
@@ -113,23 +108,34 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
 
 fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let json = Format::Json;
+    let is_put = matches!(op, Operation::PutRecords | Operation::PutRecord);
+    if is_put && state.request_failure > 0.0 && rand::random_bool(state.request_failure) {
+        return Err(ApiError::new(ErrorCode::ServiceUnavailable, "injected failure"));
+    }
     match op {
         Operation::PutRecords => {
             let input: PutRecordsInput = parse(body)?;
             let n = input.records.map_or(0, |r| r.len());
             let first = state.next_offset.fetch_add(n as u64, Ordering::Relaxed);
+            let mut failed = 0;
             let records = (0..n as u64)
-                .map(|i| PutRecordsResultEntry {
-                    sequence_number: Some(SequenceNumber::new(0, first + i).to_string()),
-                    shard_id: Some(shard_id(0)),
-                    ..Default::default()
+                .map(|i| {
+                    if state.entry_failure > 0.0 && rand::random_bool(state.entry_failure) {
+                        failed += 1;
+                        return PutRecordsResultEntry {
+                            error_code: Some(ErrorCode::ProvisionedThroughputExceeded.as_str().into()),
+                            error_message: Some("injected failure".into()),
+                            ..Default::default()
+                        };
+                    }
+                    PutRecordsResultEntry {
+                        sequence_number: Some(SequenceNumber::new(0, first + i).to_string()),
+                        shard_id: Some(shard_id(0)),
+                        ..Default::default()
+                    }
                 })
                 .collect();
-            Ok(json.encode(&PutRecordsOutput {
-                failed_record_count: 0,
-                records,
-                encryption_type: "NONE".into(),
-            }))
+            Ok(json.encode(&PutRecordsOutput { failed_record_count: failed, records, encryption_type: "NONE".into() }))
         }
         Operation::PutRecord => {
             let _: PutRecordInput = parse(body)?;
@@ -149,9 +155,7 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
                     stream_arn: stream_arn("us-east-1", "000000000000", &name),
                     stream_name: name,
                     stream_status: "ACTIVE".into(),
-                    stream_mode_details: StreamModeDetails {
-                        stream_mode: Some("PROVISIONED".into()),
-                    },
+                    stream_mode_details: StreamModeDetails { stream_mode: Some("PROVISIONED".into()) },
                     retention_period_hours: 24,
                     stream_creation_timestamp: Timestamp(0),
                     enhanced_monitoring: vec![],
@@ -179,10 +183,7 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
                     },
                 })
                 .collect();
-            Ok(json.encode(&ListShardsOutput {
-                shards,
-                next_token: None,
-            }))
+            Ok(json.encode(&ListShardsOutput { shards, next_token: None }))
         }
         other => Err(ApiError::invalid(format!(
             "null-server stores nothing and does not serve {}; run without --drain/--verify",
@@ -193,12 +194,8 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
 
 /// serde_json straight into the model types: the cost this server exists to measure.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            ErrorCode::Serialization,
-            format!("Request body could not be parsed: {e}"),
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::Serialization, format!("Request body could not be parsed: {e}")))
 }
 
 fn error(e: ApiError) -> Response<Full<Bytes>> {
@@ -209,10 +206,7 @@ fn error(e: ApiError) -> Response<Full<Bytes>> {
 fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static(Format::Json.content_type()),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(Format::Json.content_type()));
     response
 }
 
@@ -222,10 +216,19 @@ mod tests {
     use crate::answers::{PutRecordsAnswer, SummaryAnswer};
 
     fn state() -> State {
-        State {
-            shards: 3,
-            next_offset: AtomicU64::new(0),
-        }
+        State { shards: 3, next_offset: AtomicU64::new(0), entry_failure: 0.0, request_failure: 0.0 }
+    }
+
+    #[test]
+    fn injected_failures_are_well_formed() {
+        let s = State { entry_failure: 1.0, ..state() };
+        let input = PutRecordsInput { records: Some(vec![PutRecordsRequestEntry::default(); 4]), ..Default::default() };
+        let out: PutRecordsOutput =
+            serde_json::from_slice(&answer(&s, Operation::PutRecords, &Format::Json.encode(&input)).unwrap()).unwrap();
+        assert_eq!(out.failed_record_count, 4);
+        assert!(out.records.iter().all(|r| r.error_code.is_some() && r.sequence_number.is_none()));
+        let s = State { request_failure: 1.0, ..state() };
+        assert_eq!(answer(&s, Operation::PutRecord, b"{}").unwrap_err().code, ErrorCode::ServiceUnavailable);
     }
 
     #[test]
@@ -239,12 +242,7 @@ mod tests {
         let parsed: PutRecordsOutput = serde_json::from_slice(&out).unwrap();
         assert_eq!((parsed.failed_record_count, parsed.records.len()), (0, 5));
         let lenient: PutRecordsAnswer = serde_json::from_slice(&out).unwrap();
-        assert!(
-            lenient
-                .records
-                .iter()
-                .all(|r| r.error_code.is_none() && r.sequence_number.is_some())
-        );
+        assert!(lenient.records.iter().all(|r| r.error_code.is_none() && r.sequence_number.is_some()));
     }
 
     #[test]
@@ -257,9 +255,6 @@ mod tests {
             serde_json::from_slice(&answer(&s, Operation::ListShards, b"{}").unwrap()).unwrap();
         assert_eq!(shards.shards.len(), 3);
         assert!(answer(&s, Operation::GetRecords, b"{}").is_err());
-        assert_eq!(
-            answer(&s, Operation::PutRecords, b"{not json").unwrap_err().code,
-            ErrorCode::Serialization
-        );
+        assert_eq!(answer(&s, Operation::PutRecords, b"{not json").unwrap_err().code, ErrorCode::Serialization);
     }
 }

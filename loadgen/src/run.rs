@@ -22,21 +22,12 @@ pub async fn run(args: RunArgs) -> Result<Outcome, String> {
     let run_tag: u16 = rand::random();
     print_params(&args, run_tag);
 
-    let mut control = Connection::open(&endpoint, request_timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    let state = stream::ensure_active(
-        &mut control,
-        &args.stream,
-        args.shards,
-        Duration::from_secs(args.create_timeout_secs),
-    )
-    .await?;
+    let mut control = Connection::open(&endpoint, request_timeout).await.map_err(|e| e.to_string())?;
+    let state =
+        stream::ensure_active(&mut control, &args.stream, args.shards, Duration::from_secs(args.create_timeout_secs))
+            .await?;
     let open_shards = state.open_shards.map_or("unknown".into(), |n| n.to_string());
-    println!(
-        "stream name={} created={} open_shards={open_shards}",
-        args.stream, state.created
-    );
+    println!("stream name={} created={} open_shards={open_shards}", args.stream, state.created);
     if !state.created && args.drain {
         println!("note the stream existed before this run; records of earlier runs are reported as foreign");
     }
@@ -73,10 +64,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome, String> {
     );
     println!("put latency_ms {}", latency_line(&mut s.latencies_us));
     if args.rate.is_some() {
-        println!(
-            "put latency_from_schedule_ms {}",
-            latency_line(&mut s.scheduled_latencies_us)
-        );
+        println!("put latency_from_schedule_ms {}", latency_line(&mut s.scheduled_latencies_us));
     }
     println!(
         "put retries retried_requests={} throttled_requests={} retried_records={} throttled_records={} failed_records={}",
@@ -87,9 +75,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome, String> {
     let mut after_drain = None;
     if args.drain {
         // The control connection may have been idle for the whole put phase: start afresh.
-        control = Connection::open(&endpoint, request_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        control = Connection::open(&endpoint, request_timeout).await.map_err(|e| e.to_string())?;
         let shards = stream::list_shards(&mut control, &args.stream).await?;
         let d = drain::drain(
             &endpoint,
@@ -143,9 +129,7 @@ pub async fn run(args: RunArgs) -> Result<Outcome, String> {
     }
 
     if args.delete {
-        control = Connection::open(&endpoint, request_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        control = Connection::open(&endpoint, request_timeout).await.map_err(|e| e.to_string())?;
         stream::delete(&mut control, &args.stream).await?;
         println!("stream deleted name={}", args.stream);
     }
@@ -179,10 +163,7 @@ struct ServerProbe {
 
 impl ServerProbe {
     fn new(pid: Option<u32>) -> Result<ServerProbe, String> {
-        let probe = ServerProbe {
-            pid,
-            ticks_per_sec: procstat::clock_ticks_per_sec(),
-        };
+        let probe = ServerProbe { pid, ticks_per_sec: procstat::clock_ticks_per_sec() };
         probe.sample()?; // fail before the run, not after it
         Ok(probe)
     }
@@ -195,11 +176,8 @@ impl ServerProbe {
     fn report(&self, phase: &str, before: &ProcSample, after: &ProcSample, records: u64) {
         let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / self.ticks_per_sec as f64;
         let kb = |v: Option<u64>| v.map_or("unknown".into(), |v| v.to_string());
-        let per_record = if records > 0 {
-            format!(" cpu_us_per_record={:.2}", cpu * 1e6 / records as f64)
-        } else {
-            String::new()
-        };
+        let per_record =
+            if records > 0 { format!(" cpu_us_per_record={:.2}", cpu * 1e6 / records as f64) } else { String::new() };
         println!(
             "server phase={phase} pid={} cpu_seconds={cpu:.2}{per_record} rss_before_kb={} rss_after_kb={} hwm_after_kb={}",
             self.pid.unwrap_or(0),

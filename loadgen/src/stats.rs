@@ -81,13 +81,7 @@ pub fn nearest_rank(sorted: &[u32], q: f64) -> Option<u32> {
 pub fn latency_line(sample: &mut [u32]) -> String {
     let ms = |us: u32| format!("{:.3}", f64::from(us) / 1000.0);
     match percentiles(sample) {
-        Some(p) => format!(
-            "p50={} p99={} p999={} max={}",
-            ms(p.p50),
-            ms(p.p99),
-            ms(p.p999),
-            ms(p.max)
-        ),
+        Some(p) => format!("p50={} p99={} p999={} max={}", ms(p.p50), ms(p.p99), ms(p.p999), ms(p.max)),
         None => "p50=n/a p99=n/a p999=n/a max=n/a".into(),
     }
 }
@@ -117,15 +111,7 @@ mod tests {
     fn percentiles_of_one_to_a_thousand() {
         let mut s: Vec<u32> = (1..=1000).rev().collect();
         let p = percentiles(&mut s).unwrap();
-        assert_eq!(
-            p,
-            Percentiles {
-                p50: 500,
-                p99: 990,
-                p999: 999,
-                max: 1000
-            }
-        );
+        assert_eq!(p, Percentiles { p50: 500, p99: 990, p999: 999, max: 1000 });
         assert_eq!(latency_line(&mut s), "p50=0.500 p99=0.990 p999=0.999 max=1.000");
         assert_eq!(latency_line(&mut []), "p50=n/a p99=n/a p999=n/a max=n/a");
     }
@@ -139,18 +125,8 @@ mod tests {
 
     #[test]
     fn merge_adds_counters_and_concatenates_samples() {
-        let mut a = PutStats {
-            requests: 2,
-            acked_records: 10,
-            latencies_us: vec![1, 2],
-            ..Default::default()
-        };
-        let b = PutStats {
-            requests: 3,
-            failed_records: 1,
-            latencies_us: vec![3],
-            ..Default::default()
-        };
+        let mut a = PutStats { requests: 2, acked_records: 10, latencies_us: vec![1, 2], ..Default::default() };
+        let b = PutStats { requests: 3, failed_records: 1, latencies_us: vec![3], ..Default::default() };
         a.merge(b);
         assert_eq!((a.requests, a.acked_records, a.failed_records), (5, 10, 1));
         assert_eq!(a.latencies_us, vec![1, 2, 3]);

@@ -31,10 +31,7 @@ pub async fn ensure_active(
     loop {
         match describe(conn, name).await {
             Ok(summary) if summary.stream_status == "ACTIVE" => {
-                return Ok(StreamState {
-                    created,
-                    open_shards: summary.open_shard_count,
-                });
+                return Ok(StreamState { created, open_shards: summary.open_shard_count });
             }
             // CREATING, UPDATING, or DELETING (then it will vanish and be recreated).
             Ok(_) => {}
@@ -61,10 +58,7 @@ pub async fn ensure_active(
 }
 
 async fn describe(conn: &mut Connection, name: &str) -> Result<crate::answers::StreamSummaryView, CallError> {
-    let input = StreamRef {
-        stream_name: Some(name.to_string()),
-        stream_arn: None,
-    };
+    let input = StreamRef { stream_name: Some(name.to_string()), stream_arn: None };
     let answer: SummaryAnswer = call(conn, Operation::DescribeStreamSummary, &input).await?;
     Ok(answer.stream_description_summary)
 }
@@ -72,23 +66,14 @@ async fn describe(conn: &mut Connection, name: &str) -> Result<crate::answers::S
 /// Every shard id of the stream, following NextToken (bounded).
 pub async fn list_shards(conn: &mut Connection, name: &str) -> Result<Vec<String>, String> {
     let mut shards = Vec::new();
-    let mut input = ListShardsInput {
-        stream_name: Some(name.to_string()),
-        ..Default::default()
-    };
+    let mut input = ListShardsInput { stream_name: Some(name.to_string()), ..Default::default() };
     for _ in 0..MAX_SHARD_PAGES {
-        let page: ListShardsOutput = call(conn, Operation::ListShards, &input)
-            .await
-            .map_err(|e| format!("ListShards {name}: {e}"))?;
+        let page: ListShardsOutput =
+            call(conn, Operation::ListShards, &input).await.map_err(|e| format!("ListShards {name}: {e}"))?;
         shards.extend(page.shards.into_iter().map(|s| s.shard_id));
         match page.next_token {
             // A NextToken replaces the stream name in the follow-up request.
-            Some(token) => {
-                input = ListShardsInput {
-                    next_token: Some(token),
-                    ..Default::default()
-                }
-            }
+            Some(token) => input = ListShardsInput { next_token: Some(token), ..Default::default() },
             None => return Ok(shards),
         }
     }
@@ -96,10 +81,7 @@ pub async fn list_shards(conn: &mut Connection, name: &str) -> Result<Vec<String
 }
 
 pub async fn delete(conn: &mut Connection, name: &str) -> Result<(), String> {
-    let input = DeleteStreamInput {
-        stream_name: Some(name.to_string()),
-        ..Default::default()
-    };
+    let input = DeleteStreamInput { stream_name: Some(name.to_string()), ..Default::default() };
     call::<_, Empty>(conn, Operation::DeleteStream, &input)
         .await
         .map(|_| ())

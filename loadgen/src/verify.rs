@@ -74,14 +74,7 @@ impl Verifier {
     /// `acked[w]` is worker w's acknowledgement set.
     pub fn new(run: u16, acked: Vec<AckSet>) -> Verifier {
         let seen = acked.iter().map(|a| vec![0u8; a.capacity()]).collect();
-        Verifier {
-            run,
-            acked,
-            seen,
-            read: 0,
-            unacked_extra: 0,
-            foreign: 0,
-        }
+        Verifier { run, acked, seen, read: 0, unacked_extra: 0, foreign: 0 }
     }
 
     /// Tally one record read back, given the id decoded from its data (None: too short).

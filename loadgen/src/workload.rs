@@ -41,11 +41,7 @@ impl RecordId {
     /// None for data too short to carry an id.
     pub fn decode(data: &[u8]) -> Option<RecordId> {
         let raw = u64::from_be_bytes(data.get(..ID_BYTES)?.try_into().ok()?);
-        Some(RecordId {
-            run: (raw >> 48) as u16,
-            worker: (raw >> 32) as u16,
-            counter: raw as u32,
-        })
+        Some(RecordId { run: (raw >> 48) as u16, worker: (raw >> 32) as u16, counter: raw as u32 })
     }
 }
 
@@ -63,13 +59,7 @@ impl RecordGen {
         let mut rng = SmallRng::from_rng(&mut rand::rng());
         let mut filler = vec![0u8; record_size - ID_BYTES];
         rng.fill_bytes(&mut filler);
-        RecordGen {
-            run,
-            worker,
-            next: 0,
-            filler,
-            rng,
-        }
+        RecordGen { run, worker, next: 0, filler, rng }
     }
 
     /// The next record and its counter; None once the 32-bit counter space is used up.
@@ -77,20 +67,9 @@ impl RecordGen {
         let counter = self.next;
         self.next = counter.checked_add(1)?;
         let mut data = Vec::with_capacity(ID_BYTES + self.filler.len());
-        data.extend_from_slice(
-            &RecordId {
-                run: self.run,
-                worker: self.worker,
-                counter,
-            }
-            .encode(),
-        );
+        data.extend_from_slice(&RecordId { run: self.run, worker: self.worker, counter }.encode());
         data.extend_from_slice(&self.filler);
-        let key: String = (&mut self.rng)
-            .sample_iter(Alphanumeric)
-            .take(PARTITION_KEY_LEN)
-            .map(char::from)
-            .collect();
+        let key: String = (&mut self.rng).sample_iter(Alphanumeric).take(PARTITION_KEY_LEN).map(char::from).collect();
         Some((counter, Bytes::from(data), key))
     }
 }
@@ -151,11 +130,7 @@ pub async fn put_phase(endpoint: &Endpoint, cfg: PutConfig) -> Result<PutOutcome
             }
         }
     }
-    Ok(PutOutcome {
-        stats,
-        acked,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(PutOutcome { stats, acked, seconds: start.elapsed().as_secs_f64() })
 }
 
 struct Worker {
@@ -231,9 +206,7 @@ impl Worker {
     }
 
     fn next_record(&mut self) -> Result<(u32, Bytes, String), String> {
-        self.generator
-            .next_record()
-            .ok_or_else(|| format!("worker {} ran out of 32-bit record ids", self.id))
+        self.generator.next_record().ok_or_else(|| format!("worker {} ran out of 32-bit record ids", self.id))
     }
 
     /// One timed HTTP exchange.
@@ -293,11 +266,7 @@ impl Worker {
                 explicit_hash_key: None,
             });
         }
-        let mut input = PutRecordsInput {
-            stream_name: Some(self.cfg.stream.clone()),
-            stream_arn: None,
-            records: None,
-        };
+        let mut input = PutRecordsInput { stream_name: Some(self.cfg.stream.clone()), stream_arn: None, records: None };
         let mut entry_attempt = 0;
         let mut request_attempt = 0;
         loop {
@@ -376,18 +345,10 @@ mod tests {
 
     #[test]
     fn ids_round_trip_and_are_big_endian() {
-        let id = RecordId {
-            run: 0xabcd,
-            worker: 3,
-            counter: 0x0102_0304,
-        };
+        let id = RecordId { run: 0xabcd, worker: 3, counter: 0x0102_0304 };
         assert_eq!(id.encode(), [0xab, 0xcd, 0x00, 0x03, 0x01, 0x02, 0x03, 0x04]);
         assert_eq!(RecordId::decode(&id.encode()), Some(id));
-        let max = RecordId {
-            run: u16::MAX,
-            worker: u16::MAX,
-            counter: u32::MAX,
-        };
+        let max = RecordId { run: u16::MAX, worker: u16::MAX, counter: u32::MAX };
         assert_eq!(RecordId::decode(&max.encode()), Some(max));
         assert_eq!(RecordId::decode(&[1, 2, 3]), None);
     }
@@ -400,14 +361,7 @@ mod tests {
             let (counter, data, key) = g.next_record().unwrap();
             assert_eq!(counter, expected);
             assert_eq!(data.len(), 100);
-            assert_eq!(
-                RecordId::decode(&data),
-                Some(RecordId {
-                    run: 9,
-                    worker: 4,
-                    counter
-                })
-            );
+            assert_eq!(RecordId::decode(&data), Some(RecordId { run: 9, worker: 4, counter }));
             assert!(key.len() == PARTITION_KEY_LEN && key.bytes().all(|b| b.is_ascii_alphanumeric()));
             assert!(seen.insert(data));
         }

@@ -86,7 +86,8 @@ impl StreamMeta {
 
     pub fn load(path: &Path) -> io::Result<StreamMeta> {
         let bytes = fs::read(path)?;
-        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
     }
 
     /// Replace the file atomically and durably: write a temporary, sync, rename, sync the directory.

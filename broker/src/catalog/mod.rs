@@ -92,7 +92,12 @@ pub struct Catalog {
 
 impl Catalog {
     /// Load every stream under `dir`, recovering each shard log.
-    pub fn open(dir: PathBuf, log_config: LogConfig, limits: ShardLimits, metrics: Arc<Metrics>) -> io::Result<Catalog> {
+    pub fn open(
+        dir: PathBuf,
+        log_config: LogConfig,
+        limits: ShardLimits,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Catalog> {
         std::fs::create_dir_all(&dir)?;
         let catalog = Catalog { dir, log_config, limits, metrics, streams: RwLock::new(BTreeMap::new()) };
         let mut streams = BTreeMap::new();
@@ -129,12 +134,8 @@ impl Catalog {
             };
             shards.insert(s.index, Arc::new(shard));
         }
-        let mut open: Vec<Arc<Shard>> = meta
-            .shards
-            .iter()
-            .filter(|s| s.closed.is_none())
-            .map(|s| shards[&s.index].clone())
-            .collect();
+        let mut open: Vec<Arc<Shard>> =
+            meta.shards.iter().filter(|s| s.closed.is_none()).map(|s| shards[&s.index].clone()).collect();
         open.sort_by_key(|s| s.range.start);
         Ok(Stream { name: meta.name.clone(), incarnation: meta.incarnation, dir, meta: Mutex::new(meta), shards, open })
     }

@@ -245,7 +245,12 @@ impl ShardLog {
                 }
                 let partition_key = String::from_utf8(rec.key.to_vec())
                     .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "partition key is not UTF-8"))?;
-                out.push(StoredRecord { offset: rec.offset, timestamp_ms: rec.timestamp_ms, partition_key, data: rec.data });
+                out.push(StoredRecord {
+                    offset: rec.offset,
+                    timestamp_ms: rec.timestamp_ms,
+                    partition_key,
+                    data: rec.data,
+                });
                 bytes += size;
                 if out.len() == max_records {
                     return Ok(out);
@@ -267,12 +272,11 @@ impl ShardLog {
         let (mut cursor, start, end) = {
             let state = lock(&self.inner.state);
             let start = state.start_offset;
-            let found = state
-                .segments
-                .values()
-                .find(|s| s.end_offset > start && s.last_ts.is_some_and(|last| last >= ts_ms));
+            let found =
+                state.segments.values().find(|s| s.end_offset > start && s.last_ts.is_some_and(|last| last >= ts_ms));
             let Some(seg) = found else { return Ok(state.end_offset) };
-            let cursor = SegmentCursor::new(seg.file.clone(), seg.position_for_time(ts_ms), seg.size, 8 << 10, 64 << 10);
+            let cursor =
+                SegmentCursor::new(seg.file.clone(), seg.position_for_time(ts_ms), seg.size, 8 << 10, 64 << 10);
             (cursor, start, state.end_offset)
         };
         while let Some(rec) = cursor.next_record()? {

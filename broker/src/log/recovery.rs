@@ -113,12 +113,7 @@ fn open_sealed(dir: &Path, base: u64, index_interval: u32) -> io::Result<Segment
     Ok(seg)
 }
 
-fn scan_and_truncate(
-    dir: &Path,
-    file: Arc<fs::File>,
-    base: u64,
-    index_interval: u32,
-) -> io::Result<segment::Scan> {
+fn scan_and_truncate(dir: &Path, file: Arc<fs::File>, base: u64, index_interval: u32) -> io::Result<segment::Scan> {
     let scan = segment::scan(file.clone(), base, index_interval)?;
     if let Some(damage) = &scan.damage {
         tracing::warn!(

@@ -64,7 +64,15 @@ pub(crate) struct Segment {
 
 impl Segment {
     pub(crate) fn empty(base_offset: u64, file: Arc<File>) -> Self {
-        Segment { base_offset, file, size: 0, end_offset: base_offset, first_ts: None, last_ts: None, index: Vec::new() }
+        Segment {
+            base_offset,
+            file,
+            size: 0,
+            end_offset: base_offset,
+            first_ts: None,
+            last_ts: None,
+            index: Vec::new(),
+        }
     }
 
     pub(crate) fn from_sealed(base_offset: u64, file: Arc<File>, meta: SealedMeta, index: Vec<IndexEntry>) -> Self {

@@ -112,7 +112,8 @@ fn concurrent_appends_get_contiguous_offsets_and_read_back_once() {
     const APPENDS: usize = 200;
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let log = ShardLog::open(dir.path(), LogConfig { segment_max_bytes: 16 << 10, ..config(FlushPolicy::Always) }).unwrap();
+    let log =
+        ShardLog::open(dir.path(), LogConfig { segment_max_bytes: 16 << 10, ..config(FlushPolicy::Always) }).unwrap();
     let results = rt.block_on(async {
         let handles: Vec<_> = (0..TASKS)
             .map(|t| {
@@ -120,7 +121,10 @@ fn concurrent_appends_get_contiguous_offsets_and_read_back_once() {
                 tokio::spawn(async move {
                     let mut got = Vec::new();
                     for i in 0..APPENDS {
-                        let batch = vec![rec(&format!("t{t}"), format!("{t}-{i}-a").as_bytes()), rec(&format!("t{t}"), format!("{t}-{i}-b").as_bytes())];
+                        let batch = vec![
+                            rec(&format!("t{t}"), format!("{t}-{i}-a").as_bytes()),
+                            rec(&format!("t{t}"), format!("{t}-{i}-b").as_bytes()),
+                        ];
                         got.push((t, i, log.append(batch).await.unwrap()));
                     }
                     got
@@ -334,7 +338,10 @@ fn missing_or_damaged_index_files_are_rebuilt() {
     }
     assert_eq!(read_all(&log), before);
     for from in (0..before.len() as u64).step_by(3) {
-        assert_eq!(log.read(from, 5, usize::MAX).unwrap(), before[from as usize..(from as usize + 5).min(before.len())]);
+        assert_eq!(
+            log.read(from, 5, usize::MAX).unwrap(),
+            before[from as usize..(from as usize + 5).min(before.len())]
+        );
     }
     for ts in stamps.iter().flat_map(|t| [t - 1, *t, t + 1]) {
         let want = before.iter().find(|r| r.timestamp_ms >= ts).map_or(before.len() as u64, |r| r.offset);
@@ -495,7 +502,11 @@ enum Op {
     Append(Vec<(usize, usize)>),
     Roll,
     Reopen,
-    Read { from: u64, max_records: usize, max_bytes: usize },
+    Read {
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -508,7 +519,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 /// What `read` should return from the model.
-fn expected_read(model: &[(String, Vec<u8>)], from: u64, max_records: usize, max_bytes: usize) -> Vec<(String, Vec<u8>)> {
+fn expected_read(
+    model: &[(String, Vec<u8>)],
+    from: u64,
+    max_records: usize,
+    max_bytes: usize,
+) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for r in model.iter().skip(from as usize).take(max_records) {

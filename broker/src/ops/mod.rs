@@ -1,7 +1,7 @@
 //! One handler per Kinesis operation, as methods of `Broker`, grouped by what they touch.
 
-mod records;
 mod reads;
+mod records;
 mod shards;
 mod streams;
 mod tags;

@@ -12,7 +12,8 @@ use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::{Blob, Timestamp};
 use streamfabric_api::{ApiError, ErrorCode};
 
-const ITERATOR_TYPES: &[&str] = &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
+const ITERATOR_TYPES: &[&str] =
+    &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
 
 impl Broker {
     fn shard_of(&self, stream: &crate::catalog::Stream, index: u64) -> Result<Arc<Shard>, ApiError> {
@@ -26,9 +27,16 @@ impl Broker {
         })
     }
 
-    pub(crate) async fn get_shard_iterator(&self, input: GetShardIteratorInput) -> Result<GetShardIteratorOutput, ApiError> {
+    pub(crate) async fn get_shard_iterator(
+        &self,
+        input: GetShardIteratorInput,
+    ) -> Result<GetShardIteratorOutput, ApiError> {
         let shard_id = required(&input.shard_id, "shardId")?;
-        let kind = validate::one_of("shardIteratorType", required(&input.shard_iterator_type, "shardIteratorType")?, ITERATOR_TYPES)?;
+        let kind = validate::one_of(
+            "shardIteratorType",
+            required(&input.shard_iterator_type, "shardIteratorType")?,
+            ITERATOR_TYPES,
+        )?;
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         let shard = self.shard_of(&stream, shard_index_arg("shardId", shard_id)?)?;
         let bounds = shard.log.bounds();
@@ -107,7 +115,10 @@ impl Broker {
             shard.metrics.read_throttled.inc();
             return Err(ApiError::new(
                 ErrorCode::ProvisionedThroughputExceeded,
-                format!("Rate exceeded for shard {} in stream {} under account {}.", shard.id, stream.name, self.config.account),
+                format!(
+                    "Rate exceeded for shard {} in stream {} under account {}.",
+                    shard.id, stream.name, self.config.account
+                ),
             ));
         }
         let log = shard.log.clone();

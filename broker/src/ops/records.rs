@@ -68,7 +68,10 @@ impl Broker {
     fn throttled(&self, stream: &Stream, shard: &Shard) -> ApiError {
         ApiError::new(
             ErrorCode::ProvisionedThroughputExceeded,
-            format!("Rate exceeded for shard {} in stream {} under account {}.", shard.id, stream.name, self.config.account),
+            format!(
+                "Rate exceeded for shard {} in stream {} under account {}.",
+                shard.id, stream.name, self.config.account
+            ),
         )
     }
 
@@ -85,7 +88,8 @@ impl Broker {
             shard.metrics.write_throttled.inc();
             return Err(self.throttled(&stream, shard));
         }
-        let offset = append(&self.metrics, shard, vec![NewRecord { partition_key: routed.key, data: routed.data.0 }]).await?;
+        let offset =
+            append(&self.metrics, shard, vec![NewRecord { partition_key: routed.key, data: routed.data.0 }]).await?;
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
             sequence_number: SequenceNumber::new(shard.index, offset).to_string(),
@@ -163,13 +167,15 @@ impl Broker {
             });
         }
         while let Some(joined) = appends.join_next().await {
-            let (shard, positions, outcome) = joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
+            let (shard, positions, outcome) =
+                joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
             match outcome {
                 Ok(first) => {
                     for (n, &p) in positions.iter().enumerate() {
                         if results[p].error_code.is_none() {
                             results[p].shard_id = Some(shard.id.clone());
-                            results[p].sequence_number = Some(SequenceNumber::new(shard.index, first + n as u64).to_string());
+                            results[p].sequence_number =
+                                Some(SequenceNumber::new(shard.index, first + n as u64).to_string());
                         }
                     }
                 }

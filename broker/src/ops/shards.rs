@@ -15,7 +15,11 @@ use streamfabric_api::sequence::SequenceNumber;
 /// for paging (it orders like its index).
 pub(crate) fn shard_index_arg(field: &str, id: &str) -> Result<u64, ApiError> {
     parse_shard_id(id).ok_or_else(|| {
-        ApiError::validation(field, id, "Member must satisfy regular expression pattern: shardId-[0-9]{12} (or a bare index)")
+        ApiError::validation(
+            field,
+            id,
+            "Member must satisfy regular expression pattern: shardId-[0-9]{12} (or a bare index)",
+        )
     })
 }
 
@@ -82,12 +86,17 @@ impl Broker {
     /// The predicate of a ShardFilter.
     fn shard_filter(&self, filter: Option<&ShardFilter>) -> Result<Box<dyn Fn(&ShardMeta) -> bool>, ApiError> {
         let Some(filter) = filter else { return Ok(Box::new(|_| true)) };
-        let kind = validate::one_of("shardFilter.type", validate::required(&filter.r#type, "shardFilter.type")?, FILTER_TYPES)?;
+        let kind = validate::one_of(
+            "shardFilter.type",
+            validate::required(&filter.r#type, "shardFilter.type")?,
+            FILTER_TYPES,
+        )?;
         Ok(match kind {
             "AFTER_SHARD_ID" => {
-                let id = filter.shard_id.as_deref().ok_or_else(|| {
-                    ApiError::invalid("ShardFilter type AFTER_SHARD_ID requires ShardId.")
-                })?;
+                let id = filter
+                    .shard_id
+                    .as_deref()
+                    .ok_or_else(|| ApiError::invalid("ShardFilter type AFTER_SHARD_ID requires ShardId."))?;
                 let after = shard_index_arg("shardFilter.shardId", id)?;
                 Box::new(move |s| s.index > after)
             }

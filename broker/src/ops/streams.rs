@@ -39,7 +39,11 @@ impl Broker {
         };
         let tags = input.tags.unwrap_or_default();
         if tags.len() > MAX_TAGS_PER_STREAM {
-            return Err(ApiError::validation("tags", tags.len(), &format!("Member must have at most {MAX_TAGS_PER_STREAM} entries")));
+            return Err(ApiError::validation(
+                "tags",
+                tags.len(),
+                &format!("Member must have at most {MAX_TAGS_PER_STREAM} entries"),
+            ));
         }
         for (k, v) in &tags {
             validate::tag(k, v)?;
@@ -83,7 +87,10 @@ impl Broker {
         let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
         stream.update_meta(|m| {
             if m.status == StreamStatus::Creating {
-                return Err(ApiError::in_use(format!("Stream {} is being created; delete it once it is ACTIVE.", m.name)));
+                return Err(ApiError::in_use(format!(
+                    "Stream {} is being created; delete it once it is ACTIVE.",
+                    m.name
+                )));
             }
             m.status = StreamStatus::Deleting;
             Ok(())
@@ -163,7 +170,10 @@ impl Broker {
         })
     }
 
-    pub(crate) async fn describe_stream_summary(&self, input: StreamRef) -> Result<DescribeStreamSummaryOutput, ApiError> {
+    pub(crate) async fn describe_stream_summary(
+        &self,
+        input: StreamRef,
+    ) -> Result<DescribeStreamSummaryOutput, ApiError> {
         let m = self.resolve(&input.stream_name, &input.stream_arn)?.meta();
         Ok(DescribeStreamSummaryOutput {
             stream_description_summary: StreamDescriptionSummary {
@@ -250,7 +260,12 @@ impl Broker {
     }
 
     /// The position of a paging token of `kind` over `scope`; (after, scope) as issued.
-    pub(crate) fn parse_page_token(&self, token: &str, kind: PageKind, expected_scope: &str) -> Result<(String, String), ApiError> {
+    pub(crate) fn parse_page_token(
+        &self,
+        token: &str,
+        kind: PageKind,
+        expected_scope: &str,
+    ) -> Result<(String, String), ApiError> {
         let invalid = || ApiError::invalid("Invalid NextToken: it was not issued by this service for this operation.");
         let p = self.signer.verify(token).ok_or_else(invalid)?;
         if p.len() < 13 || p[0] != kind as u8 {
@@ -264,9 +279,11 @@ impl Broker {
             return Err(invalid());
         }
         if Timestamp::now().millis() - issued > SHARD_ITERATOR_TTL_SECS * 1000 {
-            return Err(ApiError::new(ErrorCode::ExpiredNextToken, "The NextToken has expired; start the listing again."));
+            return Err(ApiError::new(
+                ErrorCode::ExpiredNextToken,
+                "The NextToken has expired; start the listing again.",
+            ));
         }
         Ok((after.to_string(), scope.to_string()))
     }
-
 }

@@ -1,11 +1,11 @@
 //! Checks shared by the handlers; each error names the member and the constraint it broke,
 //! in AWS's wording, with AWS's member paths (`records.3.member.partitionKey`).
 
-use streamfabric_api::limits::*;
-use streamfabric_api::names::{stream_name_from_arn, validate_stream_name};
 use streamfabric_api::ApiError;
 #[cfg(test)]
 use streamfabric_api::ErrorCode;
+use streamfabric_api::limits::*;
+use streamfabric_api::names::{stream_name_from_arn, validate_stream_name};
 
 pub fn required<'a, T>(value: &'a Option<T>, field: &str) -> Result<&'a T, ApiError> {
     value.as_ref().ok_or_else(|| ApiError::missing(field))
@@ -72,7 +72,11 @@ pub fn bounded(field: &str, value: Option<i64>, min: i64, max: i64, default: i64
 pub fn retention_hours(value: Option<i64>) -> Result<i64, ApiError> {
     let hours = *required(&value, "retentionPeriodHours")?;
     if hours < 1 {
-        return Err(ApiError::validation("retentionPeriodHours", hours, "Member must have value greater than or equal to 1"));
+        return Err(ApiError::validation(
+            "retentionPeriodHours",
+            hours,
+            "Member must have value greater than or equal to 1",
+        ));
     }
     if hours < MIN_RETENTION_HOURS {
         return Err(ApiError::invalid(format!(
@@ -91,7 +95,11 @@ pub fn retention_hours(value: Option<i64>) -> Result<i64, ApiError> {
 pub fn tag(key: &str, value: &str) -> Result<(), ApiError> {
     let key_chars = key.chars().count();
     if key_chars == 0 || key_chars > MAX_TAG_KEY_CHARS {
-        return Err(ApiError::validation("tags", key, &format!("Tag keys must have length between 1 and {MAX_TAG_KEY_CHARS}")));
+        return Err(ApiError::validation(
+            "tags",
+            key,
+            &format!("Tag keys must have length between 1 and {MAX_TAG_KEY_CHARS}"),
+        ));
     }
     if value.chars().count() > MAX_TAG_VALUE_CHARS {
         return Err(ApiError::validation(

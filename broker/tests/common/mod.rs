@@ -41,8 +41,9 @@ impl TestBroker {
 
     /// A JSON request; (status, parsed body).
     pub async fn json(&self, op: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let (status, _, bytes) =
-            self.raw(&format!("Kinesis_20131202.{op}"), "application/x-amz-json-1.1", serde_json::to_vec(&body).unwrap()).await;
+        let (status, _, bytes) = self
+            .raw(&format!("Kinesis_20131202.{op}"), "application/x-amz-json-1.1", serde_json::to_vec(&body).unwrap())
+            .await;
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
@@ -55,7 +56,8 @@ impl TestBroker {
     }
 
     pub async fn create_stream(&self, name: &str, shards: i64) {
-        let (status, answer) = self.json("CreateStream", serde_json::json!({"StreamName": name, "ShardCount": shards})).await;
+        let (status, answer) =
+            self.json("CreateStream", serde_json::json!({"StreamName": name, "ShardCount": shards})).await;
         assert_eq!(status, 200, "{answer}");
         wait_active(self, name).await;
     }

@@ -24,10 +24,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Put records (optionally drain and verify them) and report throughput and latency.
-    /// Exit status: 0 success, 1 error, 3 verification failed (missing or duplicated records).
+    ///
+    /// Report lines are `<section> key=value ...` (sections: params, stream, put, drain,
+    /// verify, server). Exit status: 0 success, 1 error, 3 verification failed (missing or
+    /// duplicated records).
     Run(RunArgs),
-    /// A do-nothing Kinesis endpoint for measuring the generator's own ceiling. It STORES
-    /// NOTHING: it parses each PutRecords body into the API model (so its cost is HTTP + JSON
+    /// A do-nothing Kinesis endpoint (stores nothing) for measuring the generator's ceiling.
+    ///
+    /// It STORES NOTHING: it parses each PutRecords body into the API model (so its cost is HTTP + JSON
     /// parsing only) and answers with fake shard ids and sequence numbers. CreateStream,
     /// DescribeStreamSummary (always ACTIVE), ListShards, DeleteStream and PutRecord are
     /// answered minimally; GetShardIterator/GetRecords are refused, so use `run` against it

@@ -1,0 +1,63 @@
+//! The codec's share of the hot paths: decoding a PutRecords body of 500 records, hashing
+//! their partition keys, and encoding a GetRecords answer.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use streamfabric_api::Format;
+use streamfabric_api::hashkey::hash_of_partition_key;
+use streamfabric_api::model::{GetRecordsOutput, PutRecordsInput, PutRecordsRequestEntry, Record};
+use streamfabric_api::types::{Blob, Timestamp};
+
+fn put_records_body(format: Format, records: usize, size: usize) -> Vec<u8> {
+    let input = PutRecordsInput {
+        stream_name: Some("bench".into()),
+        stream_arn: None,
+        records: Some(
+            (0..records)
+                .map(|i| PutRecordsRequestEntry {
+                    data: Some(Blob(Bytes::from(vec![(i % 251) as u8; size]))),
+                    partition_key: Some(format!("partition-key-{i:08}")),
+                    explicit_hash_key: None,
+                })
+                .collect(),
+        ),
+    };
+    format.encode(&input)
+}
+
+fn codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("codec");
+    for (format, name) in [(Format::Json, "json"), (Format::Cbor, "cbor")] {
+        let body = put_records_body(format, 500, 100);
+        group.throughput(Throughput::Elements(500));
+        group.bench_function(format!("decode_put_records_500x100B_{name}"), |b| {
+            b.iter(|| black_box(format.decode::<PutRecordsInput>(black_box(&body)).unwrap()))
+        });
+    }
+    let keys: Vec<String> = (0..500).map(|i| format!("partition-key-{i:08}")).collect();
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("md5_hash_key_x500", |b| {
+        b.iter(|| keys.iter().map(|k| hash_of_partition_key(black_box(k))).fold(0u128, |a, h| a ^ h))
+    });
+    let answer = GetRecordsOutput {
+        records: (0..1000)
+            .map(|i| Record {
+                sequence_number: format!("49{:032}", i),
+                approximate_arrival_timestamp: Timestamp(1_700_000_000_000 + i),
+                data: Blob(Bytes::from(vec![7u8; 1024])),
+                partition_key: format!("partition-key-{i:08}"),
+                encryption_type: None,
+            })
+            .collect(),
+        next_shard_iterator: Some("x".repeat(120)),
+        millis_behind_latest: 0,
+        child_shards: None,
+    };
+    group.throughput(Throughput::Bytes(1000 * 1024));
+    group.bench_function("encode_get_records_1000x1KiB_json", |b| b.iter(|| black_box(Format::Json.encode(&answer))));
+    group.finish();
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

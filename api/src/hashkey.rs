@@ -30,7 +30,7 @@ pub fn parse_explicit_hash_key(field: &str, value: &str) -> Result<u128, ApiErro
 }
 
 /// An inclusive range of hash keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashRange {
     pub start: u128,
     pub end: u128,

@@ -4,7 +4,7 @@
 use crate::catalog::meta::StreamStatus;
 use crate::catalog::{Catalog, Stream};
 use crate::config::{BrokerConfig, FlushSetting};
-use crate::log::{FlushPolicy, LogConfig};
+use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
 use crate::throttle::ShardLimits;
 use crate::tokens::TokenSigner;
@@ -34,6 +34,10 @@ impl Broker {
                 FlushSetting::Interval(d) => FlushPolicy::Interval(d),
                 FlushSetting::Never => FlushPolicy::Never,
             },
+            sync_observer: Some({
+                let fsync = metrics.fsync_seconds.clone();
+                SyncObserver(Arc::new(move |took| fsync.observe(took.as_secs_f64())))
+            }),
             ..LogConfig::default()
         };
         let limits = ShardLimits {

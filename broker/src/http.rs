@@ -82,16 +82,15 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
         }
     };
 
-    let (status, body) = match outcome {
-        Ok(body) => (StatusCode::OK, body),
+    let (status, code, body) = match outcome {
+        Ok(body) => (StatusCode::OK, "OK", body),
         Err(e) => {
             if e.code == ErrorCode::InternalFailure {
                 tracing::error!(operation = op_label, "{}", e.message);
             }
-            (StatusCode::from_u16(e.code.http_status()).unwrap(), format.encode_error(&e))
+            (StatusCode::from_u16(e.code.http_status()).unwrap(), e.code.as_str(), format.encode_error(&e))
         }
     };
-    let code = if status == StatusCode::OK { "OK" } else { error_label(&body, format) };
     broker.metrics.requests.with_label_values(&[op_label, code]).inc();
     broker.metrics.request_seconds.with_label_values(&[op_label]).observe(started.elapsed().as_secs_f64());
     Response::builder()
@@ -100,16 +99,6 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
         .header("x-amzn-RequestId", request_id())
         .body(Full::new(Bytes::from(body)))
         .expect("valid response")
-}
-
-/// The error code of an encoded error body, for metrics (a static string, bounded labels).
-fn error_label(body: &[u8], format: Format) -> &'static str {
-    #[derive(serde::Deserialize)]
-    struct Code {
-        #[serde(rename = "__type")]
-        code: String,
-    }
-    format.decode::<Code>(body).ok().and_then(|c| ErrorCode::parse(&c.code)).map_or("Unknown", ErrorCode::as_str)
 }
 
 fn request_id() -> String {

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub append_seconds: Histogram,
+    pub fsync_seconds: Histogram,
     pub streams: IntGauge,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
@@ -58,6 +59,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(append_seconds.clone())).expect("metric registered once");
+        let fsync_seconds = Histogram::with_opts(
+            HistogramOpts::new("streamfabric_fsync_seconds", "Duration of each group commit's fdatasync")
+                .buckets(vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(fsync_seconds.clone())).expect("metric registered once");
         let streams = IntGauge::new("streamfabric_streams", "Streams served").expect("valid metric");
         registry.register(Box::new(streams.clone())).expect("metric registered once");
         let millis_behind = IntGaugeVec::new(
@@ -75,6 +82,7 @@ impl Metrics {
             ),
             request_seconds,
             append_seconds,
+            fsync_seconds,
             streams,
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(

@@ -8,6 +8,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::io;
 use std::path::Path;
+use streamfabric_api::limits::SHARD_ITERATOR_TTL_SECS;
+use streamfabric_api::types::Timestamp;
 use streamfabric_api::{ApiError, ErrorCode};
 
 const TAG_LEN: usize = 16;
@@ -100,7 +102,7 @@ impl TokenSigner {
             issued_ms: word(3) as i64,
             stream: String::from_utf8(p[33..].to_vec()).map_err(|_| invalid())?,
         };
-        let ttl_ms = streamfabric_api::limits::SHARD_ITERATOR_TTL_SECS * 1000;
+        let ttl_ms = SHARD_ITERATOR_TTL_SECS * 1000;
         if now_ms - it.issued_ms > ttl_ms {
             return Err(ApiError::new(
                 ErrorCode::ExpiredIterator,
@@ -111,6 +113,51 @@ impl TokenSigner {
             ));
         }
         Ok(it)
+    }
+}
+
+/// What a paging token (NextToken) pages over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageKind {
+    Streams = 2,
+    Shards = 3,
+}
+
+/// Where a listing stopped: over what (`scope`, e.g. a stream) and after which item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagePosition {
+    pub scope: String,
+    pub after: String,
+}
+
+impl TokenSigner {
+    pub fn page(&self, kind: PageKind, scope: &str, after: &str) -> String {
+        let mut p = vec![kind as u8];
+        p.extend_from_slice(&Timestamp::now().millis().to_be_bytes());
+        p.extend_from_slice(&(scope.len() as u32).to_be_bytes());
+        p.extend_from_slice(scope.as_bytes());
+        p.extend_from_slice(after.as_bytes());
+        self.sign(&p)
+    }
+
+    /// A NextToken of `kind` we issued less than 300 s ago (as AWS, ExpiredNextToken after that).
+    pub fn parse_page(&self, token: &str, kind: PageKind) -> Result<PagePosition, ApiError> {
+        let invalid = || ApiError::invalid("Invalid NextToken: it was not issued by this service for this operation.");
+        let p = self.verify(token).ok_or_else(invalid)?;
+        if p.len() < 13 || p[0] != kind as u8 {
+            return Err(invalid());
+        }
+        let issued = i64::from_be_bytes(p[1..9].try_into().unwrap());
+        let scope_len = u32::from_be_bytes(p[9..13].try_into().unwrap()) as usize;
+        let scope = std::str::from_utf8(p.get(13..13 + scope_len).ok_or_else(invalid)?).map_err(|_| invalid())?;
+        let after = std::str::from_utf8(&p[13 + scope_len..]).map_err(|_| invalid())?;
+        if Timestamp::now().millis() - issued > SHARD_ITERATOR_TTL_SECS * 1000 {
+            return Err(ApiError::new(
+                ErrorCode::ExpiredNextToken,
+                "The NextToken has expired; start the listing again.",
+            ));
+        }
+        Ok(PagePosition { scope: scope.to_string(), after: after.to_string() })
     }
 }
 
@@ -139,6 +186,15 @@ mod tests {
         assert_eq!(other.parse_iterator(&t, 1_000_000).unwrap_err().code, ErrorCode::InvalidArgument);
         assert_eq!(other.parse_iterator("", 0).unwrap_err().code, ErrorCode::InvalidArgument);
         assert_eq!(other.parse_iterator("not base64 !", 0).unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_keep_their_kind() {
+        let signer = TokenSigner::new([2; 32]);
+        let t = signer.page(PageKind::Shards, "s/7", "3");
+        let p = signer.parse_page(&t, PageKind::Shards).unwrap();
+        assert_eq!((p.scope.as_str(), p.after.as_str()), ("s/7", "3"));
+        assert_eq!(signer.parse_page(&t, PageKind::Streams).unwrap_err().code, ErrorCode::InvalidArgument);
     }
 
     proptest! {

@@ -299,3 +299,55 @@ async fn retention_trims_records_from_trim_horizon() {
     b.json("PutRecord", json!({"StreamName": "retained", "PartitionKey": "k", "Data": b64(b"new")})).await;
     assert_eq!(read_retained(&b).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_limits_when_enforced_refuse_the_excess() {
+    let b = common::start_with(|c| c.enforce_shard_limits = true).await;
+    b.create_stream("limited", 1).await;
+    // 1,000 records/s per shard: three quick batches of 500 cannot all fit.
+    let mut failed = 0;
+    let mut stored = 0;
+    for round in 0..3 {
+        let records: Vec<Value> =
+            (0..500).map(|i| json!({"PartitionKey": format!("k{round}-{i}"), "Data": b64(&[1u8; 100])})).collect();
+        let (status, v) = b.json("PutRecords", json!({"StreamName": "limited", "Records": records})).await;
+        assert_eq!(status, 200, "{v}");
+        for r in v["Records"].as_array().unwrap() {
+            match r["ErrorCode"].as_str() {
+                Some(code) => {
+                    assert_eq!(code, "ProvisionedThroughputExceededException");
+                    assert!(r["ErrorMessage"].as_str().unwrap().contains("shardId-000000000000"));
+                    assert!(r["SequenceNumber"].is_null());
+                    failed += 1;
+                }
+                None => stored += 1,
+            }
+        }
+        assert_eq!(
+            v["FailedRecordCount"],
+            v["Records"].as_array().unwrap().iter().filter(|r| !r["ErrorCode"].is_null()).count()
+        );
+    }
+    assert!(failed > 0 && stored >= 1000, "failed {failed}, stored {stored}");
+    let shard = b.running.broker.catalog.get("limited").unwrap().shard(0).unwrap().clone();
+    assert_eq!(shard.log.bounds().end_offset, stored as u64, "refused records are not stored");
+    // 5 GetRecords calls/s per shard.
+    let it = {
+        let (_, v) = b
+            .json(
+                "GetShardIterator",
+                json!({"StreamName": "limited", "ShardId": "shardId-000000000000", "ShardIteratorType": "LATEST"}),
+            )
+            .await;
+        v["ShardIterator"].as_str().unwrap().to_string()
+    };
+    let mut throttled = 0;
+    for _ in 0..8 {
+        let (status, v) = b.json("GetRecords", json!({"ShardIterator": it})).await;
+        if status == 400 {
+            assert_eq!(v["__type"], "ProvisionedThroughputExceededException");
+            throttled += 1;
+        }
+    }
+    assert!(throttled >= 2, "{throttled} of 8 calls throttled");
+}

@@ -193,10 +193,14 @@ impl Inner {
         if matches!(self.config.flush, FlushPolicy::Always) {
             #[cfg(test)]
             self.before_sync(offset);
+            let started = std::time::Instant::now();
             if let Err(e) = active.file.sync_data() {
                 // After a failed fsync the kernel may have dropped the dirty pages: stop here.
                 w.failed = Some(format!("sync failed: {e}"));
                 return Err(e);
+            }
+            if let Some(observe) = &self.config.sync_observer {
+                (observe.0)(started.elapsed());
             }
         } else {
             self.unsynced.store(true, Ordering::Release);

@@ -43,6 +43,17 @@ pub struct LogConfig {
     /// One sparse offset-index entry (and time-index entry) per this many bytes.
     pub index_interval_bytes: u32,
     pub flush: FlushPolicy,
+    /// Told how long each group's sync took (the broker's fsync histogram).
+    pub sync_observer: Option<SyncObserver>,
+}
+
+#[derive(Clone)]
+pub struct SyncObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncObserver")
+    }
 }
 
 impl Default for LogConfig {
@@ -52,6 +63,7 @@ impl Default for LogConfig {
             segment_max_age: Duration::from_secs(3600),
             index_interval_bytes: 4096,
             flush: FlushPolicy::Always,
+            sync_observer: None,
         }
     }
 }

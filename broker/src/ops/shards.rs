@@ -1,10 +1,9 @@
 //! ListShards and the shard descriptions shared with DescribeStream.
 
-use super::streams::PageKind;
 use super::validate::{self, bounded};
 use crate::broker::Broker;
-use crate::catalog::Stream;
 use crate::catalog::meta::ShardMeta;
+use crate::tokens::PageKind;
 use streamfabric_api::ApiError;
 use streamfabric_api::limits::MAX_LIST_SHARDS_RESULTS;
 use streamfabric_api::model::*;
@@ -23,8 +22,7 @@ pub(crate) fn shard_index_arg(field: &str, id: &str) -> Result<u64, ApiError> {
     })
 }
 
-pub(crate) fn shard_model(stream: &Stream, s: &ShardMeta) -> Shard {
-    let starting = stream.shard(s.index).map(|sh| sh.log.bounds().start_offset).unwrap_or(0);
+pub(crate) fn shard_model(s: &ShardMeta) -> Shard {
     Shard {
         shard_id: shard_id(s.index),
         parent_shard_id: s.parent.map(shard_id),
@@ -34,7 +32,8 @@ pub(crate) fn shard_model(stream: &Stream, s: &ShardMeta) -> Shard {
             ending_hash_key: s.range.end.to_string(),
         },
         sequence_number_range: SequenceNumberRange {
-            starting_sequence_number: SequenceNumber::new(s.index, starting).to_string(),
+            // Fixed at the shard's first number, as AWS keeps it after trimming.
+            starting_sequence_number: SequenceNumber::new(s.index, 0).to_string(),
             ending_sequence_number: s
                 .closed
                 .map(|c| SequenceNumber::new(s.index, c.end_offset.saturating_sub(1)).to_string()),
@@ -53,13 +52,13 @@ impl Broker {
                 if input.stream_name.is_some() || input.stream_arn.is_some() {
                     return Err(ApiError::invalid("NextToken and StreamName cannot be provided together."));
                 }
-                let (after, scope) = self.parse_page_token(token, PageKind::Shards, "")?;
-                let (name, incarnation) = scope.rsplit_once('/').unwrap_or((&scope, ""));
+                let page = self.signer.parse_page(token, PageKind::Shards)?;
+                let (name, incarnation) = page.scope.rsplit_once('/').unwrap_or((&page.scope, ""));
                 let stream = self.catalog.get(name).ok_or_else(|| self.not_found(name))?;
                 if stream.incarnation.to_string() != incarnation {
                     return Err(ApiError::invalid("Invalid NextToken: its stream was deleted."));
                 }
-                (stream, after.parse::<u64>().ok())
+                (stream, page.after.parse::<u64>().ok())
             }
             None => {
                 let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
@@ -78,9 +77,9 @@ impl Broker {
         shards.truncate(max);
         let next_token = more.then(|| {
             let scope = format!("{}/{}", stream.name, stream.incarnation);
-            self.page_token(PageKind::Shards, &scope, &shards.last().unwrap().index.to_string())
+            self.signer.page(PageKind::Shards, &scope, &shards.last().unwrap().index.to_string())
         });
-        Ok(ListShardsOutput { shards: shards.into_iter().map(|s| shard_model(&stream, s)).collect(), next_token })
+        Ok(ListShardsOutput { shards: shards.into_iter().map(shard_model).collect(), next_token })
     }
 
     /// The predicate of a ShardFilter.

@@ -4,14 +4,15 @@ use super::validate::{self, bounded, required};
 use crate::broker::Broker;
 use crate::catalog::Stream;
 use crate::catalog::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
+use crate::tokens::PageKind;
 use std::sync::Arc;
 use std::time::Duration;
+use streamfabric_api::ApiError;
 use streamfabric_api::hashkey::HashRange;
 use streamfabric_api::limits::*;
 use streamfabric_api::model::*;
 use streamfabric_api::names::validate_stream_name;
 use streamfabric_api::types::Timestamp;
-use streamfabric_api::{ApiError, ErrorCode};
 
 fn mode_details(mode: StreamMode) -> StreamModeDetails {
     StreamModeDetails { stream_mode: Some(mode.as_str().to_string()) }
@@ -72,7 +73,7 @@ impl Broker {
         };
         let stream = self.catalog.create(meta, self.config.shard_limit)?;
         // CREATING for a moment, as in AWS, so that clients that wait for ACTIVE are exercised.
-        after(self.config.status_delay, move || {
+        run_after(self.config.status_delay, move || {
             let _ = stream.update_meta(|m| {
                 if m.status == StreamStatus::Creating {
                     m.status = StreamStatus::Active;
@@ -98,7 +99,7 @@ impl Broker {
         // DELETING for a moment, as in AWS; then the files go.
         let catalog = self.catalog.clone();
         let name = stream.name.clone();
-        after(self.config.status_delay, move || {
+        run_after(self.config.status_delay, move || {
             if let Err(e) = catalog.remove(&name) {
                 tracing::error!(stream = %name, "deleting stream files: {e}");
             }
@@ -109,7 +110,7 @@ impl Broker {
     pub(crate) async fn list_streams(&self, input: ListStreamsInput) -> Result<ListStreamsOutput, ApiError> {
         let limit = bounded("limit", input.limit, 1, MAX_LIST_STREAMS_LIMIT, 100)? as usize;
         let after = match (&input.next_token, &input.exclusive_start_stream_name) {
-            (Some(token), _) => Some(self.parse_page_token(token, PageKind::Streams, "")?.0),
+            (Some(token), _) => Some(self.signer.parse_page(token, PageKind::Streams)?.after),
             (None, Some(name)) => Some(name.clone()),
             (None, None) => None,
         };
@@ -134,7 +135,7 @@ impl Broker {
                 }
             })
             .collect();
-        let next_token = has_more.then(|| self.page_token(PageKind::Streams, "", &page.last().unwrap().name));
+        let next_token = has_more.then(|| self.signer.page(PageKind::Streams, "", &page.last().unwrap().name));
         Ok(ListStreamsOutput {
             stream_names: summaries.iter().map(|s| s.stream_name.clone()).collect(),
             has_more_streams: has_more,
@@ -159,7 +160,7 @@ impl Broker {
                 stream_arn: self.arn(&m.name),
                 stream_status: m.status.as_str().to_string(),
                 stream_mode_details: mode_details(m.mode),
-                shards: shards.into_iter().map(|s| super::shards::shard_model(&stream, s)).collect(),
+                shards: shards.into_iter().map(|s| super::shards::shard_model(s)).collect(),
                 has_more_shards: has_more,
                 retention_period_hours: m.retention_hours,
                 stream_creation_timestamp: Timestamp(m.created_ms),
@@ -228,7 +229,7 @@ impl Broker {
         let streams = self.catalog.all();
         Ok(DescribeLimitsOutput {
             shard_limit: self.config.shard_limit,
-            open_shard_count: streams.iter().map(|s| s.meta().open_shard_count() as i64).sum(),
+            open_shard_count: self.catalog.open_shard_count() as i64,
             on_demand_stream_count: streams.iter().filter(|s| s.meta().mode == StreamMode::OnDemand).count() as i64,
             on_demand_stream_count_limit: ON_DEMAND_STREAM_LIMIT,
         })
@@ -236,54 +237,9 @@ impl Broker {
 }
 
 /// Run `f` on the blocking pool after `delay`.
-fn after(delay: Duration, f: impl FnOnce() + Send + 'static) {
+fn run_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let _ = tokio::task::spawn_blocking(f).await;
     });
-}
-
-pub(crate) enum PageKind {
-    Streams = 2,
-    Shards = 3,
-}
-
-impl Broker {
-    /// A signed paging token: what the page was over (`scope`), where it stopped, and when.
-    pub(crate) fn page_token(&self, kind: PageKind, scope: &str, after: &str) -> String {
-        let mut p = vec![kind as u8];
-        p.extend_from_slice(&Timestamp::now().millis().to_be_bytes());
-        p.extend_from_slice(&(scope.len() as u32).to_be_bytes());
-        p.extend_from_slice(scope.as_bytes());
-        p.extend_from_slice(after.as_bytes());
-        self.signer.sign(&p)
-    }
-
-    /// The position of a paging token of `kind` over `scope`; (after, scope) as issued.
-    pub(crate) fn parse_page_token(
-        &self,
-        token: &str,
-        kind: PageKind,
-        expected_scope: &str,
-    ) -> Result<(String, String), ApiError> {
-        let invalid = || ApiError::invalid("Invalid NextToken: it was not issued by this service for this operation.");
-        let p = self.signer.verify(token).ok_or_else(invalid)?;
-        if p.len() < 13 || p[0] != kind as u8 {
-            return Err(invalid());
-        }
-        let issued = i64::from_be_bytes(p[1..9].try_into().unwrap());
-        let scope_len = u32::from_be_bytes(p[9..13].try_into().unwrap()) as usize;
-        let scope = std::str::from_utf8(p.get(13..13 + scope_len).ok_or_else(invalid)?).map_err(|_| invalid())?;
-        let after = std::str::from_utf8(&p[13 + scope_len..]).map_err(|_| invalid())?;
-        if !expected_scope.is_empty() && scope != expected_scope {
-            return Err(invalid());
-        }
-        if Timestamp::now().millis() - issued > SHARD_ITERATOR_TTL_SECS * 1000 {
-            return Err(ApiError::new(
-                ErrorCode::ExpiredNextToken,
-                "The NextToken has expired; start the listing again.",
-            ));
-        }
-        Ok((after.to_string(), scope.to_string()))
-    }
 }

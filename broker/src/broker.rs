@@ -19,7 +19,12 @@ pub struct Broker {
     pub catalog: Arc<Catalog>,
     pub signer: TokenSigner,
     pub metrics: Arc<Metrics>,
+    /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
+    /// their encoding, so this bounds the broker's memory whatever the number of readers.
+    read_slots: tokio::sync::Semaphore,
 }
+
+const CONCURRENT_READS: usize = 2;
 
 impl Broker {
     /// Open the data directory, recover every stream and finish what a crash interrupted.
@@ -49,7 +54,13 @@ impl Broker {
         };
         let catalog = Arc::new(Catalog::open(config.data_dir.join("streams"), log_config, limits, metrics.clone())?);
         let signer = TokenSigner::load_or_create(&config.data_dir.join("token.key"))?;
-        let broker = Arc::new(Broker { config, catalog, signer, metrics });
+        let broker = Arc::new(Broker {
+            config,
+            catalog,
+            signer,
+            metrics,
+            read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
+        });
         for stream in broker.catalog.all() {
             match stream.status() {
                 StreamStatus::Deleting => broker.catalog.remove(&stream.name)?,
@@ -112,7 +123,12 @@ impl Broker {
             Operation::PutRecord => run!(put_record),
             Operation::PutRecords => run!(put_records),
             Operation::GetShardIterator => run!(get_shard_iterator),
-            Operation::GetRecords => run!(get_records),
+            // The largest answers (up to 10 MiB of data): encoded into a buffer sized up front.
+            Operation::GetRecords => {
+                let _permit = self.read_slots.acquire().await.expect("the semaphore is never closed");
+                let out = self.get_records(format.decode(body)?).await?;
+                format.encode_with_capacity(&out, out.encoded_size_hint())
+            }
             Operation::IncreaseStreamRetentionPeriod => run!(increase_retention),
             Operation::DecreaseStreamRetentionPeriod => run!(decrease_retention),
             Operation::AddTagsToStream => run!(add_tags),

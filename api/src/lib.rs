@@ -2,6 +2,8 @@
 //! their shapes, error codes, the JSON 1.1 / CBOR 1.1 codecs, hash keys and sequence numbers.
 
 pub mod codec;
+#[cfg(feature = "crd")]
+pub mod crd;
 pub mod error;
 pub mod hashkey;
 pub mod limits;

@@ -1,0 +1,367 @@
+//! The children of a DataStream, built as pure functions of its spec: a StatefulSet of
+//! brokers, a headless Service (stable pod names), a client Service (the Kinesis
+//! endpoint), a ConfigMap (broker settings) and a PodDisruptionBudget.
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+use streamfabric_api::crd::{DataStream, DataStreamSpec};
+
+pub const API_PORT: i32 = 4567;
+pub const ADMIN_PORT: i32 = 4568;
+pub const DATA_DIR: &str = "/data";
+/// Brokers per open shard when the spec sets neither replicas nor shardsPerBroker.
+pub const DEFAULT_SHARDS_PER_BROKER: i32 = 4;
+
+/// Names of the children, derived from the DataStream's name.
+pub struct Names {
+    pub brokers: String,
+    pub headless: String,
+    pub client: String,
+    pub config: String,
+}
+
+impl Names {
+    pub fn of(ds: &DataStream) -> Names {
+        let name = ds.name_any();
+        Names {
+            brokers: format!("{name}-broker"),
+            headless: format!("{name}-broker-headless"),
+            client: name.clone(),
+            config: format!("{name}-broker-config"),
+        }
+    }
+}
+
+pub fn selector_labels(ds: &DataStream) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "streamfabric-broker".to_string()),
+        ("app.kubernetes.io/instance".to_string(), ds.name_any()),
+    ])
+}
+
+fn labels(ds: &DataStream) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(ds);
+    labels.insert("app.kubernetes.io/managed-by".into(), "streamfabric-operator".into());
+    labels.insert("app.kubernetes.io/part-of".into(), "streamfabric".into());
+    labels
+}
+
+fn metadata(ds: &DataStream, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: ds.namespace(),
+        labels: Some(labels(ds)),
+        owner_references: Some(vec![owner(ds)]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The controller owner reference: children are garbage-collected with their DataStream.
+pub fn owner(ds: &DataStream) -> OwnerReference {
+    ds.controller_owner_ref(&()).expect("a DataStream read from the API server has a name and uid")
+}
+
+/// Broker pods: `replicas` when fixed, else one per `shardsPerBroker` open shards, within bounds.
+pub fn broker_replicas(spec: &DataStreamSpec) -> i32 {
+    let b = &spec.brokers;
+    let wanted = match b.replicas {
+        Some(n) => n,
+        None => {
+            let per = b.shards_per_broker.unwrap_or(DEFAULT_SHARDS_PER_BROKER).max(1);
+            (spec.shards + per - 1) / per
+        }
+    };
+    wanted.clamp(b.min_replicas.min(b.max_replicas), b.max_replicas.max(1))
+}
+
+/// Broker settings, as the environment variables `streamfabric-broker serve` reads.
+pub fn config_map(ds: &DataStream) -> ConfigMap {
+    let s = &ds.spec;
+    let l = &s.shard_limits;
+    let data = BTreeMap::from([
+        ("STREAMFABRIC_DATA_DIR".to_string(), DATA_DIR.to_string()),
+        ("STREAMFABRIC_LISTEN".to_string(), format!("0.0.0.0:{API_PORT}")),
+        ("STREAMFABRIC_ADMIN_LISTEN".to_string(), format!("0.0.0.0:{ADMIN_PORT}")),
+        ("STREAMFABRIC_ENFORCE_SHARD_LIMITS".to_string(), l.enforce.to_string()),
+        ("STREAMFABRIC_SHARD_WRITE_BYTES".to_string(), l.write_bytes_per_second.to_string()),
+        ("STREAMFABRIC_SHARD_WRITE_RECORDS".to_string(), l.write_records_per_second.to_string()),
+        ("STREAMFABRIC_SHARD_READ_BYTES".to_string(), l.read_bytes_per_second.to_string()),
+        ("STREAMFABRIC_SHARD_READ_CALLS".to_string(), l.read_calls_per_second.to_string()),
+    ]);
+    ConfigMap { metadata: metadata(ds, &Names::of(ds).config), data: Some(data), ..ConfigMap::default() }
+}
+
+fn http_probe(path: &str, period: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        ..Probe::default()
+    }
+}
+
+pub fn statefulset(ds: &DataStream) -> StatefulSet {
+    let names = Names::of(ds);
+    let spec = &ds.spec;
+    // A change of settings must restart the brokers: the pod template carries their digest.
+    let config_digest = {
+        let cm = config_map(ds);
+        let text = serde_json::to_string(&cm.data).expect("config serializes");
+        format!("{:016x}", fnv1a(text.as_bytes()))
+    };
+    let mut env = vec![EnvVar {
+        name: "POD_IP".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                field_path: "status.podIP".into(),
+                ..Default::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }];
+    if let Some(secret) = spec.object_store.as_ref().and_then(|o| o.credentials_secret_ref.as_ref()) {
+        for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            env.push(EnvVar {
+                name: key.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: key.into(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+    }
+    let container = Container {
+        name: "broker".into(),
+        image: Some(spec.brokers.image.clone()),
+        args: Some(vec!["serve".into()]),
+        env: Some(env),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource { name: names.config.clone(), optional: Some(false) }),
+            ..EnvFromSource::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort { name: Some("kinesis".into()), container_port: API_PORT, ..ContainerPort::default() },
+            ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT, ..ContainerPort::default() },
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        resources: spec.brokers.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(k8s_openapi::api::core::v1::Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta { name: Some("data".into()), labels: Some(selector_labels(ds)), ..ObjectMeta::default() },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.brokers.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), Quantity(spec.brokers.storage.size.clone()))])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    let mut pod_labels = labels(ds);
+    pod_labels.remove("app.kubernetes.io/managed-by");
+    StatefulSet {
+        metadata: metadata(ds, &names.brokers),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(broker_replicas(spec)),
+            service_name: Some(names.headless.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector { match_labels: Some(selector_labels(ds)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([("streamfabric.io/config-digest".to_string(), config_digest)])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        fs_group: Some(65532),
+                        ..PodSecurityContext::default()
+                    }),
+                    termination_grace_period_seconds: Some(30),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn ports() -> Vec<ServicePort> {
+    vec![
+        ServicePort {
+            name: Some("kinesis".into()),
+            port: API_PORT,
+            target_port: Some(IntOrString::Int(API_PORT)),
+            ..ServicePort::default()
+        },
+        ServicePort {
+            name: Some("admin".into()),
+            port: ADMIN_PORT,
+            target_port: Some(IntOrString::Int(ADMIN_PORT)),
+            ..ServicePort::default()
+        },
+    ]
+}
+
+/// Stable DNS names for the broker pods (`<pod>.<headless>`), ready or not, so brokers find
+/// each other while starting.
+pub fn headless_service(ds: &DataStream) -> Service {
+    Service {
+        metadata: metadata(ds, &Names::of(ds).headless),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector_labels(ds)),
+            ports: Some(ports()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The endpoint applications point their SDKs at.
+pub fn client_service(ds: &DataStream) -> Service {
+    Service {
+        metadata: metadata(ds, &Names::of(ds).client),
+        spec: Some(ServiceSpec { selector: Some(selector_labels(ds)), ports: Some(ports()), ..ServiceSpec::default() }),
+        status: None,
+    }
+}
+
+/// At most one broker down at a time for voluntary disruptions (drains, upgrades).
+pub fn pod_disruption_budget(ds: &DataStream) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: metadata(ds, &Names::of(ds).brokers),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector { match_labels: Some(selector_labels(ds)), ..LabelSelector::default() }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The client endpoint as applications in the cluster reach it.
+pub fn endpoint(ds: &DataStream) -> String {
+    format!("http://{}.{}.svc:{API_PORT}", Names::of(ds).client, ds.namespace().unwrap_or_else(|| "default".into()))
+}
+
+/// A small stable hash (FNV-1a) for the config digest; not for security.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::DataStreamExt;
+
+    #[test]
+    fn replicas_follow_shards_within_bounds() {
+        let ds = DataStream::test().with_shards(9);
+        assert_eq!(broker_replicas(&ds.spec), 3, "ceil(9 / 4)");
+        let mut spec = ds.spec.clone();
+        spec.brokers.shards_per_broker = Some(1);
+        spec.brokers.max_replicas = 5;
+        assert_eq!(broker_replicas(&spec), 5, "clamped to maxReplicas");
+        spec.brokers.shards_per_broker = None;
+        spec.brokers.replicas = Some(2);
+        assert_eq!(broker_replicas(&spec), 2);
+        spec.brokers.min_replicas = 3;
+        assert_eq!(broker_replicas(&spec), 3, "raised to minReplicas");
+    }
+
+    #[test]
+    fn children_are_owned_labelled_and_consistent() {
+        let ds = DataStream::test().with_shards(4);
+        let sts = statefulset(&ds);
+        let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("DataStream", "orders", Some(true)));
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.service_name.as_deref(), Some("orders-broker-headless"));
+        assert_eq!(spec.selector.match_labels.as_ref(), Some(&selector_labels(&ds)));
+        let pod = spec.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some(streamfabric_api::crd::DEFAULT_BROKER_IMAGE));
+        assert_eq!(c.env_from.as_ref().unwrap()[0].config_map_ref.as_ref().unwrap().name, "orders-broker-config");
+        assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(
+            claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "10Gi"
+        );
+        assert_eq!(headless_service(&ds).spec.unwrap().cluster_ip.as_deref(), Some("None"));
+        assert_eq!(client_service(&ds).metadata.name.as_deref(), Some("orders"));
+        assert_eq!(endpoint(&ds), "http://orders.streams.svc:4567");
+        let cm = config_map(&ds);
+        assert_eq!(cm.data.as_ref().unwrap()["STREAMFABRIC_SHARD_WRITE_RECORDS"], "1000");
+        assert_eq!(pod_disruption_budget(&ds).spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    #[test]
+    fn a_settings_change_rolls_the_brokers() {
+        let a = DataStream::test();
+        let mut b = a.clone();
+        b.spec.shard_limits.enforce = true;
+        let digest = |ds: &DataStream| {
+            statefulset(ds).spec.unwrap().template.metadata.unwrap().annotations.unwrap()["streamfabric.io/config-digest"].clone()
+        };
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(digest(&a), digest(&a.clone()));
+    }
+
+    #[test]
+    fn object_store_credentials_come_from_the_secret() {
+        let mut ds = DataStream::test();
+        ds.spec.object_store = Some(streamfabric_api::crd::ObjectStoreSpec {
+            url: "s3://bucket/prefix".into(),
+            endpoint: Some("http://minio:9000".into()),
+            region: None,
+            credentials_secret_ref: Some(streamfabric_api::crd::SecretRef { name: "minio-creds".into() }),
+        });
+        let sts = statefulset(&ds);
+        let env = sts.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+        let key = env.iter().find(|e| e.name == "AWS_ACCESS_KEY_ID").unwrap();
+        assert_eq!(key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "minio-creds");
+    }
+}

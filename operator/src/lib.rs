@@ -1,9 +1,14 @@
 //! streamfabric's operator: reconciles DataStream resources into brokers, reports status,
 //! and scales shards with write throughput.
 
+pub mod admin;
 pub mod autoscale;
 pub mod conditions;
+pub mod controller;
+pub mod error;
 pub mod manifests;
+pub mod metrics;
+pub mod status;
 
 #[cfg(test)]
 mod fixtures;

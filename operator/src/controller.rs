@@ -1,0 +1,190 @@
+//! The DataStream controller: `reconcile` wraps the finalizer and dispatches Apply and
+//! Cleanup; children are applied server-side with one field manager; every decision is an
+//! Event and a metric.
+
+use crate::error::{Error, Result};
+use crate::manifests::{self, Names};
+use crate::metrics::Metrics;
+use crate::status::{self, Observed};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamfabric_api::crd::{DataStream, DeletionPolicy};
+
+pub const FIELD_MANAGER: &str = "streamfabric-operator";
+pub const FINALIZER: &str = "streamfabric.io/cleanup";
+/// Status and autoscaling are refreshed this often even without changes.
+const RESYNC: Duration = Duration::from_secs(30);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Context {
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Context { recorder: Recorder::new(client.clone(), reporter), client, metrics }
+    }
+
+    async fn decision(&self, ds: &DataStream, type_: EventType, reason: &str, note: String) {
+        self.metrics.decisions.with_label_values(&[reason]).inc();
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, &ds.object_ref(&())).await {
+            tracing::warn!(datastream = %ds.name_any(), "publishing event {reason}: {e}");
+        }
+    }
+}
+
+pub async fn reconcile(ds: Arc<DataStream>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.with_label_values(&["DataStream"]).inc();
+    let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
+    let api: Api<DataStream> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, ds, |event| async {
+        match event {
+            Finalizer::Apply(ds) => apply(&ds, &ctx).await,
+            Finalizer::Cleanup(ds) => cleanup(&ds, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconcile_seconds.with_label_values(&["DataStream"]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+pub fn error_policy(ds: Arc<DataStream>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(datastream = %ds.name_any(), "reconcile failed: {error}");
+    ctx.metrics.failures.with_label_values(&["DataStream", error.metric_label()]).inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Server-side apply of one child with the operator's field manager.
+async fn apply_child<K>(client: &Client, ns: &str, child: K) -> Result<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = child.meta().name.clone().expect("children are named");
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child)).await?)
+}
+
+async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
+    let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
+    let client = &ctx.client;
+    apply_child(client, &ns, manifests::config_map(ds)).await?;
+    apply_child(client, &ns, manifests::headless_service(ds)).await?;
+    apply_child(client, &ns, manifests::client_service(ds)).await?;
+    let sts = apply_child(client, &ns, manifests::statefulset(ds)).await?;
+    apply_child(client, &ns, manifests::pod_disruption_budget(ds)).await?;
+
+    let seen = Observed {
+        desired_brokers: manifests::broker_replicas(&ds.spec),
+        ready_brokers: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+    };
+    let before = ds.status.clone().unwrap_or_default();
+    let next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
+    if next != before {
+        let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "streamfabric.io/v1alpha1",
+            "kind": "DataStream",
+            "status": next,
+        });
+        api.patch_status(&ds.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    }
+    if before.observed_generation != ds.metadata.generation {
+        ctx.decision(
+            ds,
+            EventType::Normal,
+            "Applied",
+            format!(
+                "generation {}: {} shards, {} broker(s) in StatefulSet {}",
+                ds.metadata.generation.unwrap_or(0),
+                ds.spec.shards,
+                seen.desired_brokers,
+                Names::of(ds).brokers
+            ),
+        )
+        .await;
+    }
+    let was_ready = crate::conditions::is_true(&before.conditions, crate::conditions::READY);
+    let is_ready = crate::conditions::is_true(&next.conditions, crate::conditions::READY);
+    if was_ready != is_ready {
+        let (type_, reason) = if is_ready { (EventType::Normal, "Ready") } else { (EventType::Warning, "NotReady") };
+        ctx.decision(ds, type_, reason, format!("{}/{} brokers ready", seen.ready_brokers, seen.desired_brokers)).await;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// On deletion: children go with their owner; the data volumes go only when the
+/// deletion policy says Delete.
+async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
+    let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
+    match ds.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            ctx.decision(
+                ds,
+                EventType::Normal,
+                "DataRetained",
+                "deletionPolicy Retain: broker volumes are kept".into(),
+            )
+            .await;
+        }
+        DeletionPolicy::Delete => {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            let selector =
+                manifests::selector_labels(ds).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            let mut deleted = 0;
+            for pvc in pvcs.list(&ListParams::default().labels(&selector)).await?.items {
+                match pvcs.delete(&pvc.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => deleted += 1,
+                    // Already gone: cleanup is idempotent.
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ctx.decision(
+                ds,
+                EventType::Normal,
+                "DataDeleted",
+                format!("deletionPolicy Delete: {deleted} broker volume claim(s) deleted"),
+            )
+            .await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Run the controller until a shutdown signal.
+pub async fn run(client: Client, metrics: Arc<Metrics>) {
+    let ctx = Arc::new(Context::new(client.clone(), metrics));
+    let config = watcher::Config::default().any_semantic();
+    Controller::new(Api::<DataStream>::all(client.clone()), config.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|outcome| async move {
+            if let Err(e) = outcome {
+                tracing::debug!("reconcile: {e}");
+            }
+        })
+        .await;
+}

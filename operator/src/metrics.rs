@@ -1,0 +1,53 @@
+//! The operator's Prometheus metrics.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub failures: IntCounterVec,
+    pub reconcile_seconds: HistogramVec,
+    pub decisions: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let reconciles =
+            IntCounterVec::new(Opts::new("streamfabric_operator_reconciles_total", "Reconciles run"), &["kind"])
+                .unwrap();
+        let failures = IntCounterVec::new(
+            Opts::new("streamfabric_operator_reconcile_failures_total", "Reconciles that failed, by error"),
+            &["kind", "error"],
+        )
+        .unwrap();
+        let reconcile_seconds = HistogramVec::new(
+            HistogramOpts::new("streamfabric_operator_reconcile_seconds", "Reconcile duration")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["kind"],
+        )
+        .unwrap();
+        let decisions = IntCounterVec::new(
+            Opts::new("streamfabric_operator_decisions_total", "Decisions taken (each also an Event), by reason"),
+            &["reason"],
+        )
+        .unwrap();
+        for m in [&reconciles, &failures, &decisions] {
+            registry.register(Box::new(m.clone())).unwrap();
+        }
+        registry.register(Box::new(reconcile_seconds.clone())).unwrap();
+        Metrics { registry, reconciles, failures, reconcile_seconds, decisions }
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding to memory");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,181 @@
+//! The controller against a mock API server: each request's method, URI (field manager
+//! included) and body are asserted, in order.
+
+use http::{Method, Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use streamfabric_api::crd::DataStream;
+use streamfabric_operator::controller::{Context, reconcile};
+use streamfabric_operator::metrics::Metrics;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn datastream(finalizers: &[&str], deleting: bool) -> DataStream {
+    let mut v = json!({
+        "apiVersion": "streamfabric.io/v1alpha1",
+        "kind": "DataStream",
+        "metadata": {"name": "orders", "namespace": "streams", "uid": "u-1", "generation": 3, "resourceVersion": "7",
+                     "finalizers": finalizers},
+        "spec": {"shards": 8, "deletionPolicy": "Delete"}
+    });
+    if deleting {
+        v["metadata"]["deletionTimestamp"] = json!("2026-11-28T00:00:00Z");
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+/// Answer the next request after checking it; returns its JSON body.
+async fn expect(handle: &mut Handle, method: Method, path: &str, query: &[&str], answer: Value) -> Value {
+    let (request, send) = handle.next_request().await.expect("a request");
+    let uri = request.uri().to_string();
+    assert_eq!(request.method(), method, "{uri}");
+    assert_eq!(request.uri().path(), path, "{uri}");
+    for q in query {
+        assert!(uri.contains(q), "{uri} should contain {q}");
+    }
+    let bytes = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+    body
+}
+
+fn context() -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    (Arc::new(Context::new(client, Arc::new(Metrics::new()))), handle)
+}
+
+const APPLY: &[&str] = &["fieldManager=streamfabric-operator", "force=true"];
+
+#[tokio::test]
+async fn apply_creates_children_with_one_field_manager_then_status_and_an_event() {
+    let (ctx, mut api) = context();
+    let ds = datastream(&["streamfabric.io/cleanup"], false);
+    let run = tokio::spawn(reconcile(Arc::new(ds.clone()), ctx));
+
+    let cm = expect(
+        &mut api,
+        Method::PATCH,
+        "/api/v1/namespaces/streams/configmaps/orders-broker-config",
+        APPLY,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "orders-broker-config"}}),
+    )
+    .await;
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "DataStream");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(cm["data"]["STREAMFABRIC_LISTEN"], "0.0.0.0:4567");
+    let headless = expect(
+        &mut api,
+        Method::PATCH,
+        "/api/v1/namespaces/streams/services/orders-broker-headless",
+        APPLY,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders-broker-headless"}}),
+    )
+    .await;
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let client = expect(
+        &mut api,
+        Method::PATCH,
+        "/api/v1/namespaces/streams/services/orders",
+        APPLY,
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders"}}),
+    )
+    .await;
+    assert_eq!(client["spec"]["ports"][0]["port"], 4567);
+    let sts = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/streams/statefulsets/orders-broker",
+        APPLY,
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "orders-broker"},
+               "spec": {"selector": {}, "serviceName": "orders-broker-headless", "template": {}},
+               "status": {"replicas": 2, "readyReplicas": 2}}),
+    )
+    .await;
+    assert_eq!(sts["spec"]["replicas"], 2, "8 shards at 4 per broker");
+    assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["args"], json!(["serve"]));
+    let pdb = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/policy/v1/namespaces/streams/poddisruptionbudgets/orders-broker",
+        APPLY,
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "orders-broker"}}),
+    )
+    .await;
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let status = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/streamfabric.io/v1alpha1/namespaces/streams/datastreams/orders/status",
+        APPLY,
+        serde_json::to_value(&ds).unwrap(),
+    )
+    .await;
+    assert_eq!(status["status"]["readyBrokers"], 2);
+    assert_eq!(status["status"]["observedGeneration"], 3);
+    let ready = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "True");
+    // A new generation was applied: an Event says so; then readiness flipped: another.
+    let applied =
+        expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
+    assert_eq!(applied["reason"], "Applied");
+    assert!(applied["note"].as_str().unwrap().contains("8 shards"), "{applied}");
+    let became_ready =
+        expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
+    assert_eq!(became_ready["reason"], "Ready");
+    run.await.unwrap().expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn a_new_datastream_first_gets_the_finalizer() {
+    let (ctx, mut api) = context();
+    let run = tokio::spawn(reconcile(Arc::new(datastream(&[], false)), ctx));
+    let patch = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/streamfabric.io/v1alpha1/namespaces/streams/datastreams/orders",
+        &[],
+        serde_json::to_value(datastream(&["streamfabric.io/cleanup"], false)).unwrap(),
+    )
+    .await;
+    assert!(patch.to_string().contains("streamfabric.io/cleanup"), "{patch}");
+    run.await.unwrap().expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
+    let (ctx, mut api) = context();
+    let run = tokio::spawn(reconcile(Arc::new(datastream(&["streamfabric.io/cleanup"], true)), ctx));
+    expect(
+        &mut api,
+        Method::GET,
+        "/api/v1/namespaces/streams/persistentvolumeclaims",
+        &["labelSelector=app.kubernetes.io%2Finstance%3Dorders%2Capp.kubernetes.io%2Fname%3Dstreamfabric-broker"],
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": [
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-orders-broker-0"}}]}),
+    )
+    .await;
+    expect(
+        &mut api,
+        Method::DELETE,
+        "/api/v1/namespaces/streams/persistentvolumeclaims/data-orders-broker-0",
+        &[],
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-orders-broker-0"}}),
+    )
+    .await;
+    let event =
+        expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
+    assert_eq!(event["reason"], "DataDeleted");
+    let unfinalize = expect(
+        &mut api,
+        Method::PATCH,
+        "/apis/streamfabric.io/v1alpha1/namespaces/streams/datastreams/orders",
+        &[],
+        serde_json::to_value(datastream(&[], true)).unwrap(),
+    )
+    .await;
+    assert!(unfinalize.to_string().contains("remove"), "finalizer removed: {unfinalize}");
+    run.await.unwrap().expect("cleanup succeeds");
+}

@@ -1,0 +1,183 @@
+//! Against a real kube-apiserver (scripts/e2e-operator starts one and runs these with
+//! `--ignored`): the CRD installs, invalid DataStreams are refused with a clear message, and
+//! the controller creates owned children with its field manager, writes status and
+//! Events, follows a spec change and runs its finalizer on delete.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use streamfabric_api::crd::DataStream;
+use streamfabric_operator::controller::{self, FIELD_MANAGER};
+use streamfabric_operator::metrics::Metrics;
+
+async fn client_with_crd() -> Client {
+    let client = Client::try_default().await.expect("KUBECONFIG points at the test API server");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/datastream.yaml")).unwrap(),
+    )
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch("datastreams.streamfabric.io", &PatchParams::apply("streamfabric-tests").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    eventually("the CRD is established", || async {
+        let crd = crds.get("datastreams.streamfabric.io").await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+    // The CRD's kind must also be discoverable before typed calls work.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client
+}
+
+async fn namespace(client: &Client, name: &str) -> String {
+    let ns: Api<Namespace> = Api::all(client.clone());
+    let _ =
+        ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()).await;
+    name.to_string()
+}
+
+/// Poll `probe` until it gives a value (bounded: 60 s).
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    for _ in 0..300 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+fn datastream(name: &str, spec: serde_json::Value) -> DataStream {
+    serde_json::from_value(json!({
+        "apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server; run scripts/e2e-operator"]
+async fn invalid_datastreams_are_refused_with_a_clear_message() {
+    let client = client_with_crd().await;
+    let ns = namespace(&client, "sf-invalid").await;
+    let api: Api<DataStream> = Api::namespaced(client, &ns);
+    let cases = [
+        (json!({"shards": 0}), "spec.shards"),
+        (json!({"shards": 2, "retentionHours": 12}), "spec.retentionHours"),
+        (json!({"shards": 2, "mode": "Sometimes"}), "spec.mode"),
+        (json!({"shards": 2, "durability": "Object"}), "durability Object needs spec.objectStore"),
+        (json!({"shards": 2, "mode": "OnDemand"}), "mode OnDemand needs spec.scaling"),
+        (
+            json!({"shards": 2, "mode": "OnDemand", "scaling": {"minShards": 8, "maxShards": 4}}),
+            "minShards must not exceed",
+        ),
+        (json!({"shards": 2, "brokers": {"replicas": 2, "shardsPerBroker": 4}}), "not both"),
+        (json!({"shards": 2, "objectStore": {"url": "ftp://x"}}), "spec.objectStore.url"),
+    ];
+    for (i, (spec, expected)) in cases.into_iter().enumerate() {
+        let err = api.create(&PostParams::default(), &datastream(&format!("bad-{i}"), spec.clone())).await.unwrap_err();
+        let kube::Error::Api(status) = err else { panic!("{spec}: not an API error: {err}") };
+        assert_eq!(status.code, 422, "{spec}: {}", status.message);
+        assert!(status.message.contains(expected), "{spec}: message {:?} should name {expected:?}", status.message);
+    }
+    // And a valid one is accepted, with defaults filled in.
+    let ok = api.create(&PostParams::default(), &datastream("good", json!({"shards": 2}))).await.unwrap();
+    assert_eq!(ok.spec.retention_hours, 24);
+    api.delete("good", &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server; run scripts/e2e-operator"]
+async fn the_controller_reconciles_children_status_events_and_cleanup() {
+    let client = client_with_crd().await;
+    let ns = namespace(&client, "sf-controller").await;
+    let controller = tokio::spawn(controller::run(client.clone(), Arc::new(Metrics::new())));
+    let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &datastream("orders", json!({"shards": 8, "deletionPolicy": "Retain"})))
+        .await
+        .unwrap();
+
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let sts =
+        eventually("the StatefulSet exists", || async { sts_api.get_opt("orders-broker").await.ok().flatten() }).await;
+    assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(2));
+    let owner = &sts.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("DataStream", "orders", Some(true)));
+    assert!(sts.managed_fields().iter().any(|m| m.manager.as_deref() == Some(FIELD_MANAGER)));
+    for (kind, present) in [
+        (
+            "ConfigMap orders-broker-config",
+            Api::<ConfigMap>::namespaced(client.clone(), &ns).get_opt("orders-broker-config").await.unwrap().is_some(),
+        ),
+        ("Service orders", Api::<Service>::namespaced(client.clone(), &ns).get_opt("orders").await.unwrap().is_some()),
+        (
+            "Service orders-broker-headless",
+            Api::<Service>::namespaced(client.clone(), &ns).get_opt("orders-broker-headless").await.unwrap().is_some(),
+        ),
+        (
+            "PodDisruptionBudget orders-broker",
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+                .get_opt("orders-broker")
+                .await
+                .unwrap()
+                .is_some(),
+        ),
+    ] {
+        assert!(present, "{kind} was created");
+    }
+
+    // Status: no pods run here (no controller-manager), so the brokers are starting.
+    let ds = eventually("status is written", || async {
+        let ds = api.get("orders").await.ok()?;
+        (ds.status.as_ref()?.observed_generation == Some(1)).then_some(ds)
+    })
+    .await;
+    let status = ds.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BrokersStarting"));
+    assert_eq!(status.endpoint.as_deref(), Some("http://orders.sf-controller.svc:4567"));
+    assert!(ds.metadata.finalizers.unwrap().contains(&"streamfabric.io/cleanup".to_string()));
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually("an Applied event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("Applied")).then_some(())
+    })
+    .await;
+
+    // A spec change: 12 shards need 3 brokers.
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(json!({"spec": {"shards": 12}}))).await.unwrap();
+    eventually("the StatefulSet follows the spec", || async {
+        let sts = sts_api.get("orders-broker").await.ok()?;
+        (sts.spec?.replicas == Some(3)).then_some(())
+    })
+    .await;
+    eventually("status observes generation 2", || async {
+        (api.get("orders").await.ok()?.status?.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+
+    // Delete: the finalizer runs (an Event), then the DataStream is gone.
+    api.delete("orders", &DeleteParams::default()).await.unwrap();
+    eventually("the DataStream is gone", || async { api.get_opt("orders").await.ok()?.is_none().then_some(()) }).await;
+    eventually("a DataRetained event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("DataRetained")).then_some(())
+    })
+    .await;
+    controller.abort();
+}

@@ -9,6 +9,7 @@ pub mod metrics;
 mod ops;
 pub mod stats;
 pub mod throttle;
+pub mod tier;
 pub mod tokens;
 
 use std::net::SocketAddr;

@@ -1,0 +1,618 @@
+//! Storage tests. Each is written once as `async fn name(t: TierStore)` and run by
+//! `storage_tests!` against `memory://` (under a non-empty key prefix) and against
+//! `file://` (a temporary directory, through `LocalConditionalStore`).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutPayload, UpdateVersion};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::versioned::is_conflict;
+use super::*;
+
+struct Backend {
+    tier: TierStore,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Backend {
+    let (store, prefix) = open_store("memory://", &StoreOptions::default()).unwrap();
+    assert_eq!(prefix, Path::default());
+    Backend { tier: TierStore::new(store, Path::from("tier-tests/prefix")), _dir: None }
+}
+
+fn file() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/store", dir.path().display());
+    let (store, prefix) = open_store(&url, &StoreOptions::default()).unwrap();
+    Backend { tier: TierStore::new(store, prefix), _dir: Some(dir) }
+}
+
+macro_rules! storage_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let b = super::memory();
+                    super::$name(b.tier.clone()).await;
+                }
+            )*
+        }
+        mod file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let b = super::file();
+                    super::$name(b.tier.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+storage_tests!(
+    conditional_put_semantics,
+    manifest_create_and_update,
+    manifest_concurrent_appends,
+    manifest_race_two_handles,
+    stale_epoch_refused,
+    incarnation_pinned,
+    segment_round_trip_all_compressions,
+    segment_idempotent_reupload,
+    segment_conflicting_reupload,
+    segment_multipart,
+    retention_and_sweep,
+    stream_meta_create_update_list,
+);
+
+fn fake_seg(base: u64, end: u64) -> SegmentRef {
+    SegmentRef {
+        base_offset: base,
+        end_offset: end,
+        first_ts_ms: base,
+        last_ts_ms: end,
+        records: end - base,
+        raw_bytes: 1,
+        stored_bytes: 1,
+        compression: Compression::None,
+        key: layout::segment_key("s", "sh", base),
+    }
+}
+
+fn sample(len: usize, salt: u8) -> Bytes {
+    // compressible but not trivial
+    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(31) ^ salt ^ ((i % 13) as u8)).collect::<Vec<u8>>().into()
+}
+
+fn upload_req(base: u64, end: u64, ts: u64, compression: Compression, data: Bytes) -> SegmentUpload {
+    SegmentUpload {
+        stream: "s".into(),
+        shard: "sh".into(),
+        epoch: 1,
+        base_offset: base,
+        end_offset: end,
+        first_ts_ms: ts.saturating_sub(100),
+        last_ts_ms: ts,
+        records: end - base,
+        compression,
+        data: SegmentData::Bytes(data),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+
+/// The raw store gives create-if-absent and ETag compare-and-swap (for file://,
+/// through LocalConditionalStore), with no repeated ETags.
+async fn conditional_put_semantics(t: TierStore) {
+    let s = t.store().clone();
+    let p = t.path("x/doc.json");
+    let put = |mode: PutMode, body: &'static str| {
+        let (s, p) = (s.clone(), p.clone());
+        async move { s.put_opts(&p, PutPayload::from_static(body.as_bytes()), mode.into()).await }
+    };
+    let v1: UpdateVersion = put(PutMode::Create, "aaaa").await.unwrap().into();
+    assert!(matches!(put(PutMode::Create, "zzzz").await, Err(object_store::Error::AlreadyExists { .. })));
+    let v2: UpdateVersion = put(PutMode::Update(v1.clone()), "bbbb").await.unwrap().into();
+    let v3: UpdateVersion = put(PutMode::Update(v2.clone()), "aaaa").await.unwrap().into();
+    for stale in [&v1, &v2] {
+        let e = put(PutMode::Update(stale.clone()), "cccc").await.unwrap_err();
+        assert!(matches!(e, object_store::Error::Precondition { .. }), "{e}");
+    }
+    let got = s.get(&p).await.unwrap();
+    assert_eq!(got.meta.e_tag, v3.e_tag, "GET reports the ETag the update returned");
+    assert_eq!(&got.bytes().await.unwrap()[..], b"aaaa");
+
+    // Many same-size updates in a row: every ETag is new.
+    let mut seen: HashSet<String> = [&v1, &v2, &v3].iter().map(|v| v.e_tag.clone().unwrap()).collect();
+    let mut v = v3;
+    for i in 0..30 {
+        let body: &'static str = if i % 2 == 0 { "dddd" } else { "eeee" };
+        v = put(PutMode::Update(v), body).await.unwrap().into();
+        assert!(seen.insert(v.e_tag.clone().unwrap()), "ETag repeated after {i} updates");
+    }
+
+    // Update of a missing object is a conflict, not a create.
+    let missing = t.path("x/missing.json");
+    let e = s.put_opts(&missing, PutPayload::from_static(b"x"), PutMode::Update(v.clone()).into()).await.unwrap_err();
+    assert!(is_conflict(&e), "{e}");
+    assert!(s.head(&missing).await.is_err());
+
+    // Eight writers with the same version: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (s, p, v) = (s.clone(), p.clone(), v.clone());
+            tokio::spawn(async move {
+                s.put_opts(&p, PutPayload::from(format!("writer-{i}")), PutMode::Update(v).into()).await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(e) => assert!(matches!(e, object_store::Error::Precondition { .. }), "{e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn manifest_create_and_update(t: TierStore) {
+    let m = t.manifest("s", "sh").unwrap();
+    assert!(m.load().await.unwrap().is_none());
+    let u = m.append_segment(1, fake_seg(0, 10)).await.unwrap();
+    assert!(u.written && u.value && u.conflicts == 0);
+    assert_eq!(u.doc.version, 1);
+    let (doc, ver) = m.load().await.unwrap().unwrap();
+    assert_eq!(doc, u.doc);
+    assert_eq!(Some(ver.clone()), u.version);
+    assert_eq!(doc.shard, "sh");
+    assert_eq!(doc.epoch, 1);
+
+    let u = m.append_segment(1, fake_seg(10, 20)).await.unwrap();
+    assert_eq!(u.doc.version, 2);
+    assert_ne!(u.version, Some(ver));
+    // idempotent: listing again writes nothing
+    let again = m.append_segment(1, fake_seg(10, 20)).await.unwrap();
+    assert!(!again.written && !again.value);
+    assert_eq!(again.doc.version, 2);
+    // a refusal from the closure passes through, nothing written
+    let e = m.update(|_| -> Result<()> { Err(TierError::Rejected { reason: "no".into() }) }).await.unwrap_err();
+    assert!(matches!(e, TierError::Rejected { .. }));
+    let e = m.append_segment(1, fake_seg(15, 25)).await.unwrap_err();
+    assert!(matches!(e, TierError::Conflict { .. }), "{e}");
+    let (doc, _) = m.load().await.unwrap().unwrap();
+    assert_eq!(doc.version, 2);
+    assert_eq!(doc.segments.len(), 2);
+    assert_eq!(m.conflicts(), 0);
+    // The stored JSON is at the documented key.
+    let raw = t.store().get(&t.path(&layout::manifest_key("s", "sh"))).await.unwrap().bytes().await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(v["segments"][1]["end_offset"], 20);
+}
+
+/// Eight tasks with their own handles each append six distinct segments: every
+/// append is present exactly once and every write bumped the generation once.
+async fn manifest_concurrent_appends(t: TierStore) {
+    // Eight writers hammering one manifest is far more contention than production
+    // (one owner per shard); allow more attempts than the default so that a loaded
+    // CI machine cannot make a writer lose ten times in a row.
+    let retry = RetryPolicy { max_attempts: 40, ..RetryPolicy::default() };
+    let t =
+        TierStore::with_options(t.store().clone(), t.prefix().clone(), TierOptions { retry, ..TierOptions::default() });
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 6;
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let h = t.manifest("s", "sh").unwrap();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let base = (i * WRITERS + w) * 10;
+                    let u = h.append_segment(1, fake_seg(base, base + 10)).await.unwrap();
+                    assert!(u.written && u.value);
+                }
+                h.conflicts()
+            })
+        })
+        .collect();
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    let bases: Vec<u64> = m.segments.iter().map(|s| s.base_offset).collect();
+    let want: Vec<u64> = (0..WRITERS * EACH).map(|i| i * 10).collect();
+    assert_eq!(bases, want);
+    assert_eq!(m.version, WRITERS * EACH, "one write per append ({conflicts} lost races retried)");
+}
+
+/// Two handles both read version V, then both write: one wins, the other gets a
+/// precondition failure, re-reads and writes on top.
+async fn manifest_race_two_handles(t: TierStore) {
+    let a = t.manifest("s", "sh").unwrap();
+    let b = t.manifest("s", "sh").unwrap();
+    a.append_segment(1, fake_seg(0, 10)).await.unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let run = |h: ManifestStore, seg: SegmentRef| {
+        let (barrier, calls) = (barrier.clone(), calls.clone());
+        tokio::spawn(async move {
+            let mut first = true;
+            h.update(move |m| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                if std::mem::take(&mut first) {
+                    // both handles have loaded V before either writes
+                    tokio::task::block_in_place(|| barrier.wait());
+                }
+                m.claim_epoch(1)?;
+                m.insert_segment(seg.clone())
+            })
+            .await
+            .unwrap()
+        })
+    };
+    let ta = run(a.clone(), fake_seg(10, 20));
+    let tb = run(b.clone(), fake_seg(20, 30));
+    let (ua, ub) = (ta.await.unwrap(), tb.await.unwrap());
+    let mut per_writer = [ua.conflicts, ub.conflicts];
+    per_writer.sort();
+    assert_eq!(per_writer, [0, 1], "exactly one writer lost once");
+    assert_eq!(a.conflicts() + b.conflicts(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "loser's closure ran again on the winner's version");
+    let (m, _) = a.load().await.unwrap().unwrap();
+    assert_eq!(m.segments.len(), 3);
+    assert_eq!(m.version, 3);
+}
+
+async fn stale_epoch_refused(t: TierStore) {
+    let m = t.manifest("s", "sh").unwrap();
+    m.claim_epoch(5).await.unwrap();
+    let e = m.append_segment(4, fake_seg(0, 10)).await.unwrap_err();
+    assert!(matches!(e, TierError::StaleEpoch { current: 5, attempted: 4, .. }), "{e}");
+    assert!(matches!(m.claim_epoch(3).await, Err(TierError::StaleEpoch { .. })));
+    assert_eq!(m.conflicts(), 0, "refusals are not retried");
+    let (doc, _) = m.load().await.unwrap().unwrap();
+    assert!(doc.segments.is_empty());
+    assert_eq!(doc.version, 1);
+    // a higher epoch fences the old owner
+    m.append_segment(6, fake_seg(0, 10)).await.unwrap();
+    assert!(matches!(m.append_segment(5, fake_seg(10, 20)).await, Err(TierError::StaleEpoch { .. })));
+    // uploads check the epoch before uploading anything
+    let e = t.upload_segment(upload_req(10, 20, 1, Compression::Zstd, sample(1000, 1))).await.unwrap_err();
+    assert!(matches!(e, TierError::StaleEpoch { .. }), "{e}");
+    assert!(t.store().head(&t.path(&layout::segment_key("s", "sh", 10))).await.is_err());
+    // and retention too
+    assert!(matches!(t.delete_before("s", "sh", 5, u64::MAX).await, Err(TierError::StaleEpoch { .. })));
+}
+
+async fn incarnation_pinned(t: TierStore) {
+    let m = t.manifest("s", "sh").unwrap().with_stream_incarnation(7);
+    m.claim_epoch(1).await.unwrap();
+    assert_eq!(m.load().await.unwrap().unwrap().0.stream_incarnation, 7);
+    let other = t.manifest("s", "sh").unwrap().with_stream_incarnation(8);
+    assert!(matches!(other.claim_epoch(2).await, Err(TierError::Conflict { .. })));
+}
+
+async fn segment_round_trip_all_compressions(t: TierStore) {
+    let mut base = 0;
+    for (i, c) in [Compression::Zstd, Compression::Lz4, Compression::None].into_iter().enumerate() {
+        let data = sample(200_000 + i, i as u8);
+        let r = t.upload_segment(upload_req(base, base + 100, 1000, c, data.clone())).await.unwrap();
+        assert_eq!(r.segment.compression, c);
+        assert_eq!(r.raw_bytes, data.len() as u64);
+        assert_eq!(r.uploaded_bytes, r.stored_bytes);
+        assert!(!r.object_existed && !r.already_listed && !r.multipart);
+        if c != Compression::None {
+            assert!(r.stored_bytes < r.raw_bytes / 2, "{c}: {} of {}", r.stored_bytes, r.raw_bytes);
+        }
+        let back = t.download_segment(&r.segment).await.unwrap();
+        assert_eq!(back, data);
+        let part = t.read_range(&r.segment, 1000..1100).await.unwrap();
+        assert_eq!(part, data.slice(1000..1100));
+        assert_eq!(t.read_range(&r.segment, 199_990..u64::MAX).await.unwrap(), data.slice(199_990..));
+        base += 100;
+    }
+    // from a file on disk
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("00000000000000000300.log");
+    let data = sample(50_000, 9);
+    std::fs::write(&f, &data).unwrap();
+    let mut req = upload_req(300, 400, 1000, Compression::Zstd, Bytes::new());
+    req.data = SegmentData::File(f);
+    let r = t.upload_segment(req).await.unwrap();
+    assert_eq!(t.download_segment(&r.segment).await.unwrap(), data);
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    assert_eq!(m.segments.len(), 4);
+    assert_eq!(m.find(350).unwrap().key, layout::segment_key("s", "sh", 300));
+    assert!(m.segments[0].key.ends_with("segments/00000000000000000000.seg"));
+}
+
+async fn segment_idempotent_reupload(t: TierStore) {
+    let data = sample(30_000, 3);
+    let first = t.upload_segment(upload_req(0, 10, 1000, Compression::Zstd, data.clone())).await.unwrap();
+    // fully done already: nothing is uploaded or written
+    let again = t.upload_segment(upload_req(0, 10, 1000, Compression::Zstd, data.clone())).await.unwrap();
+    assert!(again.already_listed);
+    assert_eq!(again.segment, first.segment);
+    // crash after the object, before the manifest: the object exists, the manifest does not list it
+    let r = t.upload_segment(upload_req(10, 20, 1000, Compression::Lz4, sample(30_000, 4))).await.unwrap();
+    t.manifest("s", "sh")
+        .unwrap()
+        .update(|m| {
+            m.segments.retain(|s| s.base_offset != 10);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let retry = t.upload_segment(upload_req(10, 20, 1000, Compression::Lz4, sample(30_000, 4))).await.unwrap();
+    assert!(retry.object_existed && !retry.already_listed);
+    assert_eq!(retry.segment, r.segment);
+    // ...even when the retry asks for another compression: the stored one is recorded
+    t.manifest("s", "sh")
+        .unwrap()
+        .update(|m| {
+            m.segments.retain(|s| s.base_offset != 10);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let retry = t.upload_segment(upload_req(10, 20, 1000, Compression::Zstd, sample(30_000, 4))).await.unwrap();
+    assert!(retry.object_existed);
+    assert_eq!(retry.segment.compression, Compression::Lz4);
+    assert_eq!(t.download_segment(&retry.segment).await.unwrap(), sample(30_000, 4));
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    assert_eq!(m.segments.len(), 2);
+}
+
+async fn segment_conflicting_reupload(t: TierStore) {
+    t.upload_segment(upload_req(0, 10, 1000, Compression::Zstd, sample(10_000, 1))).await.unwrap();
+    // same key, different bytes
+    let e = t.upload_segment(upload_req(0, 10, 1000, Compression::Zstd, sample(10_000, 2))).await.unwrap_err();
+    assert!(matches!(e, TierError::Conflict { .. }), "{e}");
+    // a stray object under a new key with other content
+    let key = t.path(&layout::segment_key("s", "sh", 10));
+    t.store().put(&key, PutPayload::from_static(b"garbage")).await.unwrap();
+    let e = t.upload_segment(upload_req(10, 20, 1000, Compression::Lz4, sample(10_000, 3))).await.unwrap_err();
+    assert!(matches!(e, TierError::Conflict { .. }), "{e}");
+    // overlapping offsets are refused by the manifest
+    let e = t.upload_segment(upload_req(5, 15, 1000, Compression::None, sample(100, 4))).await.unwrap_err();
+    assert!(matches!(e, TierError::Conflict { .. }), "{e}");
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    assert_eq!(m.segments.len(), 1);
+    assert_eq!(t.download_segment(&m.segments[0]).await.unwrap(), sample(10_000, 1));
+}
+
+async fn segment_multipart(t: TierStore) {
+    let t = TierStore::with_options(
+        t.store().clone(),
+        t.prefix().clone(),
+        TierOptions { multipart_threshold: 64 << 10, multipart_part_size: 32 << 10, ..TierOptions::default() },
+    );
+    let data: Bytes = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>().into();
+    let r = t.upload_segment(upload_req(0, 10, 1000, Compression::None, data.clone())).await.unwrap();
+    assert!(r.multipart);
+    assert_eq!(t.download_segment(&r.segment).await.unwrap(), data);
+    // re-upload after "losing" the manifest entry: HEAD finds the object, content matches
+    t.manifest("s", "sh")
+        .unwrap()
+        .update(|m| {
+            m.segments.clear();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let again = t.upload_segment(upload_req(0, 10, 1000, Compression::None, data.clone())).await.unwrap();
+    assert!(again.object_existed && again.uploaded_bytes == 0);
+    // different content under the same key is refused on this path too
+    t.manifest("s", "sh")
+        .unwrap()
+        .update(|m| {
+            m.segments.clear();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let other: Bytes = data.iter().map(|b| b ^ 0xFF).collect::<Vec<_>>().into();
+    assert!(matches!(
+        t.upload_segment(upload_req(0, 10, 1000, Compression::None, other)).await,
+        Err(TierError::Conflict { .. })
+    ));
+}
+
+async fn retention_and_sweep(t: TierStore) {
+    let mut segs = Vec::new();
+    for i in 0..4u64 {
+        let r = t
+            .upload_segment(upload_req(i * 10, i * 10 + 10, (i + 1) * 1000, Compression::Zstd, sample(5000, i as u8)))
+            .await
+            .unwrap();
+        segs.push(r.segment);
+    }
+    let exists = |seg: &SegmentRef| {
+        let (s, p) = (t.store().clone(), t.path(&seg.key));
+        async move { s.head(&p).await.is_ok() }
+    };
+    assert!(t.delete_before("s", "sh", 1, 500).await.unwrap().removed.is_empty());
+    let r = t.delete_before("s", "sh", 1, 2500).await.unwrap();
+    assert_eq!(r.removed, segs[..2].to_vec());
+    assert_eq!((r.deleted_objects, r.failed_deletes, r.trimmed_before_offset), (2, 0, 20));
+    assert_eq!(r.freed_stored_bytes, segs[0].stored_bytes + segs[1].stored_bytes);
+    assert!(!exists(&segs[0]).await && !exists(&segs[1]).await);
+    assert!(exists(&segs[2]).await && exists(&segs[3]).await);
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    assert_eq!(m.segments, segs[2..].to_vec());
+    assert_eq!(m.trimmed_before_offset, 20);
+
+    // Orphans: an object from a crash between manifest update and delete, and one
+    // from a re-upload below the trim point (object written, manifest refused).
+    t.store().put(&t.path(&segs[0].key), PutPayload::from_static(b"left behind")).await.unwrap();
+    let e = t.upload_segment(upload_req(10, 20, 2000, Compression::Zstd, sample(5000, 1))).await.unwrap_err();
+    assert!(matches!(e, TierError::Conflict { .. }), "{e}");
+    let young = t.sweep_orphans("s", "sh", Duration::from_secs(3600)).await.unwrap();
+    assert_eq!((young.scanned, young.too_young, young.deleted.len()), (4, 2, 0));
+    let swept = t.sweep_orphans("s", "sh", Duration::ZERO).await.unwrap();
+    let mut deleted = swept.deleted.clone();
+    deleted.sort();
+    assert_eq!(deleted, vec![t.path(&segs[0].key).to_string(), t.path(&segs[1].key).to_string()]);
+    assert!(!exists(&segs[0]).await && !exists(&segs[1]).await);
+    for s in &segs[2..] {
+        assert_eq!(t.download_segment(s).await.unwrap(), sample(5000, (s.base_offset / 10) as u8));
+    }
+    // a shard with nothing uploaded sweeps nothing; retention without a manifest creates none
+    assert_eq!(t.sweep_orphans("s", "other", Duration::ZERO).await.unwrap().scanned, 0);
+    t.delete_before("s", "other", 1, u64::MAX).await.unwrap();
+    assert!(t.manifest("s", "other").unwrap().load().await.unwrap().is_none());
+    // everything expires
+    let r = t.delete_before("s", "sh", 1, u64::MAX).await.unwrap();
+    assert_eq!(r.removed.len(), 2);
+    assert_eq!(r.trimmed_before_offset, 40);
+}
+
+async fn stream_meta_create_update_list(t: TierStore) {
+    assert!(t.list_streams().await.unwrap().is_empty());
+    let orders = t.stream_meta("orders").unwrap();
+    assert!(orders.load().await.unwrap().is_none());
+    orders.create(json!({"shards": 2, "retention_hours": 24})).await.unwrap();
+    assert!(matches!(orders.create(json!({})).await, Err(TierError::Conflict { .. })));
+    let u = orders
+        .update(|v| {
+            v["shards"] = json!(4);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(u.doc.version, 2);
+    let (doc, _) = orders.load().await.unwrap().unwrap();
+    assert_eq!(doc.meta, json!({"shards": 4, "retention_hours": 24}));
+    assert_eq!(doc.version, 2);
+    // a refusing closure passes its error through
+    assert!(matches!(
+        orders.update(|_| -> Result<()> { Err(TierError::Rejected { reason: "paused".into() }) }).await,
+        Err(TierError::Rejected { .. })
+    ));
+    let ghost = t.stream_meta("ghost").unwrap();
+    assert!(matches!(ghost.update_existing(|_| Ok(())).await, Err(TierError::Conflict { .. })));
+    assert!(ghost.update(|_| Ok(())).await.unwrap().version.is_none(), "Null left alone: nothing written");
+    t.stream_meta("clicks")
+        .unwrap()
+        .update(|v| {
+            *v = json!({"shards": 1});
+            Ok(())
+        })
+        .await
+        .unwrap();
+    t.manifest("logs", "shardId-000000000000").unwrap().claim_epoch(1).await.unwrap();
+    assert_eq!(t.list_streams().await.unwrap(), vec!["clicks", "logs", "orders"]);
+    orders.delete().await.unwrap();
+    orders.delete().await.unwrap();
+    assert!(orders.load().await.unwrap().is_none());
+    // concurrent updates of one stream's meta all land
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let h = t.stream_meta("clicks").unwrap();
+            tokio::spawn(async move {
+                h.update_existing(|v| {
+                    v[format!("tag{i}")] = json!(i);
+                    Ok(())
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let (doc, _) = t.stream_meta("clicks").unwrap().load().await.unwrap().unwrap();
+    assert_eq!(doc.version, 7);
+    assert_eq!(doc.meta.as_object().unwrap().len(), 7);
+}
+
+// ---------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Random segment files (compressible and not, up to ~330 KiB) come back
+    /// byte-identical for every compression, on both backends.
+    #[test]
+    fn prop_segment_round_trip(
+        seed in prop::collection::vec(any::<u8>(), 0..4096),
+        reps in 1usize..80,
+        tail in prop::collection::vec(any::<u8>(), 0..8192),
+    ) {
+        let mut data = seed.repeat(reps);
+        data.extend_from_slice(&tail);
+        let data = Bytes::from(data);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            for backend in [memory(), file()] {
+                let t = backend.tier.clone();
+                for (i, c) in [Compression::Zstd, Compression::Lz4, Compression::None].into_iter().enumerate() {
+                    let base = i as u64 * 10;
+                    let r = t.upload_segment(upload_req(base, base + 10, 1, c, data.clone())).await.unwrap();
+                    prop_assert_eq!(t.download_segment(&r.segment).await.unwrap(), data.clone());
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn open_store_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b/c");
+    let (_, prefix) = open_store(&format!("file://{}", nested.display()), &StoreOptions::default()).unwrap();
+    assert!(nested.is_dir());
+    assert_eq!(prefix, Path::default());
+
+    let opts = StoreOptions {
+        endpoint: Some("http://127.0.0.1:9000".into()),
+        access_key_id: Some("minio".into()),
+        secret_access_key: Some("minio123".into()),
+        ..StoreOptions::default()
+    };
+    let (s3, prefix) = open_store("s3://bucket/some/prefix/", &opts).unwrap();
+    assert_eq!(prefix.as_ref(), "some/prefix");
+    assert!(s3.to_string().contains("bucket"), "{s3}");
+    let (_, prefix) = open_store("s3://bucket", &opts).unwrap();
+    assert_eq!(prefix, Path::default());
+
+    let err = |url: &str, opts: &StoreOptions| match open_store(url, opts) {
+        Ok(_) => panic!("{url} accepted"),
+        Err(e @ TierError::Config { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(url), "{msg}");
+            msg
+        }
+        Err(e) => panic!("{url}: {e}"),
+    };
+    let none = StoreOptions::default();
+    assert!(err("ftp://host/x", &none).contains("unsupported scheme"));
+    assert!(err("not a url", &none).contains("not a URL"));
+    assert!(err("s3:///prefix", &none).contains("no bucket"));
+    assert!(err("file://somehost/dir", &none).contains("host"));
+    let half = StoreOptions { access_key_id: Some("k".into()), ..StoreOptions::default() };
+    assert!(err("s3://bucket", &half).contains("together"));
+    let bad_ep = StoreOptions { endpoint: Some("minio:9000".into()), ..StoreOptions::default() };
+    assert!(err("s3://bucket", &bad_ep).contains("endpoint"));
+    let f = dir.path().join("plain-file");
+    std::fs::write(&f, b"x").unwrap();
+    err(&format!("file://{}", f.display()), &none);
+}
+
+#[test]
+fn names_are_checked() {
+    let b = memory();
+    assert!(matches!(b.tier.manifest("a/b", "sh"), Err(TierError::InvalidName { .. })));
+    assert!(matches!(b.tier.manifest("s", ".."), Err(TierError::InvalidName { .. })));
+    assert!(matches!(b.tier.stream_meta(""), Err(TierError::InvalidName { .. })));
+    assert!(b.tier.manifest("my-stream_1.x", "shardId-000000000000").is_ok());
+}

@@ -166,12 +166,13 @@ contexts:
 current-context: streamfabric
 EOF
 
-cat >"$dir/apiserver.env" <<EOF
-KUBECONFIG=$dir/kubeconfig
-KUBE_APISERVER_URL=$api_url
-KUBE_APISERVER_PID_FILE=$dir/kube-apiserver.pid
-ETCD_ENDPOINT=$etcd_url
-ETCD_PID_FILE=$dir/etcd.pid
-EOF
+# %q-quoted, so the lines can be eval'ed or sourced whatever the paths hold.
+{
+    printf 'KUBECONFIG=%q\n' "$dir/kubeconfig"
+    printf 'KUBE_APISERVER_URL=%q\n' "$api_url"
+    printf 'KUBE_APISERVER_PID_FILE=%q\n' "$dir/kube-apiserver.pid"
+    printf 'ETCD_ENDPOINT=%q\n' "$etcd_url"
+    printf 'ETCD_PID_FILE=%q\n' "$dir/etcd.pid"
+} >"$dir/apiserver.env"
 log "kube-apiserver ready at $api_url (pid $(cat "$dir/kube-apiserver.pid")) after ${SECONDS}s"
 cat "$dir/apiserver.env"

@@ -84,13 +84,14 @@ until curl -fsS -o /dev/null --max-time 2 "$endpoint/minio/health/ready" 2>/dev/
     sleep 0.2
 done
 
-cat >"$dir/minio.env" <<EOF
-MINIO_ENDPOINT=$endpoint
-MINIO_ACCESS_KEY=$access
-MINIO_SECRET_KEY=$secret
-MINIO_REGION=us-east-1
-MINIO_PID_FILE=$pidfile
-MINIO_LOG=$dir/minio.log
-EOF
+# %q-quoted, so the lines can be eval'ed or sourced whatever the paths hold.
+{
+    printf 'MINIO_ENDPOINT=%q\n' "$endpoint"
+    printf 'MINIO_ACCESS_KEY=%q\n' "$access"
+    printf 'MINIO_SECRET_KEY=%q\n' "$secret"
+    printf 'MINIO_REGION=%q\n' us-east-1
+    printf 'MINIO_PID_FILE=%q\n' "$pidfile"
+    printf 'MINIO_LOG=%q\n' "$dir/minio.log"
+} >"$dir/minio.env"
 log "ready at $endpoint (pid $pid)"
 cat "$dir/minio.env"

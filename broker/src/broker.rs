@@ -1,14 +1,17 @@
 //! The broker: the catalog of streams, the token signer and the metrics, and the
 //! dispatch of each Kinesis operation to its handler in `ops`.
 
+use crate::archive::Archive;
 use crate::catalog::meta::StreamStatus;
 use crate::catalog::{Catalog, Stream};
 use crate::config::{BrokerConfig, FlushSetting};
 use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
 use crate::throttle::ShardLimits;
+use crate::tier::{StoreOptions, TierStore};
 use crate::tokens::TokenSigner;
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
 use streamfabric_api::model::Operation;
 use streamfabric_api::types::Timestamp;
@@ -19,6 +22,7 @@ pub struct Broker {
     pub catalog: Arc<Catalog>,
     pub signer: TokenSigner,
     pub metrics: Arc<Metrics>,
+    pub archive: Archive,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -26,11 +30,55 @@ pub struct Broker {
 
 const CONCURRENT_READS: usize = 2;
 
+/// The object store from the configuration; by default a directory beside the data.
+fn open_archive(config: &BrokerConfig, metrics: &Arc<Metrics>) -> io::Result<Archive> {
+    let url = match &config.object_store {
+        Some(url) => url.clone(),
+        None => {
+            let dir = std::fs::canonicalize(&config.data_dir)?.join("objects");
+            format!("file://{}", dir.display())
+        }
+    };
+    let options = StoreOptions {
+        endpoint: config.object_store_endpoint.clone(),
+        region: config.object_store_region.clone(),
+        ..StoreOptions::default()
+    };
+    let tier = TierStore::open(&url, &options).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Archive::start(tier, config.segment_compression, metrics.clone()))
+}
+
+/// Streams with a description in the data directory.
+fn local_streams(streams_dir: &Path) -> io::Result<Vec<String>> {
+    let Ok(entries) = std::fs::read_dir(streams_dir) else { return Ok(Vec::new()) };
+    let mut names = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.join("meta.json").exists()
+            && let Some(name) = path.file_name().and_then(|n| n.to_str())
+        {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
 impl Broker {
-    /// Open the data directory, recover every stream and finish what a crash interrupted.
-    pub fn open(config: BrokerConfig) -> io::Result<Arc<Broker>> {
+    /// Open the data directory, recover every stream and finish what a crash interrupted;
+    /// streams the object store describes but the data directory lacks (a lost disk) are
+    /// rebuilt from it first.
+    pub async fn open(config: BrokerConfig) -> io::Result<Arc<Broker>> {
         std::fs::create_dir_all(&config.data_dir)?;
         let metrics = Arc::new(Metrics::new());
+        let archive = open_archive(&config, &metrics)?;
+        let streams_dir = config.data_dir.join("streams");
+        let restored = archive
+            .restore_missing(&streams_dir, &local_streams(&streams_dir)?)
+            .await
+            .map_err(|e| io::Error::other(format!("restoring streams from the object store: {e}")))?;
+        if !restored.is_empty() {
+            tracing::info!(?restored, "streams rebuilt from the object store");
+        }
         let log_config = LogConfig {
             segment_max_bytes: config.segment_bytes,
             segment_max_age: config.segment_age,
@@ -52,13 +100,20 @@ impl Broker {
             read_bytes_per_sec: config.shard_read_bytes_per_sec,
             read_calls_per_sec: config.shard_read_calls_per_sec,
         };
-        let catalog = Arc::new(Catalog::open(config.data_dir.join("streams"), log_config, limits, metrics.clone())?);
+        let catalog = {
+            let (archive, metrics) = (Some(archive.clone()), metrics.clone());
+            tokio::task::spawn_blocking(move || Catalog::open(streams_dir, log_config, archive, limits, metrics))
+                .await
+                .map_err(io::Error::other)??
+        };
+        let catalog = Arc::new(catalog);
         let signer = TokenSigner::load_or_create(&config.data_dir.join("token.key"))?;
         let broker = Arc::new(Broker {
             config,
             catalog,
             signer,
             metrics,
+            archive: archive.clone(),
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
         });
         for stream in broker.catalog.all() {
@@ -73,6 +128,14 @@ impl Broker {
                         .map_err(|e| io::Error::other(e.message))?;
                 }
                 StreamStatus::Active => {}
+            }
+        }
+        // Segments sealed before a restart whose upload did not finish.
+        for stream in broker.catalog.all() {
+            for shard in stream.shards() {
+                if let Err(e) = archive.catch_up(&stream.name, &shard.id, shard.log.sealed_segments()).await {
+                    tracing::warn!(stream = %stream.name, shard = %shard.id, "listing uploaded segments: {e}");
+                }
             }
         }
         broker.enforce_retention(Timestamp::now().millis());

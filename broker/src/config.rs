@@ -66,6 +66,23 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_SHARD_READ_CALLS", default_value_t = 5)]
     pub shard_read_calls_per_sec: u64,
 
+    /// Where sealed segments and stream descriptions are kept: `file:///abs/dir`, `memory://`
+    /// or `s3://bucket/prefix` (credentials from the standard AWS_* variables). Default:
+    /// `file://<data-dir>/objects`.
+    #[arg(long, env = "STREAMFABRIC_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// S3 endpoint, for MinIO and other S3-compatible stores (path-style requests).
+    #[arg(long, env = "STREAMFABRIC_OBJECT_STORE_ENDPOINT")]
+    pub object_store_endpoint: Option<String>,
+
+    #[arg(long, env = "STREAMFABRIC_OBJECT_STORE_REGION")]
+    pub object_store_region: Option<String>,
+
+    /// Compression of sealed segments in the object store: zstd, lz4 or none.
+    #[arg(long, env = "STREAMFABRIC_SEGMENT_COMPRESSION", default_value = "zstd")]
+    pub segment_compression: crate::tier::Compression,
+
     /// Region and account shown in stream ARNs.
     #[arg(long, env = "STREAMFABRIC_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]
     pub region: String,

@@ -1,5 +1,6 @@
 //! streamfabric's broker: the Kinesis Data Streams API on durable shard logs.
 
+pub mod archive;
 pub mod broker;
 pub mod catalog;
 pub mod config;
@@ -30,7 +31,7 @@ pub struct Running {
 pub async fn start(config: BrokerConfig) -> std::io::Result<Running> {
     let api = TcpListener::bind(config.listen).await?;
     let admin = TcpListener::bind(config.admin_listen).await?;
-    let broker = tokio::task::spawn_blocking(move || Broker::open(config)).await.map_err(std::io::Error::other)??;
+    let broker = Broker::open(config).await?;
     broker.spawn_background();
     let running = Running { api_addr: api.local_addr()?, admin_addr: admin.local_addr()?, broker: broker.clone() };
     let b = broker.clone();

@@ -13,6 +13,12 @@ pub struct Metrics {
     pub append_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub streams: IntGauge,
+    pub segment_uploads: IntCounter,
+    pub segment_upload_bytes: IntCounter,
+    pub segment_raw_bytes: IntCounter,
+    pub segment_stored_bytes: IntCounter,
+    pub segment_upload_seconds: Histogram,
+    pub object_store_errors: IntCounter,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -67,6 +73,33 @@ impl Metrics {
         registry.register(Box::new(fsync_seconds.clone())).expect("metric registered once");
         let streams = IntGauge::new("streamfabric_streams", "Streams served").expect("valid metric");
         registry.register(Box::new(streams.clone())).expect("metric registered once");
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let segment_uploads =
+            plain("streamfabric_segment_uploads_total", "Sealed segments uploaded to the object store");
+        let segment_upload_bytes =
+            plain("streamfabric_segment_upload_bytes_total", "Bytes sent to the object store for sealed segments");
+        let segment_raw_bytes = plain(
+            "streamfabric_segment_raw_bytes_total",
+            "Uncompressed size of uploaded segments (raw/stored is the compression ratio)",
+        );
+        let segment_stored_bytes = plain(
+            "streamfabric_segment_stored_bytes_total",
+            "Compressed size of uploaded segments in the object store",
+        );
+        let object_store_errors = plain("streamfabric_object_store_errors_total", "Failed object-store operations");
+        let segment_upload_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "streamfabric_segment_upload_seconds",
+                "Time to compress, upload and list a sealed segment",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(segment_upload_seconds.clone())).expect("metric registered once");
         let millis_behind = IntGaugeVec::new(
             Opts::new("streamfabric_iterator_age_millis", "MillisBehindLatest of the latest GetRecords per shard"),
             shard,
@@ -84,6 +117,12 @@ impl Metrics {
             append_seconds,
             fsync_seconds,
             streams,
+            segment_uploads,
+            segment_upload_bytes,
+            segment_raw_bytes,
+            segment_stored_bytes,
+            segment_upload_seconds,
+            object_store_errors,
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(
                 &registry,

@@ -2,6 +2,7 @@
 
 pub mod meta;
 
+use crate::archive::Archive;
 use crate::log::{LogConfig, ShardLog};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::throttle::{ShardLimits, ShardThrottle};
@@ -28,6 +29,7 @@ pub struct Stream {
     pub name: String,
     pub incarnation: u64,
     dir: PathBuf,
+    archive: Option<Archive>,
     meta: Mutex<StreamMeta>,
     /// Every shard, by index.
     shards: BTreeMap<u64, Arc<Shard>>,
@@ -54,6 +56,9 @@ impl Stream {
                 tracing::error!(stream = %self.name, "persisting stream description: {e}");
                 ApiError::internal("The stream description could not be persisted")
             })?;
+            if let Some(archive) = &self.archive {
+                archive.mirror(&next);
+            }
             *meta = next;
         }
         Ok(out)
@@ -85,6 +90,7 @@ fn shard_dir(stream_dir: &Path, index: u64) -> PathBuf {
 pub struct Catalog {
     dir: PathBuf,
     log_config: LogConfig,
+    archive: Option<Archive>,
     limits: ShardLimits,
     metrics: Arc<Metrics>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
@@ -95,11 +101,12 @@ impl Catalog {
     pub fn open(
         dir: PathBuf,
         log_config: LogConfig,
+        archive: Option<Archive>,
         limits: ShardLimits,
         metrics: Arc<Metrics>,
     ) -> io::Result<Catalog> {
         std::fs::create_dir_all(&dir)?;
-        let catalog = Catalog { dir, log_config, limits, metrics, streams: RwLock::new(BTreeMap::new()) };
+        let catalog = Catalog { dir, log_config, archive, limits, metrics, streams: RwLock::new(BTreeMap::new()) };
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(&catalog.dir)? {
             let stream_dir = entry?.path();
@@ -122,8 +129,10 @@ impl Catalog {
     fn open_stream(&self, dir: PathBuf, meta: StreamMeta) -> io::Result<Stream> {
         let mut shards = BTreeMap::new();
         for s in &meta.shards {
-            let log = ShardLog::open(&shard_dir(&dir, s.index), self.log_config.clone())?;
             let id = shard_id(s.index);
+            let mut config = self.log_config.clone();
+            config.seal_observer = self.archive.as_ref().map(|a| a.seal_observer(&meta.name, &id));
+            let log = ShardLog::open(&shard_dir(&dir, s.index), config)?;
             let shard = Shard {
                 index: s.index,
                 metrics: self.metrics.shard(&meta.name, &id),
@@ -137,7 +146,15 @@ impl Catalog {
         let mut open: Vec<Arc<Shard>> =
             meta.shards.iter().filter(|s| s.closed.is_none()).map(|s| shards[&s.index].clone()).collect();
         open.sort_by_key(|s| s.range.start);
-        Ok(Stream { name: meta.name.clone(), incarnation: meta.incarnation, dir, meta: Mutex::new(meta), shards, open })
+        Ok(Stream {
+            name: meta.name.clone(),
+            incarnation: meta.incarnation,
+            dir,
+            archive: self.archive.clone(),
+            meta: Mutex::new(meta),
+            shards,
+            open,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
@@ -176,6 +193,9 @@ impl Catalog {
                 return Err(ApiError::internal("The stream could not be created on disk"));
             }
         };
+        if let Some(archive) = &self.archive {
+            archive.mirror(&stream.meta());
+        }
         streams.insert(stream.name.clone(), stream.clone());
         self.metrics.streams.set(streams.len() as i64);
         Ok(stream)
@@ -189,6 +209,9 @@ impl Catalog {
         self.metrics.streams.set(self.streams.read().unwrap().len() as i64);
         for shard in stream.shards.values() {
             self.metrics.forget_shard(&stream.name, &shard.id);
+        }
+        if let Some(archive) = &self.archive {
+            archive.forget(&stream.name);
         }
         std::fs::remove_dir_all(&stream.dir)
     }

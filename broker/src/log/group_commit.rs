@@ -275,7 +275,14 @@ impl Inner {
             first_ts: None,
             builder: IndexBuilder::new(self.config.index_interval_bytes),
         };
-        lock(&self.state).segments.insert(new_base, Segment::empty(new_base, file));
+        let sealed = {
+            let mut state = lock(&self.state);
+            state.segments.insert(new_base, Segment::empty(new_base, file));
+            super::sealed(&self.dir, &state.segments[&base])
+        };
+        if let Some(observe) = &self.config.seal_observer {
+            (observe.0)(sealed);
+        }
         Ok(())
     }
 }

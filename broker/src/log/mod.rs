@@ -45,6 +45,34 @@ pub struct LogConfig {
     pub flush: FlushPolicy,
     /// Told how long each group's sync took (the broker's fsync histogram).
     pub sync_observer: Option<SyncObserver>,
+    /// Told of each segment once it is sealed (synced, read-only): the object-store tier uploads it.
+    pub seal_observer: Option<SealObserver>,
+}
+
+/// A sealed segment file: immutable from now on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedSegment {
+    pub path: PathBuf,
+    pub base_offset: u64,
+    /// Offset after its last record.
+    pub end_offset: u64,
+    pub first_ts_ms: i64,
+    pub last_ts_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct SealObserver(pub Arc<dyn Fn(SealedSegment) + Send + Sync>);
+
+impl std::fmt::Debug for SealObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealObserver")
+    }
+}
+
+/// The file name of the segment starting at `base_offset`; a directory of such files (the last
+/// one active) is a log, which is how a log is rebuilt from sealed segments kept elsewhere.
+pub fn segment_file_name(base_offset: u64) -> String {
+    segment::log_path(Path::new(""), base_offset).display().to_string()
 }
 
 #[derive(Clone)]
@@ -64,6 +92,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             flush: FlushPolicy::Always,
             sync_observer: None,
+            seal_observer: None,
         }
     }
 }
@@ -150,6 +179,16 @@ impl Drop for Inner {
 /// step that can panic.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn sealed(dir: &Path, s: &Segment) -> SealedSegment {
+    SealedSegment {
+        path: segment::log_path(dir, s.base_offset),
+        base_offset: s.base_offset,
+        end_offset: s.end_offset,
+        first_ts_ms: s.first_ts.unwrap_or(0),
+        last_ts_ms: s.last_ts.unwrap_or(0),
+    }
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -271,6 +310,18 @@ impl ShardLog {
             next = seg_end;
         }
         Ok(out)
+    }
+
+    /// The sealed segments still on disk, oldest first (the active one is not among them).
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let state = lock(&self.inner.state);
+        let active = state.segments.keys().next_back().copied();
+        state
+            .segments
+            .values()
+            .filter(|s| Some(s.base_offset) != active && s.end_offset > s.base_offset)
+            .map(|s| sealed(&self.inner.dir, s))
+            .collect()
     }
 
     pub fn bounds(&self) -> LogBounds {

@@ -588,3 +588,30 @@ proptest! {
         prop_assert_eq!(contents(&read_all(&log)), model);
     }
 }
+
+#[tokio::test]
+async fn sealed_segments_are_announced_and_listed() {
+    use std::sync::Mutex as StdMutex;
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Arc<StdMutex<Vec<SealedSegment>>> = Arc::default();
+    let observer = {
+        let seen = seen.clone();
+        SealObserver(Arc::new(move |s| seen.lock().unwrap().push(s)))
+    };
+    let log = ShardLog::open(dir.path(), LogConfig { seal_observer: Some(observer), ..small(4 << 10) }).unwrap();
+    for i in 0..40u64 {
+        log.append(vec![NewRecord { partition_key: format!("k{i}"), data: Bytes::from(vec![1u8; 400]) }])
+            .await
+            .unwrap();
+    }
+    let announced = seen.lock().unwrap().clone();
+    assert!(announced.len() >= 3, "{} seals", announced.len());
+    assert_eq!(log.sealed_segments(), announced, "listed as announced, oldest first");
+    for pair in announced.windows(2) {
+        assert_eq!(pair[0].end_offset, pair[1].base_offset, "contiguous");
+    }
+    let first = &announced[0];
+    assert_eq!(first.base_offset, 0);
+    assert!(first.path.ends_with(segment_file_name(0)));
+    assert!(first.first_ts_ms > 0 && first.last_ts_ms >= first.first_ts_ms);
+}

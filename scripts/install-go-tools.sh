@@ -305,6 +305,7 @@ done
 key="$(compute_key)"
 top="$cache/go-tools/$key"
 mkdir -p "$top/bin"
+rm -rf "$top/bin"/.tmp-*    # leftovers of an interrupted build (we hold the lock)
 for c in "${comps[@]}"; do
     [[ -f "$top/.built-$c" ]] && continue
     build_one "$c" "$top/bin"

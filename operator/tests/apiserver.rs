@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::future::Future;
@@ -74,6 +74,8 @@ fn datastream(name: &str, spec: serde_json::Value) -> DataStream {
 async fn invalid_datastreams_are_refused_with_a_clear_message() {
     let client = client_with_crd().await;
     let ns = namespace(&client, "sf-invalid").await;
+    // Untyped, so that specs our own types would refuse still reach the API server.
+    let raw: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<DataStream>(&()));
     let api: Api<DataStream> = Api::namespaced(client, &ns);
     let cases = [
         (json!({"shards": 0}), "spec.shards"),
@@ -89,7 +91,12 @@ async fn invalid_datastreams_are_refused_with_a_clear_message() {
         (json!({"shards": 2, "objectStore": {"url": "ftp://x"}}), "spec.objectStore.url"),
     ];
     for (i, (spec, expected)) in cases.into_iter().enumerate() {
-        let err = api.create(&PostParams::default(), &datastream(&format!("bad-{i}"), spec.clone())).await.unwrap_err();
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
+            "metadata": {"name": format!("bad-{i}")}, "spec": spec
+        }))
+        .unwrap();
+        let err = raw.create(&PostParams::default(), &object).await.unwrap_err();
         let kube::Error::Api(status) = err else { panic!("{spec}: not an API error: {err}") };
         assert_eq!(status.code, 422, "{spec}: {}", status.message);
         assert!(status.message.contains(expected), "{spec}: message {:?} should name {expected:?}", status.message);

@@ -38,7 +38,14 @@ async fn main() -> std::process::ExitCode {
                 "streamfabric broker serving"
             );
             shutdown_signal().await;
-            tracing::info!("shutting down; every acknowledged record is already durable");
+            // Acknowledged records are durable already; what is worth waiting for is the
+            // upload of segments sealed but not yet in the object store (bounded).
+            let flushed =
+                tokio::time::timeout(std::time::Duration::from_secs(20), running.broker.archive.flush()).await;
+            if flushed.is_err() {
+                tracing::warn!("shutting down with segment uploads still queued; they resume at the next start");
+            }
+            tracing::info!("shut down");
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

@@ -102,7 +102,8 @@ fn open_sealed(dir: &Path, base: u64, index_interval: u32) -> io::Result<Segment
     if let Some((meta, entries)) = index::load_index_files(&ix, &tix, base, len) {
         return Ok(Segment::from_sealed(base, file, meta, entries));
     }
-    tracing::warn!(dir = %dir.display(), base, "index of sealed segment missing or damaged; rebuilding");
+    // Expected for segments restored from the object store (indexes are not uploaded).
+    tracing::info!(dir = %dir.display(), base, "index of sealed segment missing or damaged; rebuilding");
     let seg = scan_and_truncate(dir, file, base, index_interval)?.segment;
     if seg.end_offset > seg.base_offset
         && let Err(e) = index::write_index_files(&ix, &tix, base, &seg.meta(), &seg.index)

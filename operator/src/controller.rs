@@ -3,6 +3,7 @@
 //! Event and a metric.
 
 use crate::error::{Error, Result};
+use crate::kinesis::{self, KinesisAdmin};
 use crate::manifests::{self, Names};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
@@ -32,12 +33,21 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub kinesis: KinesisAdmin,
+    /// Where a DataStream's brokers answer (see `kinesis::DEFAULT_ENDPOINT_TEMPLATE`).
+    pub endpoint_template: String,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, endpoint_template: &str) -> Context {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Context { recorder: Recorder::new(client.clone(), reporter), client, metrics }
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            kinesis: KinesisAdmin::default(),
+            endpoint_template: endpoint_template.to_string(),
+        }
     }
 
     async fn decision(&self, ds: &DataStream, type_: EventType, reason: &str, note: String) {
@@ -92,9 +102,29 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     let sts = apply_child(client, &ns, manifests::statefulset(ds)).await?;
     apply_child(client, &ns, manifests::pod_disruption_budget(ds)).await?;
 
+    // The stream itself, through its brokers' Kinesis API.
+    let endpoint = kinesis::endpoint_for(&ctx.endpoint_template, &ds.name_any(), &ns);
+    let stream =
+        match ctx.kinesis.ensure_stream(&endpoint, &ds.name_any(), ds.spec.shards, ds.spec.retention_hours).await {
+            Ok(state) => Some(state),
+            Err(e) => {
+                tracing::debug!(datastream = %ds.name_any(), "{e}");
+                None
+            }
+        };
+    if stream.is_some_and(|s| s.created) {
+        ctx.decision(
+            ds,
+            EventType::Normal,
+            "StreamCreated",
+            format!("CreateStream with {} shards at {endpoint}", ds.spec.shards),
+        )
+        .await;
+    }
     let seen = Observed {
         desired_brokers: manifests::broker_replicas(&ds.spec),
         ready_brokers: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
+        stream,
     };
     let before = ds.status.clone().unwrap_or_default();
     let next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
@@ -171,8 +201,8 @@ async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
 }
 
 /// Run the controller until a shutdown signal.
-pub async fn run(client: Client, metrics: Arc<Metrics>) {
-    let ctx = Arc::new(Context::new(client.clone(), metrics));
+pub async fn run(client: Client, metrics: Arc<Metrics>, endpoint_template: &str) {
+    let ctx = Arc::new(Context::new(client.clone(), metrics, endpoint_template));
     let config = watcher::Config::default().any_semantic();
     Controller::new(Api::<DataStream>::all(client.clone()), config.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())

@@ -6,6 +6,7 @@ pub mod autoscale;
 pub mod conditions;
 pub mod controller;
 pub mod error;
+pub mod kinesis;
 pub mod manifests;
 pub mod metrics;
 pub mod status;

@@ -12,6 +12,11 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "STREAMFABRIC_OPERATOR_METRICS_LISTEN", default_value = "127.0.0.1:8080")]
     metrics_listen: SocketAddr,
+
+    /// Where a DataStream's brokers serve the Kinesis API; `{name}` and `{namespace}` are
+    /// replaced (the client Service by default).
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_BROKER_ENDPOINT", default_value = streamfabric_operator::kinesis::DEFAULT_ENDPOINT_TEMPLATE)]
+    broker_endpoint_template: String,
 }
 
 const CRD_NAME: &str = "datastreams.streamfabric.io";
@@ -55,6 +60,6 @@ async fn main() -> std::process::ExitCode {
     };
     tokio::spawn(admin::serve(listener, metrics.clone()));
     tracing::info!(metrics = %args.metrics_listen, "streamfabric operator running");
-    controller::run(client, metrics).await;
+    controller::run(client, metrics, &args.broker_endpoint_template).await;
     std::process::ExitCode::SUCCESS
 }

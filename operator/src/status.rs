@@ -1,6 +1,7 @@
 //! The status a reconcile reports, computed from what it observed (pure).
 
 use crate::conditions::{self, DEGRADED, READY, SCALING};
+use crate::kinesis::StreamState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use streamfabric_api::crd::{DataStream, DataStreamStatus};
 
@@ -9,29 +10,29 @@ use streamfabric_api::crd::{DataStream, DataStreamStatus};
 pub struct Observed {
     pub desired_brokers: i32,
     pub ready_brokers: i32,
+    /// The stream as its brokers report it; None when they could not be asked.
+    pub stream: Option<StreamState>,
 }
 
 pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
     let mut status = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
-    let Observed { desired_brokers: want, ready_brokers: ready } = seen;
+    let Observed { desired_brokers: want, ready_brokers: ready, stream } = seen;
     let all_ready = ready >= want && want > 0;
+    let active = stream.is_some_and(|s| s.active);
     let (reason, message) = if ds.spec.paused {
         ("Paused", "spec.paused is set: writes are refused until it is cleared".to_string())
-    } else if all_ready {
-        ("BrokersReady", format!("{ready}/{want} brokers ready"))
-    } else {
+    } else if !all_ready {
         ("BrokersStarting", format!("{ready}/{want} brokers ready"))
+    } else if stream.is_none() {
+        ("BrokersUnreachable", format!("{ready}/{want} brokers ready, but their Kinesis API did not answer"))
+    } else if !active {
+        ("StreamCreating", format!("{ready}/{want} brokers ready; the stream is being created"))
+    } else {
+        ("StreamActive", format!("{ready}/{want} brokers ready; the stream is ACTIVE"))
     };
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        all_ready && !ds.spec.paused,
-        reason,
-        &message,
-        generation,
-        now.clone(),
-    );
+    let is_ready = all_ready && active && !ds.spec.paused;
+    conditions::set(&mut status.conditions, READY, is_ready, reason, &message, generation, now.clone());
     let scaling = ready != want;
     conditions::set(
         &mut status.conditions,
@@ -55,6 +56,10 @@ pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
         now,
     );
     status.ready_brokers = ready;
+    if let Some(s) = stream {
+        status.open_shards = s.open_shards;
+        status.closed_shards = s.closed_shards;
+    }
     status.observed_generation = generation;
     status.endpoint = Some(crate::manifests::endpoint(ds));
     status
@@ -69,6 +74,22 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
     }
 
+    const ACTIVE: StreamState = StreamState { created: false, active: true, open_shards: 2, closed_shards: 0 };
+
+    #[test]
+    fn ready_needs_the_stream_active_in_its_brokers() {
+        let ds = DataStream::test();
+        let seen = |stream| Observed { desired_brokers: 1, ready_brokers: 1, stream };
+        let unreachable = next(&ds, seen(None), at(1));
+        let creating = next(&ds, seen(Some(StreamState { created: true, ..StreamState::default() })), at(1));
+        let active = next(&ds, seen(Some(ACTIVE)), at(1));
+        let reason = |s: &DataStreamStatus| s.conditions.iter().find(|c| c.type_ == READY).unwrap().reason.clone();
+        assert_eq!(reason(&unreachable), "BrokersUnreachable");
+        assert_eq!(reason(&creating), "StreamCreating");
+        assert_eq!((reason(&active), condition(&active, READY)), ("StreamActive".to_string(), "True"));
+        assert_eq!(active.open_shards, 2);
+    }
+
     fn condition<'a>(s: &'a DataStreamStatus, kind: &str) -> &'a str {
         s.conditions.iter().find(|c| c.type_ == kind).map(|c| c.status.as_str()).unwrap()
     }
@@ -76,7 +97,7 @@ mod tests {
     #[test]
     fn starting_then_ready_then_degraded_then_recovered() {
         let mut ds = DataStream::test();
-        let starting = next(&ds, Observed { desired_brokers: 2, ready_brokers: 0 }, at(1));
+        let starting = next(&ds, Observed { desired_brokers: 2, ready_brokers: 0, stream: None }, at(1));
         assert_eq!(
             (condition(&starting, READY), condition(&starting, SCALING), condition(&starting, DEGRADED)),
             ("False", "True", "False")
@@ -84,16 +105,16 @@ mod tests {
         assert_eq!(starting.observed_generation, Some(1));
         assert_eq!(starting.endpoint.as_deref(), Some("http://orders.streams.svc:4567"));
         ds.status = Some(starting);
-        let ready = next(&ds, Observed { desired_brokers: 2, ready_brokers: 2 }, at(2));
+        let ready = next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE) }, at(2));
         assert_eq!(
             (condition(&ready, READY), condition(&ready, SCALING), condition(&ready, DEGRADED)),
             ("True", "False", "False")
         );
         ds.status = Some(ready);
-        let lost = next(&ds, Observed { desired_brokers: 2, ready_brokers: 1 }, at(3));
+        let lost = next(&ds, Observed { desired_brokers: 2, ready_brokers: 1, stream: Some(ACTIVE) }, at(3));
         assert_eq!((condition(&lost, READY), condition(&lost, DEGRADED)), ("False", "True"));
         ds.status = Some(lost);
-        let back = next(&ds, Observed { desired_brokers: 2, ready_brokers: 2 }, at(4));
+        let back = next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE) }, at(4));
         assert_eq!((condition(&back, READY), condition(&back, DEGRADED)), ("True", "False"));
     }
 
@@ -101,7 +122,7 @@ mod tests {
     fn paused_is_not_ready() {
         let mut ds = DataStream::test();
         ds.spec.paused = true;
-        let s = next(&ds, Observed { desired_brokers: 1, ready_brokers: 1 }, at(1));
+        let s = next(&ds, Observed { desired_brokers: 1, ready_brokers: 1, stream: Some(ACTIVE) }, at(1));
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Paused"));
     }

@@ -112,7 +112,13 @@ async fn invalid_datastreams_are_refused_with_a_clear_message() {
 async fn the_controller_reconciles_children_status_events_and_cleanup() {
     let client = client_with_crd().await;
     let ns = namespace(&client, "sf-controller").await;
-    let controller = tokio::spawn(controller::run(client.clone(), Arc::new(Metrics::new())));
+    let client_for_run = client.clone();
+    // A real broker, in process, stands in for the DataStream's pods (none run here).
+    let dir = tempfile::tempdir().unwrap();
+    let broker = streamfabric_broker::start(streamfabric_broker::BrokerConfig::for_dir(dir.path())).await.unwrap();
+    let endpoint = format!("http://{}", broker.api_addr);
+    let controller =
+        tokio::spawn(async move { controller::run(client_for_run, Arc::new(Metrics::new()), &endpoint).await });
     let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &datastream("orders", json!({"shards": 8, "deletionPolicy": "Retain"})))
         .await
@@ -156,18 +162,31 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
     let status = ds.status.unwrap();
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BrokersStarting"));
+
+    // The stream was created in the brokers through their Kinesis API, and its shards show in status.
+    let created = eventually("the brokers serve the stream", || async { broker.broker.catalog.get("orders") }).await;
+    assert_eq!(created.meta().shards.len(), 8);
+    eventually("status shows the open shards", || async {
+        (api.get("orders").await.ok()?.status?.open_shards == 8).then_some(())
+    })
+    .await;
     assert_eq!(status.endpoint.as_deref(), Some("http://orders.sf-controller.svc:4567"));
     assert!(ds.metadata.finalizers.unwrap().contains(&"streamfabric.io/cleanup".to_string()));
 
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    eventually("an Applied event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.iter().any(|e| e.reason.as_deref() == Some("Applied")).then_some(())
-    })
-    .await;
+    for reason in ["Applied", "StreamCreated"] {
+        eventually(&format!("a {reason} event"), || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.iter().any(|e| e.reason.as_deref() == Some(reason)).then_some(())
+        })
+        .await;
+    }
 
-    // A spec change: 12 shards need 3 brokers.
-    api.patch("orders", &PatchParams::default(), &Patch::Merge(json!({"spec": {"shards": 12}}))).await.unwrap();
+    // A spec change: 12 shards need 3 brokers; the retention follows in the brokers.
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(json!({"spec": {"shards": 12, "retentionHours": 48}})))
+        .await
+        .unwrap();
+    eventually("the retention follows", || async { (created.meta().retention_hours == 48).then_some(()) }).await;
     eventually("the StatefulSet follows the spec", || async {
         let sts = sts_api.get("orders-broker").await.ok()?;
         (sts.spec?.replicas == Some(3)).then_some(())

@@ -41,17 +41,36 @@ async fn expect(handle: &mut Handle, method: Method, path: &str, query: &[&str],
     body
 }
 
-fn context() -> (Arc<Context>, Handle) {
+/// A context whose brokers answer at `endpoint` (a closed port when they need not answer).
+fn context(endpoint: &str) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    (Arc::new(Context::new(client, Arc::new(Metrics::new()))), handle)
+    (Arc::new(Context::new(client, Arc::new(Metrics::new()), endpoint)), handle)
+}
+
+const NO_BROKERS: &str = "http://127.0.0.1:9";
+
+/// A real broker, in process, already serving the stream `orders` with 8 shards.
+async fn broker_with_orders() -> (streamfabric_broker::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let running = streamfabric_broker::start(streamfabric_broker::BrokerConfig::for_dir(dir.path())).await.unwrap();
+    let endpoint = format!("http://{}", running.api_addr);
+    let admin = streamfabric_operator::kinesis::KinesisAdmin::default();
+    for _ in 0..200 {
+        if admin.ensure_stream(&endpoint, "orders", 8, 24).await.unwrap().active {
+            return (running, dir);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("stream orders did not become ACTIVE");
 }
 
 const APPLY: &[&str] = &["fieldManager=streamfabric-operator", "force=true"];
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_creates_children_with_one_field_manager_then_status_and_an_event() {
-    let (ctx, mut api) = context();
+    let (broker, _dir) = broker_with_orders().await;
+    let (ctx, mut api) = context(&format!("http://{}", broker.api_addr));
     let ds = datastream(&["streamfabric.io/cleanup"], false);
     let run = tokio::spawn(reconcile(Arc::new(ds.clone()), ctx));
 
@@ -114,6 +133,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
     )
     .await;
     assert_eq!(status["status"]["readyBrokers"], 2);
+    assert_eq!(status["status"]["openShards"], 8, "read from the brokers");
     assert_eq!(status["status"]["observedGeneration"], 3);
     let ready = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
     assert_eq!(ready["status"], "True");
@@ -130,7 +150,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
 
 #[tokio::test]
 async fn a_new_datastream_first_gets_the_finalizer() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api) = context(NO_BROKERS);
     let run = tokio::spawn(reconcile(Arc::new(datastream(&[], false)), ctx));
     let patch = expect(
         &mut api,
@@ -146,7 +166,7 @@ async fn a_new_datastream_first_gets_the_finalizer() {
 
 #[tokio::test]
 async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
-    let (ctx, mut api) = context();
+    let (ctx, mut api) = context(NO_BROKERS);
     let run = tokio::spawn(reconcile(Arc::new(datastream(&["streamfabric.io/cleanup"], true)), ctx));
     expect(
         &mut api,

@@ -1,0 +1,141 @@
+//! The operator's actions on a stream go through the Kinesis API of its brokers, as any
+//! client's would: create the stream, match its retention, read its shard counts.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+use streamfabric_api::model::{
+    CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput, RetentionPeriodInput, StreamRef,
+};
+use streamfabric_api::{ApiError, ErrorCode, Format};
+
+/// Where the brokers of a DataStream answer, from `{name}` and `{namespace}`.
+pub const DEFAULT_ENDPOINT_TEMPLATE: &str = "http://{name}.{namespace}.svc:4567";
+
+pub fn endpoint_for(template: &str, name: &str, namespace: &str) -> String {
+    template.replace("{name}", name).replace("{namespace}", namespace)
+}
+
+/// What the brokers say of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamState {
+    /// This call created it.
+    pub created: bool,
+    pub active: bool,
+    pub open_shards: i32,
+    pub closed_shards: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisError {
+    #[error("brokers unreachable at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{0}")]
+    Api(ApiError),
+}
+
+#[derive(Clone)]
+pub struct KinesisAdmin {
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for KinesisAdmin {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        KinesisAdmin { http: Client::builder(TokioExecutor::new()).build(connector) }
+    }
+}
+
+impl KinesisAdmin {
+    async fn call<I: Serialize, O: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        op: &str,
+        input: &I,
+    ) -> Result<O, KinesisError> {
+        let unreachable = |reason: String| KinesisError::Unreachable { endpoint: endpoint.to_string(), reason };
+        let request = http::Request::post(endpoint)
+            .header("content-type", Format::Json.content_type())
+            .header("x-amz-target", format!("Kinesis_20131202.{op}"))
+            .body(Full::new(Bytes::from(Format::Json.encode(input))))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
+            .await
+            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        if status.is_success() {
+            return Format::Json.decode(&body).map_err(KinesisError::Api);
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorBody {
+            #[serde(rename = "__type")]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let e: ErrorBody = Format::Json.decode(&body).map_err(KinesisError::Api)?;
+        let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::InternalFailure);
+        Err(KinesisError::Api(ApiError::new(code, e.message)))
+    }
+
+    /// Create the stream if the brokers lack it, bring its retention to `retention_hours`,
+    /// and report its state.
+    pub async fn ensure_stream(
+        &self,
+        endpoint: &str,
+        name: &str,
+        shards: i32,
+        retention_hours: i32,
+    ) -> Result<StreamState, KinesisError> {
+        let by_name = StreamRef { stream_name: Some(name.to_string()), stream_arn: None };
+        let summary: DescribeStreamSummaryOutput = match self.call(endpoint, "DescribeStreamSummary", &by_name).await {
+            Err(KinesisError::Api(e)) if e.code == ErrorCode::ResourceNotFound => {
+                let create = CreateStreamInput {
+                    stream_name: Some(name.to_string()),
+                    shard_count: Some(shards as i64),
+                    ..CreateStreamInput::default()
+                };
+                let _: streamfabric_api::model::Empty = self.call(endpoint, "CreateStream", &create).await?;
+                return Ok(StreamState { created: true, ..StreamState::default() });
+            }
+            other => other?,
+        };
+        let s = summary.stream_description_summary;
+        let active = s.stream_status == "ACTIVE";
+        let wanted = retention_hours as i64;
+        if active && s.retention_period_hours != wanted {
+            let op = if wanted > s.retention_period_hours {
+                "IncreaseStreamRetentionPeriod"
+            } else {
+                "DecreaseStreamRetentionPeriod"
+            };
+            let input = RetentionPeriodInput {
+                stream_name: Some(name.to_string()),
+                stream_arn: None,
+                retention_period_hours: Some(wanted),
+            };
+            let _: streamfabric_api::model::Empty = self.call(endpoint, op, &input).await?;
+        }
+        let shards: ListShardsOutput = self
+            .call(
+                endpoint,
+                "ListShards",
+                &ListShardsInput {
+                    stream_name: Some(name.to_string()),
+                    max_results: Some(streamfabric_api::limits::MAX_LIST_SHARDS_RESULTS),
+                    ..ListShardsInput::default()
+                },
+            )
+            .await?;
+        let closed = shards.shards.iter().filter(|s| s.sequence_number_range.ending_sequence_number.is_some()).count();
+        Ok(StreamState { created: false, active, open_shards: s.open_shard_count as i32, closed_shards: closed as i32 })
+    }
+}

@@ -28,6 +28,12 @@ enum UploadJob {
         shard: String,
         segment: SealedSegment,
     },
+    /// Retention: segments whose records are all older than the cutoff leave the bucket.
+    Trim {
+        stream: String,
+        shard: String,
+        cutoff_ms: i64,
+    },
     /// Answered once every job queued before it is done.
     Flush(oneshot::Sender<()>),
 }
@@ -80,6 +86,11 @@ impl Archive {
             }
         }
         Ok(queued)
+    }
+
+    /// Apply retention in the bucket too (queued behind pending uploads).
+    pub fn trim(&self, stream: &str, shard: &str, cutoff_ms: i64) {
+        let _ = self.jobs.send(UploadJob::Trim { stream: stream.into(), shard: shard.into(), cutoff_ms });
     }
 
     /// Mirror a stream's description to the bucket (soon, in order), so that the bucket
@@ -213,6 +224,20 @@ async fn upload_loop(
     while let Some(job) = queue.recv().await {
         let (stream, shard, segment) = match job {
             UploadJob::Segment { stream, shard, segment } => (stream, shard, segment),
+            UploadJob::Trim { stream, shard, cutoff_ms } => {
+                // Not retried: the next retention pass tries again.
+                match tier.delete_before(&stream, &shard, EPOCH, cutoff_ms.max(0) as u64).await {
+                    Ok(report) if report.deleted_objects > 0 => {
+                        tracing::info!(%stream, %shard, deleted = report.deleted_objects, "retention in the object store");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        metrics.object_store_errors.inc();
+                        tracing::warn!(%stream, %shard, "retention in the object store: {e}");
+                    }
+                }
+                continue;
+            }
             UploadJob::Flush(done) => {
                 let _ = done.send(());
                 continue;

@@ -165,6 +165,7 @@ impl Broker {
                 if let Err(e) = shard.log.trim_before(cutoff) {
                     tracing::warn!(stream = %stream.name, shard = %shard.id, "retention: {e}");
                 }
+                self.archive.trim(&stream.name, &shard.id, cutoff);
             }
         }
     }

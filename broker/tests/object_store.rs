@@ -96,6 +96,18 @@ async fn a_lost_data_directory_comes_back_from_the_object_store() {
         assert!(seq > old_max, "no number reused on {shard}");
     }
 
+    // Retention reaches the bucket: 49 hours on, no segment of the 48-hour stream is left.
+    let count_segments =
+        || walk(objects.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "seg")).count();
+    assert!(count_segments() >= 2);
+    let now = streamfabric_api::types::Timestamp::now().millis();
+    second.running.broker.enforce_retention(now + 47 * 3_600_000);
+    second.running.broker.archive.flush().await;
+    assert!(count_segments() >= 2, "nothing expires before the retention period");
+    second.running.broker.enforce_retention(now + 49 * 3_600_000);
+    second.running.broker.archive.flush().await;
+    assert_eq!(count_segments(), 0, "expired segments are deleted from the bucket");
+
     // A deleted stream is not restored.
     second.json("DeleteStream", json!({"StreamName": "kept"})).await;
     for _ in 0..100 {
@@ -108,6 +120,16 @@ async fn a_lost_data_directory_comes_back_from_the_object_store() {
     let third = common::start_with(small_segments).await;
     let (status, _) = third.json("DescribeStreamSummary", json!({"StreamName": "kept"})).await;
     assert_eq!(status, 400, "deleted streams stay deleted");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
 }
 
 /// The record offset inside one of our sequence numbers (last 20 digits).

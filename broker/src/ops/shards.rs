@@ -41,6 +41,9 @@ pub(crate) fn shard_model(s: &ShardMeta) -> Shard {
     }
 }
 
+/// Which shards a ListShards ShardFilter keeps.
+type ShardPredicate = Box<dyn Fn(&ShardMeta) -> bool>;
+
 const FILTER_TYPES: &[&str] =
     &["AFTER_SHARD_ID", "AT_TRIM_HORIZON", "FROM_TRIM_HORIZON", "AT_LATEST", "AT_TIMESTAMP", "FROM_TIMESTAMP"];
 
@@ -83,7 +86,7 @@ impl Broker {
     }
 
     /// The predicate of a ShardFilter.
-    fn shard_filter(&self, filter: Option<&ShardFilter>) -> Result<Box<dyn Fn(&ShardMeta) -> bool>, ApiError> {
+    fn shard_filter(&self, filter: Option<&ShardFilter>) -> Result<ShardPredicate, ApiError> {
         let Some(filter) = filter else { return Ok(Box::new(|_| true)) };
         let kind = validate::one_of(
             "shardFilter.type",

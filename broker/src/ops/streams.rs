@@ -160,7 +160,7 @@ impl Broker {
                 stream_arn: self.arn(&m.name),
                 stream_status: m.status.as_str().to_string(),
                 stream_mode_details: mode_details(m.mode),
-                shards: shards.into_iter().map(|s| super::shards::shard_model(s)).collect(),
+                shards: shards.into_iter().map(super::shards::shard_model).collect(),
                 has_more_shards: has_more,
                 retention_period_hours: m.retention_hours,
                 stream_creation_timestamp: Timestamp(m.created_ms),

@@ -10,6 +10,7 @@ use crate::tier::segments::{SegmentData, SegmentUpload};
 use crate::tier::{TierError, TierStore};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use streamfabric_api::names::shard_id;
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +50,9 @@ enum MetaJob {
 pub struct Archive {
     tier: TierStore,
     compression: Compression,
+    /// Bytes of sealed segments not yet in the object store.
+    backlog: Arc<AtomicU64>,
+    backlog_gauge: prometheus::IntGauge,
     jobs: mpsc::UnboundedSender<UploadJob>,
     meta_jobs: mpsc::UnboundedSender<MetaJob>,
 }
@@ -57,20 +61,30 @@ impl Archive {
     /// Start the uploader on the current runtime.
     pub fn start(tier: TierStore, compression: Compression, metrics: Arc<Metrics>) -> Archive {
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(upload_loop(tier.clone(), compression, queue, metrics.clone()));
+        let backlog = Arc::new(AtomicU64::new(0));
+        let metrics_gauge = metrics.upload_backlog_bytes.clone();
+        tokio::spawn(upload_loop(tier.clone(), compression, queue, backlog.clone(), metrics.clone()));
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
-        Archive { tier, compression, jobs, meta_jobs }
+        let backlog_gauge = metrics_gauge;
+        Archive { tier, compression, backlog, backlog_gauge, jobs, meta_jobs }
     }
 
     pub fn compression(&self) -> Compression {
         self.compression
     }
 
+    /// Bytes of sealed segments waiting for the object store.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
     /// What the shard log calls when it seals a segment: queue its upload.
     pub fn seal_observer(&self, stream: &str, shard: &str) -> SealObserver {
         let (jobs, stream, shard) = (self.jobs.clone(), stream.to_string(), shard.to_string());
+        let (backlog, gauge) = (self.backlog.clone(), self.backlog_gauge.clone());
         SealObserver(Arc::new(move |segment| {
+            gauge.set((backlog.fetch_add(segment.bytes, Ordering::Relaxed) + segment.bytes) as i64);
             let _ = jobs.send(UploadJob::Segment { stream: stream.clone(), shard: shard.clone(), segment });
         }))
     }
@@ -81,6 +95,8 @@ impl Archive {
         let mut queued = 0;
         for segment in sealed {
             if !listed.iter().any(|s| s.base_offset == segment.base_offset) {
+                let now = self.backlog.fetch_add(segment.bytes, Ordering::Relaxed) + segment.bytes;
+                self.backlog_gauge.set(now as i64);
                 let _ = self.jobs.send(UploadJob::Segment { stream: stream.into(), shard: shard.into(), segment });
                 queued += 1;
             }
@@ -219,6 +235,7 @@ async fn upload_loop(
     tier: TierStore,
     compression: Compression,
     mut queue: mpsc::UnboundedReceiver<UploadJob>,
+    backlog: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 ) {
     while let Some(job) = queue.recv().await {
@@ -276,9 +293,12 @@ async fn upload_loop(
                     }
                     tracing::warn!(%stream, %shard, base = segment.base_offset, "upload failed, retrying in {backoff:?}: {e}");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    // Capped low: writes may be waiting on this backlog to drain.
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+        let left = backlog.fetch_sub(segment.bytes, Ordering::Relaxed) - segment.bytes;
+        metrics.upload_backlog_bytes.set(left as i64);
     }
 }

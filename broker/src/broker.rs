@@ -72,12 +72,18 @@ impl Broker {
         let metrics = Arc::new(Metrics::new());
         let archive = open_archive(&config, &metrics)?;
         let streams_dir = config.data_dir.join("streams");
-        let restored = archive
-            .restore_missing(&streams_dir, &local_streams(&streams_dir)?)
-            .await
-            .map_err(|e| io::Error::other(format!("restoring streams from the object store: {e}")))?;
-        if !restored.is_empty() {
-            tracing::info!(?restored, "streams rebuilt from the object store");
+        let local = local_streams(&streams_dir)?;
+        match archive.restore_missing(&streams_dir, &local).await {
+            Ok(restored) if !restored.is_empty() => tracing::info!(?restored, "streams rebuilt from the object store"),
+            Ok(_) => {}
+            // With local data the broker serves it and uploads resume when the store returns.
+            Err(e) if !local.is_empty() => tracing::warn!("object store unreachable, starting from local data: {e}"),
+            // Without, starting empty could fork streams the bucket holds: refuse, plainly.
+            Err(e) => {
+                return Err(io::Error::other(format!(
+                    "the data directory is empty and the object store cannot be read to restore streams from it: {e}"
+                )));
+            }
         }
         let log_config = LogConfig {
             segment_max_bytes: config.segment_bytes,

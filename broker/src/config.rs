@@ -83,6 +83,11 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_SEGMENT_COMPRESSION", default_value = "zstd")]
     pub segment_compression: crate::tier::Compression,
 
+    /// Sealed segments waiting for the object store, in bytes, beyond which writes are
+    /// answered with the retryable ServiceUnavailable until the store catches up.
+    #[arg(long, env = "STREAMFABRIC_UPLOAD_BACKLOG_LIMIT", default_value_t = 1 << 30)]
+    pub upload_backlog_limit: u64,
+
     /// Region and account shown in stream ARNs.
     #[arg(long, env = "STREAMFABRIC_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]
     pub region: String,

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub segment_stored_bytes: IntCounter,
     pub segment_upload_seconds: Histogram,
     pub object_store_errors: IntCounter,
+    pub upload_backlog_bytes: IntGauge,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -90,6 +91,12 @@ impl Metrics {
             "streamfabric_segment_stored_bytes_total",
             "Compressed size of uploaded segments in the object store",
         );
+        let upload_backlog_bytes = IntGauge::new(
+            "streamfabric_upload_backlog_bytes",
+            "Bytes of sealed segments waiting for the object store (writes are refused above --upload-backlog-limit)",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(upload_backlog_bytes.clone())).expect("metric registered once");
         let object_store_errors = plain("streamfabric_object_store_errors_total", "Failed object-store operations");
         let segment_upload_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -123,6 +130,7 @@ impl Metrics {
             segment_stored_bytes,
             segment_upload_seconds,
             object_store_errors,
+            upload_backlog_bytes,
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(
                 &registry,

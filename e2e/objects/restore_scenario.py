@@ -1,4 +1,4 @@
-"""Disk-loss recovery against a real S3-compatible store (MinIO), in two phases:
+"""Disk-loss recovery and a store outage against a real S3-compatible store (MinIO), in phases:
 
   write:  create a 4-shard stream, put N records, read every shard back, save what was read.
   verify: against a broker started on an EMPTY data directory with the same bucket:
@@ -96,12 +96,71 @@ def verify(args):
     check("new-numbers-after-every-old-one", fresh_ok)
 
 
+def backlog_bytes(admin):
+    import urllib.request
+    text = urllib.request.urlopen(f"{admin}/metrics", timeout=5).read().decode()
+    return next(int(float(line.split()[1])) for line in text.splitlines()
+                if line.startswith("streamfabric_upload_backlog_bytes "))
+
+
+def outage(args):
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+    k = boto3.client("kinesis", endpoint_url=args.endpoint, region_name="us-east-1",
+                     aws_access_key_id="x", aws_secret_access_key="x",
+                     config=Config(retries={"max_attempts": 1}))
+    k.create_stream(StreamName=args.stream, ShardCount=2)
+    for _ in range(200):
+        if k.describe_stream_summary(StreamName=args.stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    acked, refused, timeline = {}, 0, []
+    start = time.time()
+    n = 0
+    while time.time() - start < args.seconds:
+        entries = [{"PartitionKey": f"o-{n}-{i}", "Data": (f"{n:08d}-{i:03d}".encode() * 100)[:1024]} for i in range(200)]
+        try:
+            out = k.put_records(StreamName=args.stream, Records=entries)
+            for e, r in zip(entries, out["Records"]):
+                if "SequenceNumber" in r:
+                    acked[r["SequenceNumber"]] = base64.b64encode(e["Data"]).decode()
+            timeline.append((time.time() - start, "ok"))
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "ServiceUnavailable":
+                raise
+            refused += 1
+            timeline.append((time.time() - start, "refused"))
+            time.sleep(0.2)
+        n += 1
+    last_refusal = max((t for t, what in timeline if what == "refused"), default=None)
+    print(f"acknowledged {len(acked)} records; {refused} requests refused, the last at {last_refusal}")
+    check("writes-refused-while-the-store-was-down", refused > 0, "no write was refused")
+    check("writes-resume-after-the-store-returns",
+          last_refusal is not None and any(t > last_refusal and what == "ok" for t, what in timeline))
+    for _ in range(120):
+        if backlog_bytes(args.admin) == 0:
+            break
+        time.sleep(0.5)
+    check("upload-backlog-drains", backlog_bytes(args.admin) == 0, f"{backlog_bytes(args.admin)} bytes left")
+    read = {}
+    dupes = 0
+    for records in read_all(k, args.stream).values():
+        for seq, data in records:
+            dupes += seq in read
+            read[seq] = data
+    missing = [s for s in acked if read.get(s) != acked[s]]
+    check("every-acknowledged-record-reads-back-once", not missing and not dupes,
+          f"{len(missing)} missing or changed, {dupes} duplicated")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("phase", choices=["write", "verify"])
+    p.add_argument("phase", choices=["write", "verify", "outage"])
+    p.add_argument("--admin")
+    p.add_argument("--seconds", type=float, default=35)
     p.add_argument("--endpoint", required=True)
     p.add_argument("--stream", default="restored")
-    p.add_argument("--state", required=True)
+    p.add_argument("--state")
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--max-unsealed", type=int, default=5_000)
     p.add_argument("--s3-endpoint")
@@ -109,7 +168,7 @@ def main():
     p.add_argument("--access-key")
     p.add_argument("--secret-key")
     args = p.parse_args()
-    write(args) if args.phase == "write" else verify(args)
+    {"write": write, "verify": verify, "outage": outage}[args.phase](args)
     failed = sum(1 for _, ok in checks if not ok)
     print(f"{len(checks) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -58,6 +58,8 @@ pub struct SealedSegment {
     pub end_offset: u64,
     pub first_ts_ms: i64,
     pub last_ts_ms: i64,
+    /// Size of the file.
+    pub bytes: u64,
 }
 
 #[derive(Clone)]
@@ -188,6 +190,7 @@ fn sealed(dir: &Path, s: &Segment) -> SealedSegment {
         end_offset: s.end_offset,
         first_ts_ms: s.first_ts.unwrap_or(0),
         last_ts_ms: s.last_ts.unwrap_or(0),
+        bytes: s.size,
     }
 }
 

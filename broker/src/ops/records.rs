@@ -47,6 +47,22 @@ async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Re
 }
 
 impl Broker {
+    /// Writes wait while too much sealed data has not reached the object store (it is
+    /// down): refusing them, retryably, bounds what a lost disk could take with it.
+    fn check_upload_backlog(&self) -> Result<(), ApiError> {
+        let backlog = self.archive.backlog_bytes();
+        if backlog > self.config.upload_backlog_limit {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "The object store is behind: {backlog} bytes of sealed segments await upload (limit {}). Retry later.",
+                    self.config.upload_backlog_limit
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_record(
         &self,
         entry: Option<usize>,
@@ -82,6 +98,7 @@ impl Broker {
             SequenceNumber::parse("sequenceNumberForOrdering", s)?;
         }
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        self.check_upload_backlog()?;
         let shard = stream.route(routed.hash);
         let size = routed.data.0.len() + routed.key.len();
         if shard.throttle.admit_writes(std::iter::once(size)) == 0 {
@@ -124,6 +141,7 @@ impl Broker {
             .map(|(i, e)| self.validate_record(Some(i), e.data, e.partition_key, e.explicit_hash_key.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        self.check_upload_backlog()?;
 
         // Group by shard, keeping each record's position in the request.
         let mut groups: Vec<(Arc<Shard>, Vec<usize>, Vec<NewRecord>)> = Vec::new();

@@ -79,6 +79,13 @@ pub fn open_store(url: &str, options: &StoreOptions) -> Result<(Arc<dyn ObjectSt
             let mut b = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_conditional_put(S3ConditionalPut::ETagMatch)
+                // Fail within seconds when the store is down: callers retry on their own
+                // schedule (uploads back off and resume), and start-up must not hang.
+                .with_retry(object_store::RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs(10),
+                    ..Default::default()
+                })
                 .with_virtual_hosted_style_request(options.virtual_hosted_style);
             if let Some(endpoint) = &options.endpoint {
                 let ep =

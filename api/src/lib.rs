@@ -10,6 +10,7 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod sequence;
+pub mod stats;
 pub mod types;
 
 pub use codec::Format;

@@ -1,32 +1,7 @@
-//! The JSON stats endpoint: per stream and shard, what is stored and what went through.
-//! The operator's autoscaler reads the counters and derives rates from two samples.
+//! The JSON stats endpoint (its shapes are in `streamfabric_api::stats`).
 
 use crate::broker::Broker;
-use serde::Serialize;
-
-#[derive(Serialize)]
-pub struct BrokerStats {
-    pub streams: Vec<StreamStats>,
-}
-
-#[derive(Serialize)]
-pub struct StreamStats {
-    pub name: String,
-    pub status: &'static str,
-    pub shards: Vec<ShardStats>,
-}
-
-#[derive(Serialize)]
-pub struct ShardStats {
-    pub shard_id: String,
-    pub open: bool,
-    pub start_offset: u64,
-    pub end_offset: u64,
-    pub incoming_records: u64,
-    pub incoming_bytes: u64,
-    pub outgoing_records: u64,
-    pub outgoing_bytes: u64,
-}
+use streamfabric_api::stats::{BrokerStats, ShardStats, StreamStats};
 
 pub fn collect(broker: &Broker) -> BrokerStats {
     let streams = broker
@@ -53,7 +28,7 @@ pub fn collect(broker: &Broker) -> BrokerStats {
                     }
                 })
                 .collect();
-            StreamStats { name: meta.name, status: meta.status.as_str(), shards }
+            StreamStats { name: meta.name, status: meta.status.as_str().to_string(), shards }
         })
         .collect();
     BrokerStats { streams }

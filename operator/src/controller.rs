@@ -2,11 +2,13 @@
 //! Cleanup; children are applied server-side with one field manager; every decision is an
 //! Event and a metric.
 
+use crate::autoscale::{self, Decision};
 use crate::error::{Error, Result};
 use crate::kinesis::{self, KinesisAdmin};
 use crate::manifests::{self, Names};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
+use crate::throughput::{self, Sample};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
@@ -20,33 +22,64 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use streamfabric_api::crd::StreamMode;
 use streamfabric_api::crd::{DataStream, DeletionPolicy};
 
 pub const FIELD_MANAGER: &str = "streamfabric-operator";
 pub const FINALIZER: &str = "streamfabric.io/cleanup";
 /// Status and autoscaling are refreshed this often even without changes.
-const RESYNC: Duration = Duration::from_secs(30);
+const RESYNC: Duration = Duration::from_secs(15);
+/// Write rates are measured over at least this long: reconciles that follow each other
+/// closely (our own status writes trigger one) reuse the last rate instead of a noisy one.
+const MIN_SAMPLE_SECS: f64 = 10.0;
+
+/// Where a DataStream's brokers answer, as templates over `{name}` and `{namespace}`.
+#[derive(Debug, Clone)]
+pub struct BrokerEndpoints {
+    pub api: String,
+    pub admin: String,
+}
+
+impl Default for BrokerEndpoints {
+    fn default() -> Self {
+        BrokerEndpoints {
+            api: kinesis::DEFAULT_ENDPOINT_TEMPLATE.into(),
+            admin: kinesis::DEFAULT_ADMIN_TEMPLATE.into(),
+        }
+    }
+}
+
+/// What the autoscaler remembers of a stream between reconciles.
+#[derive(Debug, Clone)]
+struct Remembered {
+    sample: Sample,
+    low_since: Option<i64>,
+    rate: Option<(i64, i64)>,
+}
 
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub kinesis: KinesisAdmin,
-    /// Where a DataStream's brokers answer (see `kinesis::DEFAULT_ENDPOINT_TEMPLATE`).
-    pub endpoint_template: String,
+    pub endpoints: BrokerEndpoints,
+    remembered: Mutex<HashMap<String, Remembered>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, endpoint_template: &str) -> Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, endpoints: BrokerEndpoints) -> Context {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             kinesis: KinesisAdmin::default(),
-            endpoint_template: endpoint_template.to_string(),
+            endpoints,
+            remembered: Mutex::default(),
         }
     }
 
@@ -103,7 +136,7 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     apply_child(client, &ns, manifests::pod_disruption_budget(ds)).await?;
 
     // The stream itself, through its brokers' Kinesis API.
-    let endpoint = kinesis::endpoint_for(&ctx.endpoint_template, &ds.name_any(), &ns);
+    let endpoint = kinesis::endpoint_for(&ctx.endpoints.api, &ds.name_any(), &ns);
     let stream =
         match ctx.kinesis.ensure_stream(&endpoint, &ds.name_any(), ds.spec.shards, ds.spec.retention_hours).await {
             Ok(state) => Some(state),
@@ -121,10 +154,15 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
+    let write_rate = match stream {
+        Some(state) if state.active => observe_writes(ds, &ns, state.open_shards, ctx).await,
+        _ => None,
+    };
     let seen = Observed {
         desired_brokers: manifests::broker_replicas(&ds.spec),
         ready_brokers: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
         stream,
+        write_rate,
     };
     let before = ds.status.clone().unwrap_or_default();
     let next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
@@ -159,6 +197,61 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         ctx.decision(ds, type_, reason, format!("{}/{} brokers ready", seen.ready_brokers, seen.desired_brokers)).await;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Sample the brokers' write counters; with a previous sample, report the rate and, in
+/// OnDemand mode, run the autoscaler's decision. Its actions need resharding, which the
+/// brokers do not have yet: a decision is an Event and a metric, not yet an UpdateShardCount.
+async fn observe_writes(ds: &DataStream, ns: &str, open_shards: i32, ctx: &Context) -> Option<(i64, i64)> {
+    let admin = kinesis::endpoint_for(&ctx.endpoints.admin, &ds.name_any(), ns);
+    let stats = match ctx.kinesis.stats(&admin).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            tracing::debug!(datastream = %ds.name_any(), "{e}");
+            return None;
+        }
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let sample = Sample::of(&stats, &ds.name_any(), now.as_millisecond() as f64 / 1000.0)?;
+    let key = format!("{ns}/{}", ds.name_any());
+    let previous = ctx.remembered.lock().unwrap().get(&key).cloned();
+    let Some(previous) = previous else {
+        ctx.remembered.lock().unwrap().insert(key, Remembered { sample, low_since: None, rate: None });
+        return None;
+    };
+    if sample.at_secs - previous.sample.at_secs < MIN_SAMPLE_SECS {
+        return previous.rate;
+    }
+    let loads = throughput::loads(&previous.sample, &sample)?;
+    let (bytes, records) = loads.iter().fold((0.0, 0.0), |(b, r), l| (b + l.bytes_per_sec, r + l.records_per_sec));
+    let mut low_since = previous.low_since;
+    if let (StreamMode::OnDemand, Some(scaling)) = (ds.spec.mode, ds.spec.scaling.as_ref()) {
+        let limits = &ds.spec.shard_limits;
+        let policy = autoscale::Policy {
+            min_shards: scaling.min_shards,
+            max_shards: scaling.max_shards,
+            target_utilization: scaling.target_write_utilization as f64 / 100.0,
+            shard_write_bytes_per_sec: limits.write_bytes_per_second as f64,
+            shard_write_records_per_sec: limits.write_records_per_second as f64,
+            scale_down_stabilization_secs: scaling.scale_down_stabilization_seconds,
+        };
+        let (decision, next_low) = autoscale::decide(open_shards, &loads, &policy, low_since, now.as_second());
+        low_since = next_low;
+        let note = match &decision {
+            Decision::Hold => None,
+            Decision::Scale { to } => {
+                Some(format!("{open_shards} -> {to} shards for {bytes:.0} B/s, {records:.0} records/s"))
+            }
+            Decision::SplitHot { shard_id } => Some(format!("split {shard_id}, above its write limit")),
+        };
+        if let Some(note) = note {
+            let note = format!("{note}; not applied: the brokers cannot reshard yet");
+            ctx.decision(ds, EventType::Normal, "AutoscaleDecision", note).await;
+        }
+    }
+    let rate = Some((bytes.round() as i64, records.round() as i64));
+    ctx.remembered.lock().unwrap().insert(key, Remembered { sample, low_since, rate });
+    rate
 }
 
 /// On deletion: children go with their owner; the data volumes go only when the
@@ -201,8 +294,8 @@ async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
 }
 
 /// Run the controller until a shutdown signal.
-pub async fn run(client: Client, metrics: Arc<Metrics>, endpoint_template: &str) {
-    let ctx = Arc::new(Context::new(client.clone(), metrics, endpoint_template));
+pub async fn run(client: Client, metrics: Arc<Metrics>, endpoints: BrokerEndpoints) {
+    let ctx = Arc::new(Context::new(client.clone(), metrics, endpoints));
     let config = watcher::Config::default().any_semantic();
     Controller::new(Api::<DataStream>::all(client.clone()), config.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())

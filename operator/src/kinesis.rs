@@ -14,8 +14,10 @@ use streamfabric_api::model::{
 };
 use streamfabric_api::{ApiError, ErrorCode, Format};
 
-/// Where the brokers of a DataStream answer, from `{name}` and `{namespace}`.
+/// Where the brokers of a DataStream answer, from `{name}` and `{namespace}`: the Kinesis
+/// API, and the admin port with `/stats`.
 pub const DEFAULT_ENDPOINT_TEMPLATE: &str = "http://{name}.{namespace}.svc:4567";
+pub const DEFAULT_ADMIN_TEMPLATE: &str = "http://{name}.{namespace}.svc:4568";
 
 pub fn endpoint_for(template: &str, name: &str, namespace: &str) -> String {
     template.replace("{name}", name).replace("{namespace}", namespace)
@@ -84,6 +86,20 @@ impl KinesisAdmin {
         let e: ErrorBody = Format::Json.decode(&body).map_err(KinesisError::Api)?;
         let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::InternalFailure);
         Err(KinesisError::Api(ApiError::new(code, e.message)))
+    }
+
+    /// The brokers' `/stats` document at an admin endpoint.
+    pub async fn stats(&self, admin: &str) -> Result<streamfabric_api::stats::BrokerStats, KinesisError> {
+        let unreachable = |reason: String| KinesisError::Unreachable { endpoint: admin.to_string(), reason };
+        let request = http::Request::get(format!("{}/stats", admin.trim_end_matches('/')))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
+            .await
+            .map_err(|_| unreachable("no answer within 10 s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        serde_json::from_slice(&body).map_err(|e| unreachable(format!("unreadable /stats: {e}")))
     }
 
     /// Create the stream if the brokers lack it, bring its retention to `retention_hours`,

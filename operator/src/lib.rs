@@ -10,6 +10,7 @@ pub mod kinesis;
 pub mod manifests;
 pub mod metrics;
 pub mod status;
+pub mod throughput;
 
 #[cfg(test)]
 mod fixtures;

@@ -17,6 +17,10 @@ struct Args {
     /// replaced (the client Service by default).
     #[arg(long, env = "STREAMFABRIC_OPERATOR_BROKER_ENDPOINT", default_value = streamfabric_operator::kinesis::DEFAULT_ENDPOINT_TEMPLATE)]
     broker_endpoint_template: String,
+
+    /// Where their admin port (`/stats`, for write rates and the autoscaler) answers.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_BROKER_ADMIN", default_value = streamfabric_operator::kinesis::DEFAULT_ADMIN_TEMPLATE)]
+    broker_admin_template: String,
 }
 
 const CRD_NAME: &str = "datastreams.streamfabric.io";
@@ -60,6 +64,8 @@ async fn main() -> std::process::ExitCode {
     };
     tokio::spawn(admin::serve(listener, metrics.clone()));
     tracing::info!(metrics = %args.metrics_listen, "streamfabric operator running");
-    controller::run(client, metrics, &args.broker_endpoint_template).await;
+    let endpoints =
+        controller::BrokerEndpoints { api: args.broker_endpoint_template, admin: args.broker_admin_template };
+    controller::run(client, metrics, endpoints).await;
     std::process::ExitCode::SUCCESS
 }

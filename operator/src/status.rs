@@ -12,12 +12,14 @@ pub struct Observed {
     pub ready_brokers: i32,
     /// The stream as its brokers report it; None when they could not be asked.
     pub stream: Option<StreamState>,
+    /// Write rate (bytes/s, records/s) between the last two samples of the brokers' stats.
+    pub write_rate: Option<(i64, i64)>,
 }
 
 pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
     let mut status = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
-    let Observed { desired_brokers: want, ready_brokers: ready, stream } = seen;
+    let Observed { desired_brokers: want, ready_brokers: ready, stream, write_rate } = seen;
     let all_ready = ready >= want && want > 0;
     let active = stream.is_some_and(|s| s.active);
     let (reason, message) = if ds.spec.paused {
@@ -60,6 +62,10 @@ pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
         status.open_shards = s.open_shards;
         status.closed_shards = s.closed_shards;
     }
+    if let Some((bytes, records)) = write_rate {
+        status.write_bytes_per_second = bytes;
+        status.write_records_per_second = records;
+    }
     status.observed_generation = generation;
     status.endpoint = Some(crate::manifests::endpoint(ds));
     status
@@ -79,7 +85,7 @@ mod tests {
     #[test]
     fn ready_needs_the_stream_active_in_its_brokers() {
         let ds = DataStream::test();
-        let seen = |stream| Observed { desired_brokers: 1, ready_brokers: 1, stream };
+        let seen = |stream| Observed { desired_brokers: 1, ready_brokers: 1, stream, write_rate: Some((2048, 2)) };
         let unreachable = next(&ds, seen(None), at(1));
         let creating = next(&ds, seen(Some(StreamState { created: true, ..StreamState::default() })), at(1));
         let active = next(&ds, seen(Some(ACTIVE)), at(1));
@@ -88,6 +94,7 @@ mod tests {
         assert_eq!(reason(&creating), "StreamCreating");
         assert_eq!((reason(&active), condition(&active, READY)), ("StreamActive".to_string(), "True"));
         assert_eq!(active.open_shards, 2);
+        assert_eq!((active.write_bytes_per_second, active.write_records_per_second), (2048, 2));
     }
 
     fn condition<'a>(s: &'a DataStreamStatus, kind: &str) -> &'a str {
@@ -97,7 +104,8 @@ mod tests {
     #[test]
     fn starting_then_ready_then_degraded_then_recovered() {
         let mut ds = DataStream::test();
-        let starting = next(&ds, Observed { desired_brokers: 2, ready_brokers: 0, stream: None }, at(1));
+        let starting =
+            next(&ds, Observed { desired_brokers: 2, ready_brokers: 0, stream: None, write_rate: None }, at(1));
         assert_eq!(
             (condition(&starting, READY), condition(&starting, SCALING), condition(&starting, DEGRADED)),
             ("False", "True", "False")
@@ -105,16 +113,19 @@ mod tests {
         assert_eq!(starting.observed_generation, Some(1));
         assert_eq!(starting.endpoint.as_deref(), Some("http://orders.streams.svc:4567"));
         ds.status = Some(starting);
-        let ready = next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE) }, at(2));
+        let ready =
+            next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE), write_rate: None }, at(2));
         assert_eq!(
             (condition(&ready, READY), condition(&ready, SCALING), condition(&ready, DEGRADED)),
             ("True", "False", "False")
         );
         ds.status = Some(ready);
-        let lost = next(&ds, Observed { desired_brokers: 2, ready_brokers: 1, stream: Some(ACTIVE) }, at(3));
+        let lost =
+            next(&ds, Observed { desired_brokers: 2, ready_brokers: 1, stream: Some(ACTIVE), write_rate: None }, at(3));
         assert_eq!((condition(&lost, READY), condition(&lost, DEGRADED)), ("False", "True"));
         ds.status = Some(lost);
-        let back = next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE) }, at(4));
+        let back =
+            next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE), write_rate: None }, at(4));
         assert_eq!((condition(&back, READY), condition(&back, DEGRADED)), ("True", "False"));
     }
 
@@ -122,7 +133,8 @@ mod tests {
     fn paused_is_not_ready() {
         let mut ds = DataStream::test();
         ds.spec.paused = true;
-        let s = next(&ds, Observed { desired_brokers: 1, ready_brokers: 1, stream: Some(ACTIVE) }, at(1));
+        let s =
+            next(&ds, Observed { desired_brokers: 1, ready_brokers: 1, stream: Some(ACTIVE), write_rate: None }, at(1));
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Paused"));
     }

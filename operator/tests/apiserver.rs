@@ -116,9 +116,11 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
     // A real broker, in process, stands in for the DataStream's pods (none run here).
     let dir = tempfile::tempdir().unwrap();
     let broker = streamfabric_broker::start(streamfabric_broker::BrokerConfig::for_dir(dir.path())).await.unwrap();
-    let endpoint = format!("http://{}", broker.api_addr);
-    let controller =
-        tokio::spawn(async move { controller::run(client_for_run, Arc::new(Metrics::new()), &endpoint).await });
+    let endpoints = controller::BrokerEndpoints {
+        api: format!("http://{}", broker.api_addr),
+        admin: format!("http://{}", broker.admin_addr),
+    };
+    let controller = tokio::spawn(controller::run(client_for_run, Arc::new(Metrics::new()), endpoints));
     let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &datastream("orders", json!({"shards": 8, "deletionPolicy": "Retain"})))
         .await
@@ -181,6 +183,23 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
         })
         .await;
     }
+
+    // Writes show up as a rate in status (measured over at least 10 s between reconciles).
+    let put = json!({"StreamName": "orders", "Records": (0..500).map(|i| json!({"PartitionKey": format!("k{i}"), "Data": "AAAA"})).collect::<Vec<_>>()});
+    let body = serde_json::to_vec(&put).unwrap();
+    for _ in 0..4 {
+        broker
+            .broker
+            .call(streamfabric_api::model::Operation::PutRecords, streamfabric_api::Format::Json, &body)
+            .await
+            .unwrap();
+    }
+    let rate = eventually("status shows the write rate", || async {
+        let r = api.get("orders").await.ok()?.status?.write_records_per_second;
+        (r > 0).then_some(r)
+    })
+    .await;
+    assert!(rate <= 2000 / 10, "2,000 records over at least 10 s: {rate}/s");
 
     // A spec change: 12 shards need 3 brokers; the retention follows in the brokers.
     api.patch("orders", &PatchParams::default(), &Patch::Merge(json!({"spec": {"shards": 12, "retentionHours": 48}})))

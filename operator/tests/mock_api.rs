@@ -7,7 +7,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use streamfabric_api::crd::DataStream;
-use streamfabric_operator::controller::{Context, reconcile};
+use streamfabric_operator::controller::{BrokerEndpoints, Context, reconcile};
 use streamfabric_operator::metrics::Metrics;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -41,11 +41,12 @@ async fn expect(handle: &mut Handle, method: Method, path: &str, query: &[&str],
     body
 }
 
-/// A context whose brokers answer at `endpoint` (a closed port when they need not answer).
-fn context(endpoint: &str) -> (Arc<Context>, Handle) {
+/// A context whose brokers answer at `api` and `admin` (a closed port when they need not answer).
+fn context(api: &str, admin: &str) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    (Arc::new(Context::new(client, Arc::new(Metrics::new()), endpoint)), handle)
+    let endpoints = BrokerEndpoints { api: api.into(), admin: admin.into() };
+    (Arc::new(Context::new(client, Arc::new(Metrics::new()), endpoints)), handle)
 }
 
 const NO_BROKERS: &str = "http://127.0.0.1:9";
@@ -70,7 +71,7 @@ const APPLY: &[&str] = &["fieldManager=streamfabric-operator", "force=true"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_creates_children_with_one_field_manager_then_status_and_an_event() {
     let (broker, _dir) = broker_with_orders().await;
-    let (ctx, mut api) = context(&format!("http://{}", broker.api_addr));
+    let (ctx, mut api) = context(&format!("http://{}", broker.api_addr), &format!("http://{}", broker.admin_addr));
     let ds = datastream(&["streamfabric.io/cleanup"], false);
     let run = tokio::spawn(reconcile(Arc::new(ds.clone()), ctx));
 
@@ -150,7 +151,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
 
 #[tokio::test]
 async fn a_new_datastream_first_gets_the_finalizer() {
-    let (ctx, mut api) = context(NO_BROKERS);
+    let (ctx, mut api) = context(NO_BROKERS, NO_BROKERS);
     let run = tokio::spawn(reconcile(Arc::new(datastream(&[], false)), ctx));
     let patch = expect(
         &mut api,
@@ -166,7 +167,7 @@ async fn a_new_datastream_first_gets_the_finalizer() {
 
 #[tokio::test]
 async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
-    let (ctx, mut api) = context(NO_BROKERS);
+    let (ctx, mut api) = context(NO_BROKERS, NO_BROKERS);
     let run = tokio::spawn(reconcile(Arc::new(datastream(&["streamfabric.io/cleanup"], true)), ctx));
     expect(
         &mut api,

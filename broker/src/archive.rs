@@ -49,7 +49,6 @@ enum MetaJob {
 #[derive(Clone)]
 pub struct Archive {
     tier: TierStore,
-    compression: Compression,
     /// Bytes of sealed segments not yet in the object store.
     backlog: Arc<AtomicU64>,
     backlog_gauge: prometheus::IntGauge,
@@ -67,11 +66,7 @@ impl Archive {
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
         let backlog_gauge = metrics_gauge;
-        Archive { tier, compression, backlog, backlog_gauge, jobs, meta_jobs }
-    }
-
-    pub fn compression(&self) -> Compression {
-        self.compression
+        Archive { tier, backlog, backlog_gauge, jobs, meta_jobs }
     }
 
     /// Bytes of sealed segments waiting for the object store.

@@ -10,6 +10,8 @@ pub const DEFAULT_RETENTION_HOURS: i64 = 24;
 pub const MAX_GET_RECORDS_LIMIT: i64 = 10_000;
 pub const MAX_GET_RECORDS_BYTES: usize = 10 * 1024 * 1024;
 pub const MAX_LIST_SHARDS_RESULTS: i64 = 10_000;
+/// UpdateShardCount's TargetShardCount upper bound.
+pub const MAX_UPDATE_SHARD_COUNT_TARGET: i64 = 100_000;
 pub const MAX_LIST_STREAMS_LIMIT: i64 = 10_000;
 pub const MAX_DESCRIBE_STREAM_LIMIT: i64 = 10_000;
 pub const MAX_TAGS_PER_STREAM: usize = 50;

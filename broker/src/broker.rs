@@ -125,6 +125,12 @@ impl Broker {
         for stream in broker.catalog.all() {
             match stream.status() {
                 StreamStatus::Deleting => broker.catalog.remove(&stream.name)?,
+                // A reshard accepted before the restart: apply it now (nothing is appending yet).
+                StreamStatus::Updating if !stream.meta().pending_reshard.is_empty() => {
+                    if let Err(e) = broker.catalog.apply_pending_reshard(&stream, Timestamp::now().millis()) {
+                        tracing::error!(stream = %stream.name, "pending reshard dropped: {}", e.message);
+                    }
+                }
                 StreamStatus::Creating | StreamStatus::Updating => {
                     stream
                         .update_meta(|m| {
@@ -205,6 +211,10 @@ impl Broker {
             Operation::RemoveTagsFromStream => run!(remove_tags),
             Operation::ListTagsForStream => run!(list_tags),
             Operation::DescribeLimits => run!(describe_limits),
+            Operation::SplitShard => run!(split_shard),
+            Operation::MergeShards => run!(merge_shards),
+            Operation::UpdateShardCount => run!(update_shard_count),
+            Operation::UpdateStreamMode => run!(update_stream_mode),
         })
     }
 

@@ -10,7 +10,7 @@ const STREAM: &str = "bad-input";
 
 async fn fingerprint(b: &common::TestBroker) -> Vec<(u64, u64)> {
     let stream = b.running.broker.catalog.get(STREAM).unwrap();
-    stream.shards().map(|s| (s.log.bounds().start_offset, s.log.bounds().end_offset)).collect()
+    stream.shards().iter().map(|s| (s.log.bounds().start_offset, s.log.bounds().end_offset)).collect()
 }
 
 async fn iterator(b: &common::TestBroker, shard: &str) -> String {

@@ -7,6 +7,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use streamfabric_api::hashkey::HashRange;
 
+use super::reshard::Change;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StreamStatus {
@@ -77,6 +79,9 @@ pub struct StreamMeta {
     pub retention_hours: i64,
     pub tags: BTreeMap<String, String>,
     pub shards: Vec<ShardMeta>,
+    /// A reshard accepted (the stream is UPDATING) but not yet applied; a restart applies it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_reshard: Vec<Change>,
 }
 
 impl StreamMeta {

@@ -1,12 +1,14 @@
 //! The streams this broker serves: their persisted descriptions and their open shard logs.
 
 pub mod meta;
+pub mod reshard;
 
 use crate::archive::Archive;
 use crate::log::{LogConfig, ShardLog};
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::throttle::{ShardLimits, ShardThrottle};
-use meta::{StreamMeta, StreamStatus};
+use meta::{ShardMeta, StreamMeta, StreamStatus};
+use reshard::Change;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,15 +33,42 @@ pub struct Stream {
     dir: PathBuf,
     archive: Option<Archive>,
     meta: Mutex<StreamMeta>,
+    topology: RwLock<Arc<Topology>>,
+    /// Every append holds it shared and a reshard exclusively, so no append is in flight
+    /// while shards close and the routes change.
+    pub write_gate: tokio::sync::RwLock<()>,
+}
+
+/// The shards of a stream at one moment.
+pub struct Topology {
     /// Every shard, by index.
-    shards: BTreeMap<u64, Arc<Shard>>,
+    pub all: BTreeMap<u64, Arc<Shard>>,
     /// Open shards sorted by the start of their hash range, for routing.
     open: Vec<Arc<Shard>>,
+}
+
+impl Topology {
+    fn new(meta: &StreamMeta, all: BTreeMap<u64, Arc<Shard>>) -> Topology {
+        let mut open: Vec<Arc<Shard>> =
+            meta.shards.iter().filter(|s| s.closed.is_none()).map(|s| all[&s.index].clone()).collect();
+        open.sort_by_key(|s| s.range.start);
+        Topology { all, open }
+    }
+
+    /// The open shard whose hash range holds `key` (open ranges tile the key space).
+    pub fn route(&self, key: u128) -> &Arc<Shard> {
+        let at = self.open.partition_point(|s| s.range.start <= key);
+        &self.open[at.saturating_sub(1)]
+    }
 }
 
 impl Stream {
     pub fn meta(&self) -> StreamMeta {
         self.meta.lock().unwrap().clone()
+    }
+
+    pub fn with_meta<T>(&self, f: impl FnOnce(&StreamMeta) -> T) -> T {
+        f(&self.meta.lock().unwrap())
     }
 
     pub fn status(&self) -> StreamStatus {
@@ -64,18 +93,16 @@ impl Stream {
         Ok(out)
     }
 
-    pub fn shard(&self, index: u64) -> Option<&Arc<Shard>> {
-        self.shards.get(&index)
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.read().unwrap().clone()
     }
 
-    pub fn shards(&self) -> impl Iterator<Item = &Arc<Shard>> {
-        self.shards.values()
+    pub fn shard(&self, index: u64) -> Option<Arc<Shard>> {
+        self.topology().all.get(&index).cloned()
     }
 
-    /// The open shard whose hash range holds `key` (open ranges tile the key space).
-    pub fn route(&self, key: u128) -> &Arc<Shard> {
-        let at = self.open.partition_point(|s| s.range.start <= key);
-        &self.open[at.saturating_sub(1)]
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.topology().all.values().cloned().collect()
     }
 }
 
@@ -126,35 +153,101 @@ impl Catalog {
         Ok(catalog)
     }
 
+    fn open_shard(&self, stream_dir: &Path, stream: &str, s: &ShardMeta) -> io::Result<Arc<Shard>> {
+        let id = shard_id(s.index);
+        let mut config = self.log_config.clone();
+        config.seal_observer = self.archive.as_ref().map(|a| a.seal_observer(stream, &id));
+        let log = ShardLog::open(&shard_dir(stream_dir, s.index), config)?;
+        if s.closed.is_some() {
+            log.close()?;
+        }
+        Ok(Arc::new(Shard {
+            index: s.index,
+            metrics: self.metrics.shard(stream, &id),
+            id,
+            range: s.range,
+            log,
+            throttle: ShardThrottle::new(self.limits),
+        }))
+    }
+
     fn open_stream(&self, dir: PathBuf, meta: StreamMeta) -> io::Result<Stream> {
         let mut shards = BTreeMap::new();
         for s in &meta.shards {
-            let id = shard_id(s.index);
-            let mut config = self.log_config.clone();
-            config.seal_observer = self.archive.as_ref().map(|a| a.seal_observer(&meta.name, &id));
-            let log = ShardLog::open(&shard_dir(&dir, s.index), config)?;
-            let shard = Shard {
-                index: s.index,
-                metrics: self.metrics.shard(&meta.name, &id),
-                id,
-                range: s.range,
-                log,
-                throttle: ShardThrottle::new(self.limits),
-            };
-            shards.insert(s.index, Arc::new(shard));
+            shards.insert(s.index, self.open_shard(&dir, &meta.name, s)?);
         }
-        let mut open: Vec<Arc<Shard>> =
-            meta.shards.iter().filter(|s| s.closed.is_none()).map(|s| shards[&s.index].clone()).collect();
-        open.sort_by_key(|s| s.range.start);
         Ok(Stream {
             name: meta.name.clone(),
             incarnation: meta.incarnation,
             dir,
             archive: self.archive.clone(),
+            topology: RwLock::new(Arc::new(Topology::new(&meta, shards))),
             meta: Mutex::new(meta),
-            shards,
-            open,
+            write_gate: tokio::sync::RwLock::new(()),
         })
+    }
+
+    /// Apply the reshard the stream holds as pending (it is UPDATING): close the shards it
+    /// replaces at their current ends, open the new ones, persist, switch the routes, and
+    /// make the stream ACTIVE. The caller holds the stream's write gate, so no append is in
+    /// flight. On failure nothing changes but the status, which returns to ACTIVE.
+    pub fn apply_pending_reshard(&self, stream: &Stream, now_ms: i64) -> Result<(), ApiError> {
+        let meta = stream.meta();
+        let changes = meta.pending_reshard.clone();
+        let applied = self.reshard(stream, &meta, &changes, now_ms);
+        if applied.is_err() {
+            let _ = stream.update_meta(|m| {
+                m.status = StreamStatus::Active;
+                m.pending_reshard.clear();
+                Ok(())
+            });
+        }
+        applied
+    }
+
+    fn reshard(&self, stream: &Stream, meta: &StreamMeta, changes: &[Change], now_ms: i64) -> Result<(), ApiError> {
+        let topology = stream.topology();
+        let failed = |what: &str, e: io::Error| {
+            tracing::error!(stream = %stream.name, "reshard: {what}: {e}");
+            ApiError::internal(format!("The reshard could not be applied: {what} failed."))
+        };
+        let mut ends = BTreeMap::new();
+        let reopen = |ends: &BTreeMap<u64, u64>| ends.keys().for_each(|i| topology.all[i].log.reopen());
+        for index in reshard::closes_open(meta, changes) {
+            match topology.all[&index].log.close() {
+                Ok(end) => ends.insert(index, end),
+                Err(e) => {
+                    reopen(&ends);
+                    return Err(failed("closing a shard", e));
+                }
+            };
+        }
+        let mut next = meta.clone();
+        let created = reshard::apply(&mut next, changes, |i| ends[&i], now_ms).inspect_err(|_| reopen(&ends))?;
+        next.status = StreamStatus::Active;
+        next.pending_reshard.clear();
+        let mut all = topology.all.clone();
+        for &index in &created {
+            let s = next.shards.iter().find(|s| s.index == index).expect("created shards are described");
+            match self.open_shard(&stream.dir, &stream.name, s) {
+                Ok(shard) => all.insert(index, shard),
+                Err(e) => {
+                    reopen(&ends);
+                    return Err(failed("opening a new shard", e));
+                }
+            };
+        }
+        stream
+            .update_meta(|m| {
+                // Tags or retention may have changed meanwhile; the shards could not.
+                m.shards = next.shards.clone();
+                m.status = StreamStatus::Active;
+                m.pending_reshard.clear();
+                Ok(())
+            })
+            .inspect_err(|_| reopen(&ends))?;
+        *stream.topology.write().unwrap() = Arc::new(Topology::new(&next, all));
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
@@ -207,7 +300,7 @@ impl Catalog {
             return Ok(());
         };
         self.metrics.streams.set(self.streams.read().unwrap().len() as i64);
-        for shard in stream.shards.values() {
+        for shard in stream.shards() {
             self.metrics.forget_shard(&stream.name, &shard.id);
         }
         if let Some(archive) = &self.archive {

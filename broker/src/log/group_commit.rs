@@ -42,6 +42,8 @@ pub(crate) struct Writer {
     pub last_ts: Option<i64>,
     /// Set after a failed sync (the file's state is then unknown) or by `destroy`.
     pub failed: Option<String>,
+    /// Set by `ShardLog::close`: the shard was closed by a reshard and takes no more records.
+    pub closed: bool,
     buf: Vec<u8>,
     new_entries: Vec<IndexEntry>,
 }
@@ -70,6 +72,7 @@ impl Writer {
             },
             last_ts,
             failed: None,
+            closed: false,
             buf: Vec::new(),
             new_entries: Vec::new(),
         }
@@ -145,6 +148,9 @@ impl Inner {
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
         w.check_usable()?;
+        if w.closed {
+            return Err(io::Error::other("the shard is closed: it takes no more records"));
+        }
         let now = now_ms();
         // Timestamps never go backwards, even if the wall clock does.
         let ts = w.last_ts.map_or(now, |last| last.max(now));

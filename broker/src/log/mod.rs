@@ -386,6 +386,25 @@ impl ShardLog {
         Ok(())
     }
 
+    /// Take no more records (a reshard closed the shard): appends still queued fail, the
+    /// active segment is sealed so the object store gets the tail, and the end offset (one
+    /// past the last record, which stays readable) is returned. Closing twice is harmless.
+    pub fn close(&self) -> io::Result<u64> {
+        let mut w = lock(&self.inner.writer);
+        w.check_usable()?;
+        w.closed = true;
+        if let Err(e) = self.inner.roll_locked(&mut w) {
+            w.closed = false;
+            return Err(e);
+        }
+        Ok(w.active.next_offset)
+    }
+
+    /// Undo `close` when the reshard that asked for it could not complete.
+    pub fn reopen(&self) {
+        lock(&self.inner.writer).closed = false;
+    }
+
     /// Seal the active segment now (a no-op if it is empty).
     pub fn roll(&self) -> io::Result<()> {
         let mut w = lock(&self.inner.writer);

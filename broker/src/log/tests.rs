@@ -615,3 +615,28 @@ async fn sealed_segments_are_announced_and_listed() {
     assert!(first.path.ends_with(segment_file_name(0)));
     assert!(first.first_ts_ms > 0 && first.last_ts_ms >= first.first_ts_ms);
 }
+
+#[test]
+fn a_closed_log_refuses_appends_keeps_its_records_and_seals_its_tail() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let sealed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sealed.clone();
+    let observer =
+        SealObserver(Arc::new(move |s: SealedSegment| seen.lock().unwrap().push((s.base_offset, s.end_offset))));
+    let log =
+        ShardLog::open(dir.path(), LogConfig { seal_observer: Some(observer), ..config(FlushPolicy::Always) }).unwrap();
+    rt.block_on(log.append(vec![rec("a", b"1"), rec("b", b"2"), rec("c", b"3")])).unwrap();
+    assert_eq!(log.close().unwrap(), 3);
+    assert_eq!(*sealed.lock().unwrap(), vec![(0, 3)], "the tail is sealed for the object store");
+    let refused = rt.block_on(log.append(vec![rec("d", b"4")])).unwrap_err();
+    assert!(refused.to_string().contains("closed"), "{refused}");
+    assert_eq!(log.close().unwrap(), 3, "closing twice is harmless");
+    assert_eq!(contents(&read_all(&log)).len(), 3);
+    assert_eq!(log.bounds().end_offset, 3);
+
+    // Reopened after a failed reshard: appends continue the numbering.
+    log.reopen();
+    let appended = rt.block_on(log.append(vec![rec("d", b"4")])).unwrap();
+    assert_eq!(appended.first_offset, 3);
+}

@@ -2,6 +2,7 @@
 
 mod reads;
 mod records;
+mod reshard;
 mod shards;
 mod streams;
 mod tags;

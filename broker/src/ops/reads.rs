@@ -8,6 +8,7 @@ use crate::tokens::IteratorToken;
 use std::sync::Arc;
 use streamfabric_api::limits::{MAX_GET_RECORDS_BYTES, MAX_GET_RECORDS_LIMIT};
 use streamfabric_api::model::*;
+use streamfabric_api::names::shard_id;
 use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::{Blob, Timestamp};
 use streamfabric_api::{ApiError, ErrorCode};
@@ -17,7 +18,7 @@ const ITERATOR_TYPES: &[&str] =
 
 impl Broker {
     fn shard_of(&self, stream: &crate::catalog::Stream, index: u64) -> Result<Arc<Shard>, ApiError> {
-        stream.shard(index).cloned().ok_or_else(|| {
+        stream.shard(index).ok_or_else(|| {
             ApiError::not_found(format!(
                 "Shard {} in stream {} under account {} does not exist.",
                 streamfabric_api::names::shard_id(index),
@@ -151,12 +152,28 @@ impl Broker {
                 encryption_type: None,
             })
             .collect();
-        let next_iterator = IteratorToken { position: next, issued_ms: now, ..token };
-        Ok(GetRecordsOutput {
-            records,
-            next_shard_iterator: Some(self.signer.iterator(&next_iterator)),
-            millis_behind_latest: millis_behind,
-            child_shards: None,
-        })
+        // Past the last record of a closed shard: no next iterator; the children instead.
+        let child_shards = stream.with_meta(|m| {
+            let closed = m.shards.iter().find(|s| s.index == shard.index)?.closed?;
+            (next >= closed.end_offset).then(|| {
+                let children =
+                    m.shards.iter().filter(|c| c.parent == Some(shard.index) || c.adjacent_parent == Some(shard.index));
+                children
+                    .map(|c| ChildShard {
+                        shard_id: shard_id(c.index),
+                        parent_shards: c.parent.into_iter().chain(c.adjacent_parent).map(shard_id).collect(),
+                        hash_key_range: HashKeyRange {
+                            starting_hash_key: c.range.start.to_string(),
+                            ending_hash_key: c.range.end.to_string(),
+                        },
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        let next_shard_iterator = match child_shards {
+            Some(_) => None,
+            None => Some(self.signer.iterator(&IteratorToken { position: next, issued_ms: now, ..token })),
+        };
+        Ok(GetRecordsOutput { records, next_shard_iterator, millis_behind_latest: millis_behind, child_shards })
     }
 }

@@ -99,7 +99,9 @@ impl Broker {
         }
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         self.check_upload_backlog()?;
-        let shard = stream.route(routed.hash);
+        let _writing = stream.write_gate.read().await;
+        let topology = stream.topology();
+        let shard = topology.route(routed.hash);
         let size = routed.data.0.len() + routed.key.len();
         if shard.throttle.admit_writes(std::iter::once(size)) == 0 {
             shard.metrics.write_throttled.inc();
@@ -142,11 +144,13 @@ impl Broker {
             .collect::<Result<Vec<_>, _>>()?;
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         self.check_upload_backlog()?;
+        let _writing = stream.write_gate.read().await;
+        let topology = stream.topology();
 
         // Group by shard, keeping each record's position in the request.
         let mut groups: Vec<(Arc<Shard>, Vec<usize>, Vec<NewRecord>)> = Vec::new();
         for (i, r) in routed.into_iter().enumerate() {
-            let shard = stream.route(r.hash);
+            let shard = topology.route(r.hash);
             let g = match groups.iter().position(|g| Arc::ptr_eq(&g.0, shard)) {
                 Some(g) => g,
                 None => {

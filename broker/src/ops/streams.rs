@@ -58,6 +58,7 @@ impl Broker {
             mode,
             retention_hours: DEFAULT_RETENTION_HOURS,
             tags,
+            pending_reshard: Vec::new(),
             shards: HashRange::uniform(shard_count as u32)
                 .into_iter()
                 .enumerate()
@@ -87,10 +88,11 @@ impl Broker {
     pub(crate) async fn delete_stream(&self, input: DeleteStreamInput) -> Result<Empty, ApiError> {
         let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
         stream.update_meta(|m| {
-            if m.status == StreamStatus::Creating {
+            if m.status != StreamStatus::Active {
                 return Err(ApiError::in_use(format!(
-                    "Stream {} is being created; delete it once it is ACTIVE.",
-                    m.name
+                    "Stream {} is {}; delete it once it is ACTIVE.",
+                    m.name,
+                    m.status.as_str()
                 )));
             }
             m.status = StreamStatus::Deleting;

@@ -77,6 +77,12 @@ pub fn decide(open: i32, loads: &[ShardLoad], p: &Policy, low_since: Option<i64>
     (Decision::Hold, None)
 }
 
+/// Provisioned mode: the next UpdateShardCount target on the way from `open` to the
+/// `wanted` spec.shards (one call may at most double or halve), or None when there.
+pub fn provisioned_step(open: i32, wanted: i32) -> Option<i32> {
+    (open > 0 && open != wanted).then(|| wanted.clamp((open + 1) / 2, open.saturating_mul(2)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +108,25 @@ mod tests {
                 records_per_sec: total_records / shards as f64,
             })
             .collect()
+    }
+
+    #[test]
+    fn provisioned_steps_walk_to_spec_shards_doubling_or_halving_at_most() {
+        let table = [
+            (4, 4, None),
+            (4, 6, Some(6)),
+            (4, 20, Some(8)),
+            (8, 20, Some(16)),
+            (16, 20, Some(20)),
+            (20, 3, Some(10)),
+            (5, 1, Some(3)),
+            (3, 1, Some(2)),
+            (2, 1, Some(1)),
+            (0, 4, None),
+        ];
+        for (open, wanted, step) in table {
+            assert_eq!(provisioned_step(open, wanted), step, "{open} -> {wanted}");
+        }
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub kinesis: KinesisAdmin,
     pub endpoints: BrokerEndpoints,
+    /// Two stats samples closer than this give no rate (tests shorten it).
+    pub min_sample_secs: f64,
     remembered: Mutex<HashMap<String, Remembered>>,
 }
 
@@ -79,6 +81,7 @@ impl Context {
             metrics,
             kinesis: KinesisAdmin::default(),
             endpoints,
+            min_sample_secs: MIN_SAMPLE_SECS,
             remembered: Mutex::default(),
         }
     }
@@ -154,15 +157,19 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    let write_rate = match stream {
-        Some(state) if state.active => observe_writes(ds, &ns, state.open_shards, ctx).await,
-        _ => None,
+    let (write_rate, resharding_to) = match stream {
+        Some(state) if state.active => {
+            let (rate, autoscale) = observe_writes(ds, &ns, state.open_shards, ctx).await;
+            (rate, reshard(ds, ctx, &endpoint, state.open_shards, autoscale).await)
+        }
+        _ => (None, None),
     };
     let seen = Observed {
-        desired_brokers: manifests::broker_replicas(&ds.spec),
+        desired_brokers: manifests::broker_replicas(&ds.spec, manifests::planned_shards(ds)),
         ready_brokers: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
         stream,
         write_rate,
+        resharding_to,
     };
     let before = ds.status.clone().unwrap_or_default();
     let next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
@@ -200,31 +207,40 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
 }
 
 /// Sample the brokers' write counters; with a previous sample, report the rate and, in
-/// OnDemand mode, run the autoscaler's decision. Its actions need resharding, which the
-/// brokers do not have yet: a decision is an Event and a metric, not yet an UpdateShardCount.
-async fn observe_writes(ds: &DataStream, ns: &str, open_shards: i32, ctx: &Context) -> Option<(i64, i64)> {
+/// OnDemand mode, the autoscaler's decision (not Hold) with what it was based on.
+async fn observe_writes(
+    ds: &DataStream,
+    ns: &str,
+    open_shards: i32,
+    ctx: &Context,
+) -> (Option<(i64, i64)>, Option<(Decision, String)>) {
     let admin = kinesis::endpoint_for(&ctx.endpoints.admin, &ds.name_any(), ns);
     let stats = match ctx.kinesis.stats(&admin).await {
         Ok(stats) => stats,
         Err(e) => {
             tracing::debug!(datastream = %ds.name_any(), "{e}");
-            return None;
+            return (None, None);
         }
     };
     let now = k8s_openapi::jiff::Timestamp::now();
-    let sample = Sample::of(&stats, &ds.name_any(), now.as_millisecond() as f64 / 1000.0)?;
+    let Some(sample) = Sample::of(&stats, &ds.name_any(), now.as_millisecond() as f64 / 1000.0) else {
+        return (None, None);
+    };
     let key = format!("{ns}/{}", ds.name_any());
     let previous = ctx.remembered.lock().unwrap().get(&key).cloned();
     let Some(previous) = previous else {
         ctx.remembered.lock().unwrap().insert(key, Remembered { sample, low_since: None, rate: None });
-        return None;
+        return (None, None);
     };
-    if sample.at_secs - previous.sample.at_secs < MIN_SAMPLE_SECS {
-        return previous.rate;
+    if sample.at_secs - previous.sample.at_secs < ctx.min_sample_secs {
+        return (previous.rate, None);
     }
-    let loads = throughput::loads(&previous.sample, &sample)?;
+    let Some(loads) = throughput::loads(&previous.sample, &sample) else {
+        return (previous.rate, None);
+    };
     let (bytes, records) = loads.iter().fold((0.0, 0.0), |(b, r), l| (b + l.bytes_per_sec, r + l.records_per_sec));
     let mut low_since = previous.low_since;
+    let mut decision = None;
     if let (StreamMode::OnDemand, Some(scaling)) = (ds.spec.mode, ds.spec.scaling.as_ref()) {
         let limits = &ds.spec.shard_limits;
         let policy = autoscale::Policy {
@@ -235,23 +251,57 @@ async fn observe_writes(ds: &DataStream, ns: &str, open_shards: i32, ctx: &Conte
             shard_write_records_per_sec: limits.write_records_per_second as f64,
             scale_down_stabilization_secs: scaling.scale_down_stabilization_seconds,
         };
-        let (decision, next_low) = autoscale::decide(open_shards, &loads, &policy, low_since, now.as_second());
+        let (decided, next_low) = autoscale::decide(open_shards, &loads, &policy, low_since, now.as_second());
         low_since = next_low;
-        let note = match &decision {
-            Decision::Hold => None,
-            Decision::Scale { to } => {
-                Some(format!("{open_shards} -> {to} shards for {bytes:.0} B/s, {records:.0} records/s"))
-            }
-            Decision::SplitHot { shard_id } => Some(format!("split {shard_id}, above its write limit")),
-        };
-        if let Some(note) = note {
-            let note = format!("{note}; not applied: the brokers cannot reshard yet");
-            ctx.decision(ds, EventType::Normal, "AutoscaleDecision", note).await;
+        if decided != Decision::Hold {
+            decision = Some((decided, format!("{bytes:.0} B/s and {records:.0} records/s over {open_shards} shards")));
         }
     }
     let rate = Some((bytes.round() as i64, records.round() as i64));
     ctx.remembered.lock().unwrap().insert(key, Remembered { sample, low_since, rate });
-    rate
+    (rate, decision)
+}
+
+/// Change the stream's shard count through its brokers' Kinesis API: in Provisioned mode one
+/// UpdateShardCount step towards spec.shards; in OnDemand mode the autoscaler's decision.
+/// Every action is an Event and a metric; returns the open shard count it is heading for.
+async fn reshard(
+    ds: &DataStream,
+    ctx: &Context,
+    endpoint: &str,
+    open: i32,
+    autoscale: Option<(Decision, String)>,
+) -> Option<i32> {
+    let (decision, reason, why) = match (ds.spec.mode, autoscale) {
+        (StreamMode::Provisioned, _) => {
+            let to = autoscale::provisioned_step(open, ds.spec.shards)?;
+            (Decision::Scale { to }, "Resharding", format!("spec.shards is {}", ds.spec.shards))
+        }
+        (StreamMode::OnDemand, Some((decision, why))) => (decision, "AutoscaleDecision", why),
+        (StreamMode::OnDemand, None) => return None,
+    };
+    let name = ds.name_any();
+    let (action, outcome) = match &decision {
+        Decision::Scale { to } => (
+            format!("UpdateShardCount {open} -> {to}"),
+            ctx.kinesis.update_shard_count(endpoint, &name, *to).await.map(|_| *to),
+        ),
+        Decision::SplitHot { shard_id } => (
+            format!("SplitShard {shard_id} (above its write limit)"),
+            ctx.kinesis.split_in_half(endpoint, &name, shard_id).await.map(|_| open + 1),
+        ),
+        Decision::Hold => return None,
+    };
+    match outcome {
+        Ok(to) => {
+            ctx.decision(ds, EventType::Normal, reason, format!("{action}: {why}")).await;
+            Some(to)
+        }
+        Err(e) => {
+            ctx.decision(ds, EventType::Warning, "ReshardFailed", format!("{action}: {e}")).await;
+            None
+        }
+    }
 }
 
 /// On deletion: children go with their owner; the data volumes go only when the

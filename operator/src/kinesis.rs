@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use streamfabric_api::model::{
-    CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput, RetentionPeriodInput, StreamRef,
+    CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput, RetentionPeriodInput,
+    ShardFilter, SplitShardInput, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
 };
 use streamfabric_api::{ApiError, ErrorCode, Format};
 
@@ -31,6 +32,8 @@ pub struct StreamState {
     pub active: bool,
     pub open_shards: i32,
     pub closed_shards: i32,
+    /// A reshard is under way (the stream is UPDATING).
+    pub updating: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,53 @@ impl KinesisAdmin {
             )
             .await?;
         let closed = shards.shards.iter().filter(|s| s.sequence_number_range.ending_sequence_number.is_some()).count();
-        Ok(StreamState { created: false, active, open_shards: s.open_shard_count as i32, closed_shards: closed as i32 })
+        Ok(StreamState {
+            created: false,
+            active,
+            open_shards: s.open_shard_count as i32,
+            closed_shards: closed as i32,
+            updating: s.stream_status == "UPDATING",
+        })
+    }
+
+    /// UpdateShardCount (uniform scaling) to `target` open shards.
+    pub async fn update_shard_count(&self, endpoint: &str, name: &str, target: i32) -> Result<(), KinesisError> {
+        let input = UpdateShardCountInput {
+            stream_name: Some(name.to_string()),
+            target_shard_count: Some(target as i64),
+            scaling_type: Some("UNIFORM_SCALING".into()),
+            ..UpdateShardCountInput::default()
+        };
+        let _: UpdateShardCountOutput = self.call(endpoint, "UpdateShardCount", &input).await?;
+        Ok(())
+    }
+
+    /// SplitShard of `shard_id` into two halves of its hash key range.
+    pub async fn split_in_half(&self, endpoint: &str, name: &str, shard_id: &str) -> Result<(), KinesisError> {
+        let listed: ListShardsOutput = self
+            .call(
+                endpoint,
+                "ListShards",
+                &ListShardsInput {
+                    stream_name: Some(name.to_string()),
+                    shard_filter: Some(ShardFilter { r#type: Some("AT_LATEST".into()), ..ShardFilter::default() }),
+                    ..ListShardsInput::default()
+                },
+            )
+            .await?;
+        let shard = listed.shards.iter().find(|s| s.shard_id == shard_id).ok_or_else(|| {
+            KinesisError::Api(ApiError::not_found(format!("open shard {shard_id} of stream {name} not found")))
+        })?;
+        let parse = |v: &str| v.parse::<u128>().map_err(|e| KinesisError::Api(ApiError::internal(e.to_string())));
+        let (start, end) =
+            (parse(&shard.hash_key_range.starting_hash_key)?, parse(&shard.hash_key_range.ending_hash_key)?);
+        let input = SplitShardInput {
+            stream_name: Some(name.to_string()),
+            shard_to_split: Some(shard_id.to_string()),
+            new_starting_hash_key: Some((start + (end - start) / 2 + 1).to_string()),
+            ..SplitShardInput::default()
+        };
+        let _: streamfabric_api::model::Empty = self.call(endpoint, "SplitShard", &input).await?;
+        Ok(())
     }
 }

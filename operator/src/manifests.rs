@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
-use streamfabric_api::crd::{DataStream, DataStreamSpec};
+use streamfabric_api::crd::{DataStream, DataStreamSpec, StreamMode};
 
 pub const API_PORT: i32 = 4567;
 pub const ADMIN_PORT: i32 = 4568;
@@ -71,14 +71,24 @@ pub fn owner(ds: &DataStream) -> OwnerReference {
     ds.controller_owner_ref(&()).expect("a DataStream read from the API server has a name and uid")
 }
 
-/// Broker pods: `replicas` when fixed, else one per `shardsPerBroker` open shards, within bounds.
-pub fn broker_replicas(spec: &DataStreamSpec) -> i32 {
+/// The open shards the brokers are sized for: spec.shards, or in OnDemand mode the count
+/// the autoscaler has reached (once the stream reports one).
+pub fn planned_shards(ds: &DataStream) -> i32 {
+    let open = ds.status.as_ref().map_or(0, |s| s.open_shards);
+    match ds.spec.mode {
+        StreamMode::OnDemand if open > 0 => open,
+        _ => ds.spec.shards,
+    }
+}
+
+/// Broker pods: `replicas` when fixed, else one per `shardsPerBroker` of `shards`, within bounds.
+pub fn broker_replicas(spec: &DataStreamSpec, shards: i32) -> i32 {
     let b = &spec.brokers;
     let wanted = match b.replicas {
         Some(n) => n,
         None => {
             let per = b.shards_per_broker.unwrap_or(DEFAULT_SHARDS_PER_BROKER).max(1);
-            (spec.shards + per - 1) / per
+            (shards + per - 1) / per
         }
     };
     wanted.clamp(b.min_replicas.min(b.max_replicas), b.max_replicas.max(1))
@@ -197,7 +207,7 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
     StatefulSet {
         metadata: metadata(ds, &names.brokers),
         spec: Some(StatefulSetSpec {
-            replicas: Some(broker_replicas(spec)),
+            replicas: Some(broker_replicas(spec, planned_shards(ds))),
             service_name: Some(names.headless.clone()),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector { match_labels: Some(selector_labels(ds)), ..LabelSelector::default() },
@@ -299,16 +309,27 @@ mod tests {
     #[test]
     fn replicas_follow_shards_within_bounds() {
         let ds = DataStream::test().with_shards(9);
-        assert_eq!(broker_replicas(&ds.spec), 3, "ceil(9 / 4)");
+        assert_eq!(broker_replicas(&ds.spec, planned_shards(&ds)), 3, "ceil(9 / 4)");
         let mut spec = ds.spec.clone();
         spec.brokers.shards_per_broker = Some(1);
         spec.brokers.max_replicas = 5;
-        assert_eq!(broker_replicas(&spec), 5, "clamped to maxReplicas");
+        assert_eq!(broker_replicas(&spec, 9), 5, "clamped to maxReplicas");
         spec.brokers.shards_per_broker = None;
         spec.brokers.replicas = Some(2);
-        assert_eq!(broker_replicas(&spec), 2);
+        assert_eq!(broker_replicas(&spec, 9), 2);
         spec.brokers.min_replicas = 3;
-        assert_eq!(broker_replicas(&spec), 3, "raised to minReplicas");
+        assert_eq!(broker_replicas(&spec, 9), 3, "raised to minReplicas");
+    }
+
+    #[test]
+    fn on_demand_brokers_follow_the_shards_the_autoscaler_reached() {
+        let mut ds = DataStream::test().with_shards(4);
+        assert_eq!(planned_shards(&ds), 4);
+        ds.status = Some(streamfabric_api::crd::DataStreamStatus { open_shards: 12, ..Default::default() });
+        assert_eq!(planned_shards(&ds), 4, "Provisioned: spec.shards is the plan");
+        ds.spec.mode = StreamMode::OnDemand;
+        assert_eq!(planned_shards(&ds), 12);
+        assert_eq!(statefulset(&ds).spec.unwrap().replicas, Some(3), "ceil(12 / 4)");
     }
 
     #[test]

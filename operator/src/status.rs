@@ -14,12 +14,14 @@ pub struct Observed {
     pub stream: Option<StreamState>,
     /// Write rate (bytes/s, records/s) between the last two samples of the brokers' stats.
     pub write_rate: Option<(i64, i64)>,
+    /// The open shard count a reshard started by this reconcile heads for.
+    pub resharding_to: Option<i32>,
 }
 
 pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
     let mut status = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
-    let Observed { desired_brokers: want, ready_brokers: ready, stream, write_rate } = seen;
+    let Observed { desired_brokers: want, ready_brokers: ready, stream, write_rate, resharding_to } = seen;
     let all_ready = ready >= want && want > 0;
     let active = stream.is_some_and(|s| s.active);
     let (reason, message) = if ds.spec.paused {
@@ -35,16 +37,14 @@ pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
     };
     let is_ready = all_ready && active && !ds.spec.paused;
     conditions::set(&mut status.conditions, READY, is_ready, reason, &message, generation, now.clone());
-    let scaling = ready != want;
-    conditions::set(
-        &mut status.conditions,
-        SCALING,
-        scaling,
-        if scaling { "BrokersChanging" } else { "Stable" },
-        &format!("{want} brokers wanted for {} shards", ds.spec.shards),
-        generation,
-        now.clone(),
-    );
+    let open = stream.map_or(status.open_shards, |s| s.open_shards);
+    let (scaling, reason, message) = match (resharding_to, stream.is_some_and(|s| s.updating)) {
+        (Some(to), _) => (true, "Resharding", format!("{open} -> {to} open shards")),
+        (None, true) => (true, "Resharding", format!("the stream is UPDATING from {open} open shards")),
+        _ if ready != want => (true, "BrokersChanging", format!("{ready}/{want} brokers ready for {open} open shards")),
+        _ => (false, "Stable", format!("{want} brokers for {open} open shards")),
+    };
+    conditions::set(&mut status.conditions, SCALING, scaling, reason, &message, generation, now.clone());
     // Degraded: it was serving and lost brokers, as opposed to still starting.
     let degraded = ready > 0 && ready < want && status.ready_brokers >= want;
     let was_degraded = conditions::is_true(&status.conditions, DEGRADED);
@@ -80,12 +80,19 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
     }
 
-    const ACTIVE: StreamState = StreamState { created: false, active: true, open_shards: 2, closed_shards: 0 };
+    const ACTIVE: StreamState =
+        StreamState { created: false, active: true, open_shards: 2, closed_shards: 0, updating: false };
 
     #[test]
     fn ready_needs_the_stream_active_in_its_brokers() {
         let ds = DataStream::test();
-        let seen = |stream| Observed { desired_brokers: 1, ready_brokers: 1, stream, write_rate: Some((2048, 2)) };
+        let seen = |stream| Observed {
+            desired_brokers: 1,
+            ready_brokers: 1,
+            stream,
+            write_rate: Some((2048, 2)),
+            resharding_to: None,
+        };
         let unreachable = next(&ds, seen(None), at(1));
         let creating = next(&ds, seen(Some(StreamState { created: true, ..StreamState::default() })), at(1));
         let active = next(&ds, seen(Some(ACTIVE)), at(1));
@@ -104,8 +111,11 @@ mod tests {
     #[test]
     fn starting_then_ready_then_degraded_then_recovered() {
         let mut ds = DataStream::test();
-        let starting =
-            next(&ds, Observed { desired_brokers: 2, ready_brokers: 0, stream: None, write_rate: None }, at(1));
+        let starting = next(
+            &ds,
+            Observed { desired_brokers: 2, ready_brokers: 0, stream: None, write_rate: None, resharding_to: None },
+            at(1),
+        );
         assert_eq!(
             (condition(&starting, READY), condition(&starting, SCALING), condition(&starting, DEGRADED)),
             ("False", "True", "False")
@@ -113,19 +123,46 @@ mod tests {
         assert_eq!(starting.observed_generation, Some(1));
         assert_eq!(starting.endpoint.as_deref(), Some("http://orders.streams.svc:4567"));
         ds.status = Some(starting);
-        let ready =
-            next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE), write_rate: None }, at(2));
+        let ready = next(
+            &ds,
+            Observed {
+                desired_brokers: 2,
+                ready_brokers: 2,
+                stream: Some(ACTIVE),
+                write_rate: None,
+                resharding_to: None,
+            },
+            at(2),
+        );
         assert_eq!(
             (condition(&ready, READY), condition(&ready, SCALING), condition(&ready, DEGRADED)),
             ("True", "False", "False")
         );
         ds.status = Some(ready);
-        let lost =
-            next(&ds, Observed { desired_brokers: 2, ready_brokers: 1, stream: Some(ACTIVE), write_rate: None }, at(3));
+        let lost = next(
+            &ds,
+            Observed {
+                desired_brokers: 2,
+                ready_brokers: 1,
+                stream: Some(ACTIVE),
+                write_rate: None,
+                resharding_to: None,
+            },
+            at(3),
+        );
         assert_eq!((condition(&lost, READY), condition(&lost, DEGRADED)), ("False", "True"));
         ds.status = Some(lost);
-        let back =
-            next(&ds, Observed { desired_brokers: 2, ready_brokers: 2, stream: Some(ACTIVE), write_rate: None }, at(4));
+        let back = next(
+            &ds,
+            Observed {
+                desired_brokers: 2,
+                ready_brokers: 2,
+                stream: Some(ACTIVE),
+                write_rate: None,
+                resharding_to: None,
+            },
+            at(4),
+        );
         assert_eq!((condition(&back, READY), condition(&back, DEGRADED)), ("True", "False"));
     }
 
@@ -133,9 +170,38 @@ mod tests {
     fn paused_is_not_ready() {
         let mut ds = DataStream::test();
         ds.spec.paused = true;
-        let s =
-            next(&ds, Observed { desired_brokers: 1, ready_brokers: 1, stream: Some(ACTIVE), write_rate: None }, at(1));
+        let s = next(
+            &ds,
+            Observed {
+                desired_brokers: 1,
+                ready_brokers: 1,
+                stream: Some(ACTIVE),
+                write_rate: None,
+                resharding_to: None,
+            },
+            at(1),
+        );
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Paused"));
+    }
+
+    #[test]
+    fn a_reshard_shows_as_scaling_until_the_stream_is_active_at_its_new_count() {
+        let ds = DataStream::test();
+        let seen = |stream, resharding_to| Observed {
+            desired_brokers: 1,
+            ready_brokers: 1,
+            stream: Some(stream),
+            write_rate: None,
+            resharding_to,
+        };
+        let reason = |s: &DataStreamStatus| s.conditions.iter().find(|c| c.type_ == SCALING).unwrap().reason.clone();
+        let started = next(&ds, seen(ACTIVE, Some(4)), at(1));
+        assert_eq!((condition(&started, SCALING), reason(&started)), ("True", "Resharding".to_string()));
+        let updating = StreamState { active: false, updating: true, ..ACTIVE };
+        let during = next(&ds, seen(updating, None), at(2));
+        assert_eq!((condition(&during, SCALING), reason(&during)), ("True", "Resharding".to_string()));
+        let done = next(&ds, seen(StreamState { open_shards: 4, ..ACTIVE }, None), at(3));
+        assert_eq!((condition(&done, SCALING), done.open_shards), ("False", 4));
     }
 }

@@ -215,6 +215,21 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
         (api.get("orders").await.ok()?.status?.observed_generation == Some(2)).then_some(())
     })
     .await;
+    // ... and the shard count follows through UpdateShardCount, with an Event.
+    eventually("the brokers reshard to 12 open shards", || async {
+        (created.meta().open_shard_count() == 12).then_some(())
+    })
+    .await;
+    eventually("status shows 12 open shards and the 8 first ones closed", || async {
+        let status = api.get("orders").await.ok()?.status?;
+        (status.open_shards == 12 && status.closed_shards >= 8).then_some(())
+    })
+    .await;
+    eventually("a Resharding event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("Resharding")).then_some(())
+    })
+    .await;
 
     // Delete: the finalizer runs (an Event), then the DataStream is gone.
     api.delete("orders", &DeleteParams::default()).await.unwrap();

@@ -43,10 +43,70 @@ async fn expect(handle: &mut Handle, method: Method, path: &str, query: &[&str],
 
 /// A context whose brokers answer at `api` and `admin` (a closed port when they need not answer).
 fn context(api: &str, admin: &str) -> (Arc<Context>, Handle) {
+    let (ctx, handle) = context_for_tests(api, admin);
+    (Arc::new(ctx), handle)
+}
+
+fn context_for_tests(api: &str, admin: &str) -> (Context, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let endpoints = BrokerEndpoints { api: api.into(), admin: admin.into() };
-    (Arc::new(Context::new(client, Arc::new(Metrics::new()), endpoints)), handle)
+    (Context::new(client, Arc::new(Metrics::new()), endpoints), handle)
+}
+
+/// Run one reconcile, answering every request plausibly (children echoed, the StatefulSet
+/// all ready, the status patch with the DataStream); returns the requests in order.
+async fn reconcile_answering(ds: &DataStream, ctx: Arc<Context>, api: &mut Handle) -> Vec<(Method, String, Value)> {
+    let mut run = tokio::spawn(reconcile(Arc::new(ds.clone()), ctx));
+    let mut seen = Vec::new();
+    loop {
+        tokio::select! {
+            done = &mut run => {
+                done.unwrap().expect("reconcile succeeds");
+                return seen;
+            }
+            request = api.next_request() => {
+                // None: the reconcile ended and dropped its client.
+                let Some((request, send)) = request else {
+                    (&mut run).await.unwrap().expect("reconcile succeeds");
+                    return seen;
+                };
+                let (method, path) = (request.method().clone(), request.uri().path().to_string());
+                let bytes = http_body_util::BodyExt::collect(request.into_body()).await.unwrap().to_bytes();
+                let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+                let answer = if path.ends_with("/status") {
+                    serde_json::to_value(ds).unwrap()
+                } else if path.contains("/statefulsets/") {
+                    let mut sts = body.clone();
+                    sts["status"] = json!({"replicas": 2, "readyReplicas": 2});
+                    sts
+                } else if path.contains("/events") {
+                    json!({})
+                } else {
+                    body.clone()
+                };
+                send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+                seen.push((method, path, body));
+            }
+        }
+    }
+}
+
+fn events(seen: &[(Method, String, Value)]) -> Vec<&Value> {
+    seen.iter().filter(|(m, p, _)| m == Method::POST && p.ends_with("/events")).map(|(_, _, b)| b).collect()
+}
+
+/// Wait until the broker's stream `orders` is ACTIVE with `open` open shards.
+async fn wait_for_open_shards(endpoint: &str, open: i32) {
+    let admin = streamfabric_operator::kinesis::KinesisAdmin::default();
+    for _ in 0..300 {
+        let state = admin.ensure_stream(endpoint, "orders", 8, 24).await.unwrap();
+        if state.active && state.open_shards == open {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("stream orders did not reach {open} open shards");
 }
 
 const NO_BROKERS: &str = "http://127.0.0.1:9";
@@ -199,4 +259,54 @@ async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
     .await;
     assert!(unfinalize.to_string().contains("remove"), "finalizer removed: {unfinalize}");
     run.await.unwrap().expect("cleanup succeeds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_spec_shards_reshards_the_stream_through_update_shard_count() {
+    let (broker, _dir) = broker_with_orders().await;
+    let endpoint = format!("http://{}", broker.api_addr);
+    let (ctx, mut api) = context(&endpoint, &format!("http://{}", broker.admin_addr));
+    let mut ds = datastream(&["streamfabric.io/cleanup"], false);
+    ds.spec.shards = 12;
+    let seen = reconcile_answering(&ds, ctx, &mut api).await;
+    let resharding = events(&seen).into_iter().find(|e| e["reason"] == "Resharding").expect("a Resharding event");
+    assert_eq!(resharding["type"], "Normal");
+    assert!(resharding["note"].as_str().unwrap().contains("UpdateShardCount 8 -> 12"), "{resharding}");
+    let status = seen.iter().find(|(_, p, _)| p.ends_with("/status")).map(|(_, _, b)| b).unwrap();
+    let scaling = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Scaling").unwrap();
+    assert_eq!((scaling["status"].as_str(), scaling["reason"].as_str()), (Some("True"), Some("Resharding")));
+    wait_for_open_shards(&endpoint, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_on_demand_autoscaler_applies_its_decision_and_says_so() {
+    let (broker, _dir) = broker_with_orders().await;
+    let endpoint = format!("http://{}", broker.api_addr);
+    let (mut ctx, mut api) = context_for_tests(&endpoint, &format!("http://{}", broker.admin_addr));
+    ctx.min_sample_secs = 0.2;
+    let ctx = Arc::new(ctx);
+    let mut ds = datastream(&["streamfabric.io/cleanup"], false);
+    ds.spec.mode = streamfabric_api::crd::StreamMode::OnDemand;
+    ds.spec.scaling = Some(serde_json::from_value(json!({"minShards": 1, "maxShards": 64})).unwrap());
+    ds.spec.shard_limits.write_records_per_second = 10;
+
+    // The first reconcile takes the first sample: no rate yet, no decision.
+    let first = reconcile_answering(&ds, ctx.clone(), &mut api).await;
+    assert!(events(&first).iter().all(|e| e["reason"] != "AutoscaleDecision"));
+    // 800 records written: far above 8 shards x 10 records/s x 50%.
+    for batch in 0..8 {
+        let records: Vec<Value> =
+            (0..100).map(|i| json!({"PartitionKey": format!("k{batch}-{i}"), "Data": "eA=="})).collect();
+        let body = serde_json::to_vec(&json!({"StreamName": "orders", "Records": records})).unwrap();
+        let format = streamfabric_api::Format::Json;
+        broker.broker.call(streamfabric_api::model::Operation::PutRecords, format, &body).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = reconcile_answering(&ds, ctx, &mut api).await;
+    let decision =
+        events(&second).into_iter().find(|e| e["reason"] == "AutoscaleDecision").expect("an AutoscaleDecision event");
+    let note = decision["note"].as_str().unwrap();
+    assert!(note.contains("UpdateShardCount 8 -> 16"), "doubling at most: {note}");
+    assert!(note.contains("records/s over 8 shards"), "{note}");
+    wait_for_open_shards(&endpoint, 16).await;
 }

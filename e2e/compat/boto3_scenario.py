@@ -640,6 +640,74 @@ class Scenario:
         garbage = base64.b64encode(b"not a shard iterator" * 8).decode()
         expect_client_error("InvalidArgumentException", self.kinesis.get_records, ShardIterator=garbage)
 
+    # ---- resharding ----
+
+    def read_to_end(self, name, shard_id):
+        """(records, child shard ids or None): a closed shard ends with ChildShards."""
+        it = self.kinesis.get_shard_iterator(
+            StreamName=name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = []
+        for _ in range(10_000):
+            page = self.kinesis.get_records(ShardIterator=it, Limit=1000)
+            records.extend(page["Records"])
+            if page.get("NextShardIterator") is None:
+                return records, [c["ShardId"] for c in page.get("ChildShards", [])]
+            if not page["Records"] and page["MillisBehindLatest"] == 0:
+                return records, None
+            it = page["NextShardIterator"]
+        raise CheckFailed(f"{shard_id} did not drain")
+
+    def check_reshard(self):
+        name = f"{self.prefix}-reshard"
+        self.create_stream(name, 2)
+        self.wait_active(name)
+        acked = set()
+
+        def put(n):
+            entries = [{"PartitionKey": f"k{self.rng.randrange(10**9)}", "Data": b"r"} for _ in range(n)]
+            resp = self.kinesis.put_records(StreamName=name, Records=entries)
+            expect(resp["FailedRecordCount"] == 0, f"FailedRecordCount {resp['FailedRecordCount']}")
+            acked.update(r["SequenceNumber"] for r in resp["Records"])
+
+        put(200)
+        first = self.kinesis.list_shards(StreamName=name)["Shards"][0]
+        start, end = (int(first["HashKeyRange"][k]) for k in ("StartingHashKey", "EndingHashKey"))
+        middle = start + (end - start) // 2 + 1
+        self.kinesis.split_shard(StreamName=name, ShardToSplit=first["ShardId"], NewStartingHashKey=str(middle))
+        self.wait_active(name)
+        shards = self.kinesis.list_shards(StreamName=name)["Shards"]
+        children = [s for s in shards if s.get("ParentShardId") == first["ShardId"]]
+        expect(len(shards) == 4 and len(children) == 2, f"after the split: {shards}")
+        parent = next(s for s in shards if s["ShardId"] == first["ShardId"])
+        expect("EndingSequenceNumber" in parent["SequenceNumberRange"], "the split parent is closed")
+        put(200)
+        self.kinesis.merge_shards(
+            StreamName=name, ShardToMerge=children[0]["ShardId"], AdjacentShardToMerge=children[1]["ShardId"]
+        )
+        self.wait_active(name)
+        put(200)
+        resp = self.kinesis.update_shard_count(StreamName=name, TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+        expect(resp["TargetShardCount"] == 4, f"UpdateShardCount answered {resp}")
+        summary = self.wait_active(name)
+        expect(summary["OpenShardCount"] == 4, f"OpenShardCount {summary['OpenShardCount']}")
+        put(200)
+        expect_client_error(
+            "LimitExceededException",
+            self.kinesis.update_shard_count,
+            StreamName=name,
+            TargetShardCount=9,
+            ScalingType="UNIFORM_SCALING",
+        )
+        read = []
+        for s in self.kinesis.list_shards(StreamName=name)["Shards"]:
+            records, children = self.read_to_end(name, s["ShardId"])
+            closed = "EndingSequenceNumber" in s["SequenceNumberRange"]
+            expect(closed == (children is not None), f"{s['ShardId']}: closed {closed}, children {children}")
+            read.extend(r["SequenceNumber"] for r in records)
+        expect(len(read) == len(set(read)), "a record was read twice")
+        expect(set(read) == acked, f"{len(acked)} acknowledged, {len(set(read))} read back")
+
     # ---- teardown ----
 
     def check_delete_streams(self):
@@ -716,6 +784,7 @@ def main():
         suite.run("error-partition-key-257-chars", sc.check_partition_key_too_long)
         suite.run("error-data-1mib-plus-1", sc.check_data_too_large)
         suite.run("error-garbage-shard-iterator", sc.check_garbage_iterator)
+        suite.run("reshard-split-merge-update-shard-count", sc.check_reshard)
         suite.run("delete-streams", sc.check_delete_streams)
     except Abort as e:
         print(f"aborted: required step {e} failed; later checks not run", flush=True)

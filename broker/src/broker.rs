@@ -179,6 +179,13 @@ impl Broker {
                 }
                 self.archive.trim(&stream.name, &shard.id, cutoff);
             }
+            match self.catalog.drop_expired_closed_shards(&stream, now_ms) {
+                Ok(dropped) if !dropped.is_empty() => {
+                    tracing::info!(stream = %stream.name, ?dropped, "closed shards past retention removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(stream = %stream.name, "removing expired closed shards: {}", e.message),
+            }
         }
     }
 

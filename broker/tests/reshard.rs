@@ -404,3 +404,42 @@ async fn a_pending_reshard_is_applied_at_start() {
     assert_eq!(meta.open_shard_count(), 4);
     assert_eq!(meta.shards.len(), 6);
 }
+
+/// Closed shards leave the listing once the retention period has passed since they closed;
+/// their files go, and the children keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_shards_past_retention_are_removed() {
+    let broker = common::start().await;
+    broker.create_stream("x", 1).await;
+    let (status, _) =
+        broker.json("PutRecord", serde_json::json!({"StreamName": "x", "PartitionKey": "a", "Data": "AAAA"})).await;
+    assert_eq!(status, 200);
+    let split =
+        serde_json::json!({"StreamName": "x", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "12345"});
+    assert_eq!(broker.json("SplitShard", split).await.0, 200);
+    common::wait_active(&broker, "x").await;
+    let parent_dir = broker.dir.path().join("streams/x/shards/shardId-000000000000");
+    assert!(parent_dir.exists(), "{}", parent_dir.display());
+
+    let now = streamfabric_api::types::Timestamp::now().millis();
+    broker.running.broker.enforce_retention(now + 23 * 3_600_000);
+    let (_, listed) = broker.json("ListShards", serde_json::json!({"StreamName": "x"})).await;
+    assert_eq!(listed["Shards"].as_array().unwrap().len(), 3, "within retention: still listed");
+
+    broker.running.broker.enforce_retention(now + 25 * 3_600_000);
+    let (_, listed) = broker.json("ListShards", serde_json::json!({"StreamName": "x"})).await;
+    let ids: Vec<&str> = listed["Shards"].as_array().unwrap().iter().map(|s| s["ShardId"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["shardId-000000000001", "shardId-000000000002"]);
+    assert!(!parent_dir.exists(), "the parent's files are gone");
+    broker
+        .expect_error(
+            "GetShardIterator",
+            serde_json::json!({"StreamName": "x", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}),
+            400,
+            "ResourceNotFoundException",
+        )
+        .await;
+    let (status, put) =
+        broker.json("PutRecord", serde_json::json!({"StreamName": "x", "PartitionKey": "a", "Data": "AAAA"})).await;
+    assert_eq!(status, 200, "{put}");
+}

@@ -176,6 +176,17 @@ impl Catalog {
         for s in &meta.shards {
             shards.insert(s.index, self.open_shard(&dir, &meta.name, s)?);
         }
+        // Files of shards the description no longer lists (removed past retention, or opened
+        // by a reshard that failed before it was persisted): nothing refers to them.
+        if let Ok(entries) = std::fs::read_dir(dir.join("shards")) {
+            for entry in entries.flatten() {
+                let listed = entry.file_name().to_str().and_then(streamfabric_api::names::parse_shard_id);
+                if listed.is_none_or(|index| !shards.contains_key(&index)) {
+                    tracing::warn!("removing unlisted shard directory {}", entry.path().display());
+                    std::fs::remove_dir_all(entry.path())?;
+                }
+            }
+        }
         Ok(Stream {
             name: meta.name.clone(),
             incarnation: meta.incarnation,
@@ -292,6 +303,36 @@ impl Catalog {
         streams.insert(stream.name.clone(), stream.clone());
         self.metrics.streams.set(streams.len() as i64);
         Ok(stream)
+    }
+
+    /// Remove the shards closed longer ago than the retention period: every record they held
+    /// has expired, and AWS stops listing such shards too. Not while a reshard is under way.
+    pub fn drop_expired_closed_shards(&self, stream: &Stream, now_ms: i64) -> Result<Vec<u64>, ApiError> {
+        let expired = stream.update_meta(|m| {
+            if m.status != StreamStatus::Active {
+                return Ok(Vec::new());
+            }
+            let cutoff = now_ms - m.retention_hours * 3_600_000;
+            let expired: Vec<u64> =
+                m.shards.iter().filter(|s| s.closed.is_some_and(|c| c.at_ms <= cutoff)).map(|s| s.index).collect();
+            m.shards.retain(|s| !expired.contains(&s.index));
+            Ok(expired)
+        })?;
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let topology = stream.topology();
+        let mut all = topology.all.clone();
+        for index in &expired {
+            if let Some(shard) = all.remove(index) {
+                self.metrics.forget_shard(&stream.name, &shard.id);
+                if let Err(e) = shard.log.clone().destroy() {
+                    tracing::warn!(stream = %stream.name, shard = %shard.id, "removing an expired shard's files: {e}");
+                }
+            }
+        }
+        *stream.topology.write().unwrap() = Arc::new(stream.with_meta(|m| Topology::new(m, all)));
+        Ok(expired)
     }
 
     /// Forget a stream and delete its files.

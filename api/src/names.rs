@@ -6,6 +6,10 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
 
 /// A stream name: 1..128 chars of `[a-zA-Z0-9_.-]`.
+/// A stream tagged with this key and the value `true` refuses writes (reads go on): how
+/// the operator carries a DataStream's `spec.paused` to its brokers.
+pub const PAUSED_TAG: &str = "streamfabric.io/paused";
+
 pub fn validate_stream_name(field: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::validation(field, name, "Member must have length between 1 and 128"));

@@ -351,3 +351,34 @@ async fn shard_limits_when_enforced_refuse_the_excess() {
     }
     assert!(throttled >= 2, "{throttled} of 8 calls throttled");
 }
+
+/// The tag streamfabric.io/paused=true (how the operator carries spec.paused) stops writes
+/// with ResourceInUseException; reads go on; removing it resumes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_stream_refuses_writes_and_serves_reads() {
+    let broker = common::start().await;
+    broker.create_stream("p", 1).await;
+    let put = json!({"StreamName": "p", "PartitionKey": "a", "Data": "AAAA"});
+    assert_eq!(broker.json("PutRecord", put.clone()).await.0, 200);
+    let tag = json!({"StreamName": "p", "Tags": {"streamfabric.io/paused": "true"}});
+    assert_eq!(broker.json("AddTagsToStream", tag).await.0, 200);
+
+    let msg = broker.expect_error("PutRecord", put.clone(), 400, "ResourceInUseException").await;
+    assert!(msg.contains("paused"), "{msg}");
+    let batch = json!({"StreamName": "p", "Records": [{"PartitionKey": "b", "Data": "AAAA"}]});
+    broker.expect_error("PutRecords", batch, 400, "ResourceInUseException").await;
+    let (_, it) = broker
+        .json(
+            "GetShardIterator",
+            json!({"StreamName": "p", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}),
+        )
+        .await;
+    let (status, records) = broker.json("GetRecords", json!({"ShardIterator": it["ShardIterator"]})).await;
+    assert_eq!(status, 200);
+    assert_eq!(records["Records"].as_array().unwrap().len(), 1, "reads go on, and nothing refused was stored");
+
+    let untag = json!({"StreamName": "p", "TagKeys": ["streamfabric.io/paused"]});
+    assert_eq!(broker.json("RemoveTagsFromStream", untag).await.0, 200);
+    let (status, answer) = broker.json("PutRecord", put).await;
+    assert_eq!(status, 200, "{answer}");
+}

@@ -157,6 +157,20 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
+    if stream.is_some_and(|s| s.active) {
+        match ctx.kinesis.ensure_paused(&endpoint, &ds.name_any(), ds.spec.paused).await {
+            Ok(true) => {
+                let (reason, note) = if ds.spec.paused {
+                    ("Paused", "spec.paused: the brokers refuse writes to the stream; reads go on")
+                } else {
+                    ("Resumed", "spec.paused cleared: the brokers take writes again")
+                };
+                ctx.decision(ds, EventType::Normal, reason, note.into()).await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(datastream = %ds.name_any(), "pausing: {e}"),
+        }
+    }
     let (write_rate, resharding_to) = match stream {
         Some(state) if state.active => {
             let (rate, autoscale) = observe_writes(ds, &ns, state.open_shards, ctx).await;

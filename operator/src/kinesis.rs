@@ -10,9 +10,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use streamfabric_api::model::{
-    CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput, RetentionPeriodInput,
-    ShardFilter, SplitShardInput, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
+    AddTagsToStreamInput, CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput,
+    ListTagsForStreamInput, ListTagsForStreamOutput, RemoveTagsFromStreamInput, RetentionPeriodInput, ShardFilter,
+    SplitShardInput, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
 };
+use streamfabric_api::names::PAUSED_TAG;
 use streamfabric_api::{ApiError, ErrorCode, Format};
 
 /// Where the brokers of a DataStream answer, from `{name}` and `{namespace}`: the Kinesis
@@ -162,6 +164,33 @@ impl KinesisAdmin {
             closed_shards: closed as i32,
             updating: s.stream_status == "UPDATING",
         })
+    }
+
+    /// Tag the stream paused (its brokers then refuse writes) or untag it, as `paused` says;
+    /// returns whether anything changed.
+    pub async fn ensure_paused(&self, endpoint: &str, name: &str, paused: bool) -> Result<bool, KinesisError> {
+        let list = ListTagsForStreamInput { stream_name: Some(name.to_string()), ..ListTagsForStreamInput::default() };
+        let tags: ListTagsForStreamOutput = self.call(endpoint, "ListTagsForStream", &list).await?;
+        let tagged = tags.tags.iter().any(|t| t.key == PAUSED_TAG && t.value == "true");
+        if tagged == paused {
+            return Ok(false);
+        }
+        if paused {
+            let input = AddTagsToStreamInput {
+                stream_name: Some(name.to_string()),
+                tags: Some([(PAUSED_TAG.to_string(), "true".to_string())].into()),
+                ..AddTagsToStreamInput::default()
+            };
+            let _: streamfabric_api::model::Empty = self.call(endpoint, "AddTagsToStream", &input).await?;
+        } else {
+            let input = RemoveTagsFromStreamInput {
+                stream_name: Some(name.to_string()),
+                tag_keys: Some(vec![PAUSED_TAG.to_string()]),
+                ..RemoveTagsFromStreamInput::default()
+            };
+            let _: streamfabric_api::model::Empty = self.call(endpoint, "RemoveTagsFromStream", &input).await?;
+        }
+        Ok(true)
     }
 
     /// UpdateShardCount (uniform scaling) to `target` open shards.

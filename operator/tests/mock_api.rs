@@ -310,3 +310,25 @@ async fn the_on_demand_autoscaler_applies_its_decision_and_says_so() {
     assert!(note.contains("records/s over 8 shards"), "{note}");
     wait_for_open_shards(&endpoint, 16).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_paused_stops_writes_in_the_brokers_and_clearing_it_resumes_them() {
+    let (broker, _dir) = broker_with_orders().await;
+    let endpoint = format!("http://{}", broker.api_addr);
+    let (ctx, mut api) = context(&endpoint, &format!("http://{}", broker.admin_addr));
+    let put = serde_json::to_vec(&json!({"StreamName": "orders", "PartitionKey": "a", "Data": "AAAA"})).unwrap();
+    let write =
+        || broker.broker.call(streamfabric_api::model::Operation::PutRecord, streamfabric_api::Format::Json, &put);
+
+    let mut ds = datastream(&["streamfabric.io/cleanup"], false);
+    ds.spec.paused = true;
+    let seen = reconcile_answering(&ds, ctx.clone(), &mut api).await;
+    assert!(events(&seen).iter().any(|e| e["reason"] == "Paused"), "a Paused event");
+    let refused = write().await.unwrap_err();
+    assert_eq!(refused.code, streamfabric_api::ErrorCode::ResourceInUse);
+
+    ds.spec.paused = false;
+    let seen = reconcile_answering(&ds, ctx, &mut api).await;
+    assert!(events(&seen).iter().any(|e| e["reason"] == "Resumed"), "a Resumed event");
+    write().await.expect("writes resume");
+}

@@ -12,10 +12,11 @@ use reshard::Change;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use streamfabric_api::ApiError;
 use streamfabric_api::hashkey::HashRange;
-use streamfabric_api::names::shard_id;
+use streamfabric_api::names::{PAUSED_TAG, shard_id};
 
 /// One shard as the data plane sees it.
 pub struct Shard {
@@ -37,6 +38,12 @@ pub struct Stream {
     /// Every append holds it shared and a reshard exclusively, so no append is in flight
     /// while shards close and the routes change.
     pub write_gate: tokio::sync::RwLock<()>,
+    /// Writes are refused: the stream carries the tag `PAUSED_TAG` = `true`.
+    paused: AtomicBool,
+}
+
+fn paused(meta: &StreamMeta) -> bool {
+    meta.tags.get(PAUSED_TAG).is_some_and(|v| v == "true")
 }
 
 /// The shards of a stream at one moment.
@@ -88,9 +95,14 @@ impl Stream {
             if let Some(archive) = &self.archive {
                 archive.mirror(&next);
             }
+            self.paused.store(paused(&next), Ordering::Relaxed);
             *meta = next;
         }
         Ok(out)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
     pub fn topology(&self) -> Arc<Topology> {
@@ -193,6 +205,7 @@ impl Catalog {
             dir,
             archive: self.archive.clone(),
             topology: RwLock::new(Arc::new(Topology::new(&meta, shards))),
+            paused: AtomicBool::new(paused(&meta)),
             meta: Mutex::new(meta),
             write_gate: tokio::sync::RwLock::new(()),
         })

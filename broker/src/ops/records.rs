@@ -11,6 +11,7 @@ use std::time::Instant;
 use streamfabric_api::hashkey::{hash_of_partition_key, parse_explicit_hash_key};
 use streamfabric_api::limits::{MAX_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_ENTRIES};
 use streamfabric_api::model::*;
+use streamfabric_api::names::PAUSED_TAG;
 use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::Blob;
 use streamfabric_api::{ApiError, ErrorCode};
@@ -81,6 +82,18 @@ impl Broker {
         Ok(Routed { hash, key, data })
     }
 
+    /// A paused stream (spec.paused of its DataStream) takes no writes; reads go on.
+    fn check_not_paused(&self, stream: &Stream) -> Result<(), ApiError> {
+        if stream.is_paused() {
+            return Err(ApiError::in_use(format!(
+                "Stream {} under account {} is paused for writes (tag {PAUSED_TAG}=true); reads go on. \
+                 Remove the tag, or clear the DataStream's spec.paused, to resume.",
+                stream.name, self.config.account
+            )));
+        }
+        Ok(())
+    }
+
     fn throttled(&self, stream: &Stream, shard: &Shard) -> ApiError {
         ApiError::new(
             ErrorCode::ProvisionedThroughputExceeded,
@@ -98,6 +111,7 @@ impl Broker {
             SequenceNumber::parse("sequenceNumberForOrdering", s)?;
         }
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        self.check_not_paused(&stream)?;
         self.check_upload_backlog()?;
         let _writing = stream.write_gate.read().await;
         let topology = stream.topology();
@@ -143,6 +157,7 @@ impl Broker {
             .map(|(i, e)| self.validate_record(Some(i), e.data, e.partition_key, e.explicit_hash_key.as_deref()))
             .collect::<Result<Vec<_>, _>>()?;
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        self.check_not_paused(&stream)?;
         self.check_upload_backlog()?;
         let _writing = stream.write_gate.read().await;
         let topology = stream.topology();

@@ -12,7 +12,7 @@
 //! `version` is a generation counter bumped by every write (1 after creation); the
 //! object's ETag is what conditional writes compare. `epoch` is the fencing token of
 //! the shard's owner: a write carrying a lower epoch is refused, a higher one is
-//! recorded. `key` is relative to the store prefix. Segments are kept sorted by
+//! recorded; `owner` names the broker that took it. `key` is relative to the store prefix. Segments are kept sorted by
 //! `base_offset` and never overlap. The pure logic (`claim_epoch`, `insert_segment`,
 //! `remove_expired`, `find`) has no I/O.
 
@@ -59,6 +59,9 @@ pub struct Manifest {
     pub shard: String,
     #[serde(default)]
     pub epoch: u64,
+    /// The broker that took `epoch` (see `ManifestStore::take_ownership`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(default)]
     pub segments: Vec<SegmentRef>,
     /// Offsets below this were removed by retention.
@@ -83,6 +86,7 @@ impl Manifest {
             stream_incarnation,
             shard: shard.to_string(),
             epoch: 0,
+            owner: None,
             segments: Vec::new(),
             trimmed_before_offset: 0,
         }
@@ -99,6 +103,25 @@ impl Manifest {
         }
         self.epoch = epoch;
         Ok(())
+    }
+
+    /// Ownership: `owner` takes the next epoch, provided the recorded one is still `seen`
+    /// (what the claimant read). Of claimants racing from the same `seen`, one succeeds;
+    /// the others are refused with the winner's name.
+    pub fn take_ownership(&mut self, owner: &str, seen: u64) -> Result<u64> {
+        if self.epoch != seen {
+            return Err(TierError::Conflict {
+                path: format!("shard {} manifest", self.shard),
+                reason: format!(
+                    "ownership taken by {} at epoch {} (the claim was made from epoch {seen})",
+                    self.owner.as_deref().unwrap_or("an unnamed broker"),
+                    self.epoch
+                ),
+            });
+        }
+        self.epoch = seen + 1;
+        self.owner = Some(owner.to_string());
+        Ok(self.epoch)
     }
 
     /// Inserts `seg` in offset order. Returns false when an identical entry is already
@@ -264,6 +287,12 @@ impl ManifestStore {
     /// Records `epoch` as the owner's fencing token (refused if lower than stored).
     pub async fn claim_epoch(&self, epoch: u64) -> Result<Updated<Manifest, ()>> {
         self.update(|m| m.claim_epoch(epoch)).await
+    }
+
+    /// Take the shard for `owner` from epoch `seen` (see `Manifest::take_ownership`); the
+    /// new epoch is then the fencing token of every write of this owner.
+    pub async fn take_ownership(&self, owner: &str, seen: u64) -> Result<u64> {
+        Ok(self.update(|m| m.take_ownership(owner, seen)).await?.value)
     }
 
     /// Appends (inserts) a segment as the owner of `epoch`; returns whether it was

@@ -62,6 +62,7 @@ storage_tests!(
     manifest_create_and_update,
     manifest_concurrent_appends,
     manifest_race_two_handles,
+    ownership_race_one_winner,
     stale_epoch_refused,
     incarnation_pinned,
     segment_round_trip_all_compressions,
@@ -268,6 +269,42 @@ async fn manifest_race_two_handles(t: TierStore) {
     let (m, _) = a.load().await.unwrap().unwrap();
     assert_eq!(m.segments.len(), 3);
     assert_eq!(m.version, 3);
+}
+
+/// Eight brokers (separate handles) take the same shard from the same epoch at once:
+/// exactly one wins, the others are told who did, and the loser's old epoch is fenced.
+async fn ownership_race_one_winner(t: TierStore) {
+    let seen = t.manifest("s", "sh").unwrap().load().await.unwrap().map_or(0, |(m, _)| m.epoch);
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let claims: Vec<_> = (0..8)
+        .map(|i| {
+            let (h, barrier) = (t.manifest("s", "sh").unwrap(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (format!("broker-{i}"), h.take_ownership(&format!("broker-{i}"), seen).await)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for claim in claims {
+        match claim.await.unwrap() {
+            (who, Ok(epoch)) => winners.push((who, epoch)),
+            (_, Err(TierError::Conflict { reason, .. })) => {
+                assert!(reason.contains("ownership taken by broker-"), "{reason}")
+            }
+            (_, Err(e)) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one winner: {winners:?}");
+    let (winner, epoch) = winners.pop().unwrap();
+    assert_eq!(epoch, seen + 1);
+    let (doc, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    assert_eq!((doc.owner.as_deref(), doc.epoch), (Some(winner.as_str()), epoch));
+    // A later claim from the new epoch wins and fences the previous owner's writes.
+    let next = t.manifest("s", "sh").unwrap();
+    assert_eq!(next.take_ownership("broker-next", epoch).await.unwrap(), epoch + 1);
+    let fenced = next.append_segment(epoch, fake_seg(0, 10)).await.unwrap_err();
+    assert!(matches!(fenced, TierError::StaleEpoch { .. }), "{fenced}");
 }
 
 async fn stale_epoch_refused(t: TierStore) {

@@ -5,6 +5,7 @@
 use crate::catalog::meta::{StreamMeta, StreamStatus};
 use crate::log::{SealObserver, SealedSegment, segment_file_name};
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::tier::codec::Compression;
 use crate::tier::segments::{SegmentData, SegmentUpload};
 use crate::tier::{TierError, TierStore};
@@ -19,9 +20,6 @@ use tokio::sync::{mpsc, oneshot};
 /// segment may have been acknowledged (durability `local`); their numbers must never be
 /// given out again, and no active segment holds 2^32 records.
 pub const RESTORE_OFFSET_GAP: u64 = 1 << 32;
-
-/// Single-writer ownership is not implemented yet: every upload claims epoch 0.
-const EPOCH: u64 = 0;
 
 enum UploadJob {
     Segment {
@@ -49,6 +47,7 @@ enum MetaJob {
 #[derive(Clone)]
 pub struct Archive {
     tier: TierStore,
+    pub ownership: Arc<Ownership>,
     /// Bytes of sealed segments not yet in the object store.
     backlog: Arc<AtomicU64>,
     backlog_gauge: prometheus::IntGauge,
@@ -58,15 +57,37 @@ pub struct Archive {
 
 impl Archive {
     /// Start the uploader on the current runtime.
-    pub fn start(tier: TierStore, compression: Compression, metrics: Arc<Metrics>) -> Archive {
+    pub fn start(
+        tier: TierStore,
+        compression: Compression,
+        ownership: Arc<Ownership>,
+        metrics: Arc<Metrics>,
+    ) -> Archive {
         let (jobs, queue) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicU64::new(0));
         let metrics_gauge = metrics.upload_backlog_bytes.clone();
-        tokio::spawn(upload_loop(tier.clone(), compression, queue, backlog.clone(), metrics.clone()));
+        let uploader = Uploader {
+            tier: tier.clone(),
+            compression,
+            ownership: ownership.clone(),
+            backlog: backlog.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(uploader.run(queue));
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
         let backlog_gauge = metrics_gauge;
-        Archive { tier, backlog, backlog_gauge, jobs, meta_jobs }
+        Archive { tier, ownership, backlog, backlog_gauge, jobs, meta_jobs }
+    }
+
+    /// Take the shard from epoch `from`; see `Ownership::take`.
+    pub async fn take(&self, stream: &str, shard: &str, from: u64) -> Result<u64, TierError> {
+        self.ownership.take(&self.tier, stream, shard, from).await
+    }
+
+    /// Take (or keep) the shard for this broker in the object store; see `Ownership`.
+    pub async fn claim(&self, stream: &str, shard: &str) -> Result<u64, TierError> {
+        self.ownership.claim(&self.tier, stream, shard).await
     }
 
     /// Bytes of sealed segments waiting for the object store.
@@ -112,6 +133,7 @@ impl Archive {
 
     /// A deleted stream must not come back in a restore.
     pub fn forget(&self, name: &str) {
+        self.ownership.forget(name);
         let _ = self.meta_jobs.send(MetaJob::Forget(name.to_string()));
     }
 
@@ -224,67 +246,104 @@ async fn meta_loop(tier: TierStore, mut queue: mpsc::UnboundedReceiver<MetaJob>,
     }
 }
 
-/// Upload queued segments one at a time; a failed upload is retried with backoff (the
-/// store may be down), without losing its place.
-async fn upload_loop(
+/// The upload task's state: it uploads queued segments one at a time and applies retention.
+struct Uploader {
     tier: TierStore,
     compression: Compression,
-    mut queue: mpsc::UnboundedReceiver<UploadJob>,
+    ownership: Arc<Ownership>,
     backlog: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
-) {
-    while let Some(job) = queue.recv().await {
-        let (stream, shard, segment) = match job {
-            UploadJob::Segment { stream, shard, segment } => (stream, shard, segment),
-            UploadJob::Trim { stream, shard, cutoff_ms } => {
-                // Not retried: the next retention pass tries again.
-                match tier.delete_before(&stream, &shard, EPOCH, cutoff_ms.max(0) as u64).await {
-                    Ok(report) if report.deleted_objects > 0 => {
-                        tracing::info!(%stream, %shard, deleted = report.deleted_objects, "retention in the object store");
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        metrics.object_store_errors.inc();
-                        tracing::warn!(%stream, %shard, "retention in the object store: {e}");
-                    }
+}
+
+impl Uploader {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<UploadJob>) {
+        while let Some(job) = queue.recv().await {
+            match job {
+                UploadJob::Segment { stream, shard, segment } => {
+                    self.upload(&stream, &shard, &segment).await;
+                    let left = self.backlog.fetch_sub(segment.bytes, Ordering::Relaxed) - segment.bytes;
+                    self.metrics.upload_backlog_bytes.set(left as i64);
                 }
-                continue;
+                UploadJob::Trim { stream, shard, cutoff_ms } => self.trim(&stream, &shard, cutoff_ms).await,
+                UploadJob::Flush(done) => {
+                    let _ = done.send(());
+                }
             }
-            UploadJob::Flush(done) => {
-                let _ = done.send(());
-                continue;
+        }
+    }
+
+    /// Not retried: the next retention pass tries again.
+    async fn trim(&self, stream: &str, shard: &str, cutoff_ms: i64) {
+        let epoch = match self.ownership.epoch(&self.tier, stream, shard).await {
+            Ok(Some(epoch)) => epoch,
+            Ok(None) => return, // the owner applies retention
+            Err(e) => {
+                self.metrics.object_store_errors.inc();
+                tracing::warn!(%stream, %shard, "retention in the object store: {e}");
+                return;
             }
         };
+        match self.tier.delete_before(stream, shard, epoch, cutoff_ms.max(0) as u64).await {
+            Ok(report) if report.deleted_objects > 0 => {
+                tracing::info!(%stream, %shard, deleted = report.deleted_objects, "retention in the object store");
+            }
+            Ok(_) => {}
+            Err(TierError::StaleEpoch { current, .. }) => {
+                self.ownership.fence(stream, shard, &format!("epoch {current} was taken by another broker"));
+            }
+            Err(e) => {
+                self.metrics.object_store_errors.inc();
+                tracing::warn!(%stream, %shard, "retention in the object store: {e}");
+            }
+        }
+    }
+
+    /// Upload one sealed segment and list it in the manifest; a failure is retried with
+    /// backoff (the store may be down) without losing its place. Gives up only when the
+    /// segment is gone (retention) or another broker owns the shard.
+    async fn upload(&self, stream: &str, shard: &str, segment: &SealedSegment) {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            let upload = SegmentUpload {
-                stream: stream.clone(),
-                shard: shard.clone(),
-                epoch: EPOCH,
-                base_offset: segment.base_offset,
-                end_offset: segment.end_offset,
-                first_ts_ms: segment.first_ts_ms.max(0) as u64,
-                last_ts_ms: segment.last_ts_ms.max(0) as u64,
-                records: segment.end_offset - segment.base_offset,
-                compression,
-                data: SegmentData::File(segment.path.clone()),
+            let attempt = match self.ownership.epoch(&self.tier, stream, shard).await {
+                Ok(None) => return,
+                Ok(Some(epoch)) => {
+                    let upload = SegmentUpload {
+                        stream: stream.to_string(),
+                        shard: shard.to_string(),
+                        epoch,
+                        base_offset: segment.base_offset,
+                        end_offset: segment.end_offset,
+                        first_ts_ms: segment.first_ts_ms.max(0) as u64,
+                        last_ts_ms: segment.last_ts_ms.max(0) as u64,
+                        records: segment.end_offset - segment.base_offset,
+                        compression: self.compression,
+                        data: SegmentData::File(segment.path.clone()),
+                    };
+                    self.tier.upload_segment(upload).await
+                }
+                Err(e) => Err(e),
             };
-            match tier.upload_segment(upload).await {
+            match attempt {
                 Ok(report) => {
-                    metrics.segment_uploads.inc();
-                    metrics.segment_upload_bytes.inc_by(report.uploaded_bytes);
-                    metrics.segment_raw_bytes.inc_by(report.raw_bytes);
-                    metrics.segment_stored_bytes.inc_by(report.stored_bytes);
-                    metrics.segment_upload_seconds.observe(started.elapsed().as_secs_f64());
-                    break;
+                    let m = &self.metrics;
+                    m.segment_uploads.inc();
+                    m.segment_upload_bytes.inc_by(report.uploaded_bytes);
+                    m.segment_raw_bytes.inc_by(report.raw_bytes);
+                    m.segment_stored_bytes.inc_by(report.stored_bytes);
+                    m.segment_upload_seconds.observe(started.elapsed().as_secs_f64());
+                    return;
+                }
+                Err(TierError::StaleEpoch { current, .. }) => {
+                    self.ownership.fence(stream, shard, &format!("epoch {current} was taken by another broker"));
+                    return;
                 }
                 Err(e) => {
-                    metrics.object_store_errors.inc();
+                    self.metrics.object_store_errors.inc();
                     if !segment.path.exists() {
                         // Trimmed by retention (or its stream deleted) before it could be uploaded.
                         tracing::warn!(%stream, %shard, "segment gone before upload: {e}");
-                        break;
+                        return;
                     }
                     tracing::warn!(%stream, %shard, base = segment.base_offset, "upload failed, retrying in {backoff:?}: {e}");
                     tokio::time::sleep(backoff).await;
@@ -293,7 +352,5 @@ async fn upload_loop(
                 }
             }
         }
-        let left = backlog.fetch_sub(segment.bytes, Ordering::Relaxed) - segment.bytes;
-        metrics.upload_backlog_bytes.set(left as i64);
     }
 }

@@ -7,8 +7,9 @@ use crate::catalog::{Catalog, Stream};
 use crate::config::{BrokerConfig, FlushSetting};
 use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
+use crate::ownership::Ownership;
 use crate::throttle::ShardLimits;
-use crate::tier::{StoreOptions, TierStore};
+use crate::tier::{StoreOptions, TierError, TierStore};
 use crate::tokens::TokenSigner;
 use std::io;
 use std::path::Path;
@@ -45,7 +46,9 @@ fn open_archive(config: &BrokerConfig, metrics: &Arc<Metrics>) -> io::Result<Arc
         ..StoreOptions::default()
     };
     let tier = TierStore::open(&url, &options).map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(Archive::start(tier, config.segment_compression, metrics.clone()))
+    let id = crate::ownership::broker_id(config.broker_id.as_deref(), &config.data_dir)?;
+    let ownership = Arc::new(Ownership::new(id, metrics.fenced_shards.clone()));
+    Ok(Archive::start(tier, config.segment_compression, ownership, metrics.clone()))
 }
 
 /// Streams with a description in the data directory.
@@ -140,6 +143,24 @@ impl Broker {
                         .map_err(|e| io::Error::other(e.message))?;
                 }
                 StreamStatus::Active => {}
+            }
+        }
+        // Take the shards in the object store: a broker that served them before (this one
+        // on another disk, or another one) is fenced from now on. Losing a race for a shard to
+        // a broker starting at the same moment means two brokers were given the same streams
+        // and prefix: refuse to start. With the store down, shards are claimed on first upload.
+        for stream in broker.catalog.all() {
+            for shard in stream.shards() {
+                match archive.claim(&stream.name, &shard.id).await {
+                    Ok(_) => {}
+                    Err(TierError::Conflict { reason, .. }) => {
+                        return Err(io::Error::other(format!(
+                            "shard {} of stream {} in the object store: {reason}; is another broker using the same bucket and prefix?",
+                            shard.id, stream.name
+                        )));
+                    }
+                    Err(e) => tracing::warn!(stream = %stream.name, shard = %shard.id, "claiming the shard: {e}"),
+                }
             }
         }
         // Segments sealed before a restart whose upload did not finish.

@@ -88,6 +88,11 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_UPLOAD_BACKLOG_LIMIT", default_value_t = 1 << 30)]
     pub upload_backlog_limit: u64,
 
+    /// This broker's name in the object store's shard manifests (ownership). Default: a
+    /// random name kept in `<data-dir>/broker.id`; on Kubernetes, the pod name.
+    #[arg(long, env = "STREAMFABRIC_BROKER_ID")]
+    pub broker_id: Option<String>,
+
     /// Region and account shown in stream ARNs.
     #[arg(long, env = "STREAMFABRIC_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]
     pub region: String,

@@ -108,14 +108,57 @@ fn request_id() -> String {
 }
 
 /// `/metrics`, `/healthz`, `/readyz`, `/stats`.
+/// `POST /shards/take` with `{"stream", "shard", "fromEpoch"}`: take the shard's ownership in
+/// the object store from that epoch. 200 with the new epoch; 409 if another broker took it first.
+async fn take_shard(broker: &Broker, req: Request<Incoming>) -> (StatusCode, &'static str, Vec<u8>) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Take {
+        stream: String,
+        shard: String,
+        from_epoch: u64,
+    }
+    let json = |status, value: serde_json::Value| (status, "application/json", value.to_string().into_bytes());
+    let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return json(StatusCode::BAD_REQUEST, serde_json::json!({"message": e.to_string()})),
+    };
+    let take: Take = match serde_json::from_slice(&body) {
+        Ok(take) => take,
+        Err(e) => {
+            let message = format!("expected {{\"stream\", \"shard\", \"fromEpoch\"}}: {e}");
+            return json(StatusCode::BAD_REQUEST, serde_json::json!({ "message": message }));
+        }
+    };
+    match broker.archive.take(&take.stream, &take.shard, take.from_epoch).await {
+        Ok(epoch) => {
+            let owner = broker.archive.ownership.broker_id();
+            json(
+                StatusCode::OK,
+                serde_json::json!({"stream": take.stream, "shard": take.shard, "owner": owner, "epoch": epoch}),
+            )
+        }
+        Err(crate::tier::TierError::Conflict { reason, .. }) => {
+            json(StatusCode::CONFLICT, serde_json::json!({ "message": reason }))
+        }
+        Err(e) => json(StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"message": e.to_string()})),
+    }
+}
+
 pub async fn handle_admin(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
-    let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", broker.metrics.render()),
-        "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-        "/stats" => {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let (status, content_type, body) = match (method, path.as_str()) {
+        (Method::POST, "/shards/take") => take_shard(&broker, req).await,
+        (_, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", broker.metrics.render()),
+        (_, "/healthz" | "/readyz") => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        (_, "/stats") => {
             (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap())
         }
-        _ => (StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics, /healthz, /readyz or /stats\n".to_vec()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found: try /metrics, /healthz, /readyz, /stats or POST /shards/take\n".to_vec(),
+        ),
     };
     Response::builder()
         .status(status)

@@ -8,6 +8,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 mod ops;
+pub mod ownership;
 pub mod stats;
 pub mod throttle;
 pub mod tier;

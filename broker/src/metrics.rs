@@ -20,6 +20,7 @@ pub struct Metrics {
     pub segment_upload_seconds: Histogram,
     pub object_store_errors: IntCounter,
     pub upload_backlog_bytes: IntGauge,
+    pub fenced_shards: IntGauge,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -97,6 +98,12 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(upload_backlog_bytes.clone())).expect("metric registered once");
+        let fenced_shards = IntGauge::new(
+            "streamfabric_fenced_shards",
+            "Shards another broker has taken in the object store: this broker no longer writes them",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(fenced_shards.clone())).expect("metric registered once");
         let object_store_errors = plain("streamfabric_object_store_errors_total", "Failed object-store operations");
         let segment_upload_seconds = Histogram::with_opts(
             HistogramOpts::new(
@@ -131,6 +138,7 @@ impl Metrics {
             segment_upload_seconds,
             object_store_errors,
             upload_backlog_bytes,
+            fenced_shards,
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(
                 &registry,

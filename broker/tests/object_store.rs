@@ -136,3 +136,80 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn seq_offset(seq: &str) -> u64 {
     seq[seq.len() - 20..].parse().unwrap()
 }
+
+fn manifest_owner(
+    objects: &std::path::Path,
+    stream: &str,
+    shard: &str,
+) -> impl std::future::Future<Output = (Option<String>, u64)> {
+    let url = format!("file://{}", objects.display());
+    let (stream, shard) = (stream.to_string(), shard.to_string());
+    async move {
+        let tier = streamfabric_broker::tier::TierStore::open(&url, &Default::default()).unwrap();
+        let (m, _) = tier.manifest(&stream, &shard).unwrap().load().await.unwrap().unwrap();
+        (m.owner, m.epoch)
+    }
+}
+
+/// Shard ownership in the bucket: a broker started on another disk against the same bucket
+/// takes the shards; the previous owner is fenced at its next upload and refuses writes to
+/// them. Two brokers taking the same shard from the same epoch: exactly one wins, each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_shards_were_taken_stops_writing_them() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let config = |id: &'static str| {
+        let url = url.clone();
+        move |c: &mut streamfabric_broker::BrokerConfig| {
+            c.object_store = Some(url);
+            c.segment_bytes = 4096;
+            c.broker_id = Some(id.into());
+        }
+    };
+    let a = common::start_with(config("broker-a")).await;
+    a.create_stream("owned", 1).await;
+    let put = |i: usize| json!({"StreamName": "owned", "PartitionKey": format!("k{i}"), "Data": b64(&[7u8; 300])});
+    for i in 0..40 {
+        assert_eq!(a.json("PutRecord", put(i)).await.0, 200);
+    }
+    a.running.broker.archive.flush().await;
+    let shard = "shardId-000000000000";
+    assert_eq!(manifest_owner(objects.path(), "owned", shard).await, (Some("broker-a".into()), 1));
+
+    // B restores the stream from the bucket and takes its shard.
+    let b = common::start_with(config("broker-b")).await;
+    assert_eq!(manifest_owner(objects.path(), "owned", shard).await, (Some("broker-b".into()), 2));
+    assert_eq!(b.json("PutRecord", put(0)).await.0, 200);
+
+    // A learns at its next upload, then refuses writes to the shard.
+    let mut refused = None;
+    for i in 0..400 {
+        let (status, answer) = a.json("PutRecord", put(i)).await;
+        if status != 200 {
+            refused = Some((status, answer));
+            break;
+        }
+        a.running.broker.archive.flush().await;
+    }
+    let (status, answer) = refused.expect("the fenced broker refuses writes");
+    assert_eq!((status, answer["__type"].as_str()), (500, Some("InternalFailure")), "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("owned by another broker"), "{answer}");
+    assert_eq!(a.running.broker.metrics.fenced_shards.get(), 1);
+    assert_eq!(manifest_owner(objects.path(), "owned", shard).await.0.as_deref(), Some("broker-b"));
+    assert_eq!(b.json("PutRecord", put(1)).await.0, 200, "the owner writes on");
+
+    // Races: both take a fresh shard from epoch 0 at once, ten times.
+    for round in 0..10 {
+        let stream = format!("race-{round}");
+        let (ta, tb) = tokio::join!(
+            a.running.broker.archive.take(&stream, shard, 0),
+            b.running.broker.archive.take(&stream, shard, 0)
+        );
+        let winners: Vec<&str> =
+            [("broker-a", &ta), ("broker-b", &tb)].iter().filter(|(_, r)| r.is_ok()).map(|(who, _)| *who).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {ta:?} {tb:?}");
+        let loser = if ta.is_ok() { &tb } else { &ta };
+        assert!(matches!(loser, Err(streamfabric_broker::tier::TierError::Conflict { .. })), "{loser:?}");
+        assert_eq!(manifest_owner(objects.path(), &stream, shard).await, (Some(winners[0].to_string()), 1));
+    }
+}

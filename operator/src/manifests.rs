@@ -132,17 +132,19 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
         let text = serde_json::to_string(&cm.data).expect("config serializes");
         format!("{:016x}", fnv1a(text.as_bytes()))
     };
-    let mut env = vec![EnvVar {
-        name: "POD_IP".into(),
+    let from_field = |name: &str, field_path: &str| EnvVar {
+        name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
-                field_path: "status.podIP".into(),
+                field_path: field_path.into(),
                 ..Default::default()
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
-    }];
+    };
+    // The pod name is the broker's name in shard manifests: stable across restarts and disks.
+    let mut env = vec![from_field("POD_IP", "status.podIP"), from_field("STREAMFABRIC_BROKER_ID", "metadata.name")];
     if let Some(secret) = spec.object_store.as_ref().and_then(|o| o.credentials_secret_ref.as_ref()) {
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
             env.push(EnvVar {

@@ -94,6 +94,19 @@ impl Broker {
         Ok(())
     }
 
+    /// A shard another broker has taken in the object store is not written here any more.
+    fn fenced(&self, stream: &Stream, shard: &Shard) -> Option<ApiError> {
+        self.archive.ownership.is_fenced(&stream.name, &shard.id).then(|| {
+            ApiError::internal(format!(
+                "Shard {} in stream {} is owned by another broker now (its object-store epoch moved on); \
+                 this broker ({}) no longer writes it.",
+                shard.id,
+                stream.name,
+                self.archive.ownership.broker_id()
+            ))
+        })
+    }
+
     fn throttled(&self, stream: &Stream, shard: &Shard) -> ApiError {
         ApiError::new(
             ErrorCode::ProvisionedThroughputExceeded,
@@ -116,6 +129,9 @@ impl Broker {
         let _writing = stream.write_gate.read().await;
         let topology = stream.topology();
         let shard = topology.route(routed.hash);
+        if let Some(e) = self.fenced(&stream, shard) {
+            return Err(e);
+        }
         let size = routed.data.0.len() + routed.key.len();
         if shard.throttle.admit_writes(std::iter::once(size)) == 0 {
             shard.metrics.write_throttled.inc();
@@ -182,6 +198,14 @@ impl Broker {
         // Shards append concurrently; each shard's batch is one group-commit member.
         let mut appends = tokio::task::JoinSet::new();
         for (shard, positions, mut records) in groups {
+            if let Some(err) = self.fenced(&stream, &shard) {
+                for &p in &positions {
+                    results[p].error_code = Some(err.code.as_str().into());
+                    results[p].error_message = Some(err.message.clone());
+                }
+                failed += positions.len();
+                continue;
+            }
             let admitted = shard.throttle.admit_writes(records.iter().map(|r| r.data.len() + r.partition_key.len()));
             if admitted < records.len() {
                 let refused = records.len() - admitted;

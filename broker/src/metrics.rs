@@ -20,6 +20,8 @@ pub struct Metrics {
     pub segment_upload_seconds: Histogram,
     pub object_store_errors: IntCounter,
     pub upload_backlog_bytes: IntGauge,
+    /// Lease operations by operation (and SyncLeases' steps) and outcome: won, conflict, error.
+    pub lease_operations: IntCounterVec,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -131,6 +133,12 @@ impl Metrics {
             segment_upload_seconds,
             object_store_errors,
             upload_backlog_bytes,
+            lease_operations: counter(
+                &registry,
+                "streamfabric_lease_operations_total",
+                "Lease operations by operation (SyncLeases' steps as SyncLeases.<step>) and outcome (won, conflict, error)",
+                &["operation", "outcome"],
+            ),
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(
                 &registry,

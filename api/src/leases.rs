@@ -122,7 +122,7 @@ impl Lease {
     }
 }
 
-/// What every input names: the consumer application and its stream.
+/// ListLeases: every lease of an application (whose leases are all of one stream).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ListLeasesInput {

@@ -21,7 +21,7 @@
 //! | ReleaseLease | give a lease up (owner cleared) |
 //! | DeleteLease | remove a lease, conditional on its counter |
 //!
-//! The typed client over HTTP is [`client`] (cargo feature `client`).
+//! The typed client over HTTP is `leases::client::LeasesClient` (cargo feature `client`).
 
 use serde::{Deserialize, Serialize};
 

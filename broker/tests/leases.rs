@@ -162,6 +162,14 @@ async fn inputs_are_checked_and_errors_name_the_member() {
     .await;
     assert_eq!((status, answer["__type"].as_str()), (400, Some("ValidationException")), "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("expectedLeaseCounter"));
+    // CBOR 1.1 bodies are answered in CBOR, like the Kinesis operations.
+    let mut body = Vec::new();
+    ciborium::into_writer(&json!({"ApplicationName": APP, "StreamName": STREAM}), &mut body).unwrap();
+    let (status, content_type, answer) =
+        b.raw("StreamfabricLeases_20261129.ListLeases", "application/x-amz-cbor-1.1", body).await;
+    assert_eq!((status, content_type.as_str()), (200, "application/x-amz-cbor-1.1"));
+    let answer: serde_json::Value = ciborium::from_reader(&answer[..]).unwrap();
+    assert_eq!(answer["Leases"][0]["LeaseKey"], "shardId-000000000000", "{answer}");
     let (status, answer) = lease_json(&b, "StealEverything", json!({})).await;
     assert_eq!((status, answer["__type"].as_str()), (400, Some("UnknownOperationException")), "{answer}");
 }

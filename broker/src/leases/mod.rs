@@ -36,6 +36,9 @@ pub enum LeaseError {
     /// A child shard's lease while a parent has not reached SHARD_END.
     #[error("Lease for shard {shard} of application {app} waits for its parent shards {parents} to reach SHARD_END.")]
     ParentsNotFinished { app: String, shard: String, parents: String },
+    /// The application's leases are of another stream than the one named.
+    #[error("Application {app} leases shards of stream {found}, not of {named}.")]
+    OtherStream { app: String, found: String, named: String },
     #[error(transparent)]
     Store(#[from] TierError),
 }
@@ -52,8 +55,8 @@ impl Leases {
         Leases { tier, started: Instant::now(), observations: Mutex::new(HashMap::new()) }
     }
 
-    pub fn table(&self, app: &str) -> Result<LeaseTable, LeaseError> {
-        LeaseTable::new(&self.tier, app)
+    pub fn table(&self, app: &str, stream: &str) -> Result<LeaseTable, LeaseError> {
+        LeaseTable::new(&self.tier, app, stream)
     }
 
     /// Milliseconds on this broker's monotonic clock.

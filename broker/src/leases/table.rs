@@ -1,6 +1,9 @@
 //! The lease table of one consumer application in the object store:
 //! `<prefix>/consumers/<application>/leases/<shard>.json`, one JSON document per lease.
 //!
+//! A table handle is bound to one stream: an application's leases are all of one stream, and
+//! reading a lease of another is [`LeaseError::OtherStream`].
+//!
 //! Every change is one conditional PUT: create-if-absent for a new lease, ETag match for
 //! any other change. Nothing is retried here: a write that loses, or a caller whose
 //! expected counter or owner is stale, gets [`LeaseError::Conflict`] and decides itself.
@@ -24,12 +27,13 @@ pub struct StoredLease {
     pub version: UpdateVersion,
 }
 
-/// Handle on one application's leases. Cheap to clone.
+/// Handle on one application's leases of one stream. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct LeaseTable {
     store: Arc<dyn ObjectStore>,
     dir: Path,
     app: String,
+    stream: String,
 }
 
 /// What [`LeaseTable::sync`] did for a worker.
@@ -48,7 +52,6 @@ pub struct SyncReport {
 /// Settings of one sync round.
 #[derive(Debug, Clone)]
 pub struct SyncRound<'a> {
-    pub stream: &'a str,
     pub shards: &'a [ShardInfo],
     pub worker: &'a str,
     /// This broker's monotonic clock, in milliseconds.
@@ -58,10 +61,11 @@ pub struct SyncRound<'a> {
 }
 
 impl LeaseTable {
-    pub fn new(tier: &TierStore, app: &str) -> Result<Self, LeaseError> {
+    pub fn new(tier: &TierStore, app: &str, stream: &str) -> Result<Self, LeaseError> {
         layout::check_name("application", app)?;
+        layout::check_name("stream", stream)?;
         let dir = join(tier.prefix(), &format!("consumers/{app}/leases"));
-        Ok(LeaseTable { store: tier.store().clone(), dir, app: app.to_string() })
+        Ok(LeaseTable { store: tier.store().clone(), dir, app: app.to_string(), stream: stream.to_string() })
     }
 
     pub fn application(&self) -> &str {
@@ -95,8 +99,15 @@ impl LeaseTable {
         };
         let version = UpdateVersion { e_tag: got.meta.e_tag.clone(), version: got.meta.version.clone() };
         let bytes = got.bytes().await.map_err(|e| TierError::store("get", path, e))?;
-        let lease = serde_json::from_slice(&bytes)
+        let lease: Lease = serde_json::from_slice(&bytes)
             .map_err(|e| TierError::Corrupt { path: path.to_string(), reason: format!("invalid lease JSON: {e}") })?;
+        if lease.stream_name != self.stream {
+            return Err(LeaseError::OtherStream {
+                app: self.app.clone(),
+                found: lease.stream_name,
+                named: self.stream.clone(),
+            });
+        }
         Ok(Some(StoredLease { lease, version }))
     }
 
@@ -263,7 +274,6 @@ impl LeaseTable {
     /// ids it created and the table afterwards; a lease another writer created first is fine.
     pub async fn create_missing(
         &self,
-        stream: &str,
         shards: &[ShardInfo],
         initial: &ExtendedSequenceNumber,
     ) -> Result<(Vec<String>, Vec<StoredLease>), LeaseError> {
@@ -276,7 +286,7 @@ impl LeaseTable {
         let mut created = Vec::new();
         for id in missing {
             let shard = shards.iter().find(|s| s.id == id).expect("planned from these shards");
-            match self.create(rules::new_lease(stream, shard, shards, initial)).await {
+            match self.create(rules::new_lease(&self.stream, shard, shards, initial)).await {
                 Ok(_) => created.push(id),
                 Err(LeaseError::Conflict { .. }) => {}
                 Err(e) => return Err(e),
@@ -293,7 +303,7 @@ impl LeaseTable {
         round: &SyncRound<'_>,
         observations: &Mutex<Observations>,
     ) -> Result<SyncReport, LeaseError> {
-        let (created, table) = self.create_missing(round.stream, round.shards, &round.initial).await?;
+        let (created, table) = self.create_missing(round.shards, &round.initial).await?;
         let leases: Vec<Lease> = table.iter().map(|s| s.lease.clone()).collect();
         let stream_shards: BTreeSet<String> = round.shards.iter().map(|s| s.id.clone()).collect();
         let expired = observations.lock().unwrap().observe(&leases, round.now_ms, round.failover_ms);

@@ -28,7 +28,7 @@ impl Backend {
     }
 
     fn table(&self, app: &str) -> LeaseTable {
-        LeaseTable::new(&self.handle(), app).unwrap()
+        LeaseTable::new(&self.handle(), app, STREAM).unwrap()
     }
 }
 
@@ -115,7 +115,6 @@ impl Worker {
 
     async fn sync(&self, shards: &[ShardInfo], now_ms: u64) -> SyncReport {
         let round = SyncRound {
-            stream: STREAM,
             shards,
             worker: &self.id,
             now_ms,
@@ -137,7 +136,7 @@ async fn create_and_list(b: &Backend) {
     let shards =
         vec![shard("shardId-000000000000", &[], true), shard("shardId-000000000001", &["shardId-000000000000"], false)];
     assert!(t.list().await.unwrap().is_empty());
-    let (created, table) = t.create_missing(STREAM, &shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
+    let (created, table) = t.create_missing(&shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
     assert_eq!(created, vec!["shardId-000000000000", "shardId-000000000001"]);
     assert_eq!(table.len(), 2);
     let parent = &table[0].lease;
@@ -146,7 +145,7 @@ async fn create_and_list(b: &Backend) {
     assert_eq!(table[1].lease.parent_shard_ids, vec!["shardId-000000000000"]);
     assert_eq!(table[1].lease.stream_name, STREAM);
     // Idempotent; a second create of an existing lease is a conflict, not an overwrite.
-    let (again, _) = t.create_missing(STREAM, &shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
+    let (again, _) = t.create_missing(&shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
     assert!(again.is_empty());
     let mut changed = table[0].lease.clone();
     changed.lease_owner = Some("intruder".into());
@@ -154,7 +153,11 @@ async fn create_and_list(b: &Backend) {
     assert_eq!(t.get("shardId-000000000000").await.unwrap().unwrap().lease.lease_owner, None);
     // Another application's table is separate; bad names are refused.
     assert!(b.table("other").list().await.unwrap().is_empty());
-    assert!(LeaseTable::new(&b.tier, "a/b").is_err());
+    assert!(LeaseTable::new(&b.tier, "a/b", STREAM).is_err());
+    // The application's leases are of this stream: another stream's handle refuses them.
+    let elsewhere = LeaseTable::new(&b.handle(), "app", "payments").unwrap();
+    assert!(matches!(elsewhere.list().await, Err(LeaseError::OtherStream { .. })));
+    assert!(matches!(elsewhere.get("shardId-000000000000").await, Err(LeaseError::OtherStream { .. })));
     assert!(matches!(t.get("../x").await, Err(LeaseError::Store(_))));
 }
 
@@ -162,7 +165,7 @@ async fn renew_by_owner_only(b: &Backend) {
     let t = b.table("app");
     let shards = open_shards(1);
     let s = &shards[0].id;
-    t.create_missing(STREAM, &shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
+    t.create_missing(&shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
     let l = t.take(s, "w1", 0, &ids(&shards)).await.unwrap();
     assert_eq!((l.lease_owner.as_deref(), l.lease_counter), (Some("w1"), 1));
     let l = t.renew(s, "w1", 1).await.unwrap();
@@ -177,7 +180,7 @@ async fn take_with_stale_counter_refused(b: &Backend) {
     let t = b.table("app");
     let shards = open_shards(1);
     let (s, all) = (&shards[0].id, ids(&shards));
-    t.create_missing(STREAM, &shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
+    t.create_missing(&shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
     t.take(s, "w1", 0, &all).await.unwrap();
     assert!(is_conflict(t.take(s, "w2", 0, &all).await));
     let l = t.take(s, "w2", 1, &all).await.unwrap();
@@ -195,7 +198,7 @@ async fn concurrent_takers_exactly_one_wins(b: &Backend) {
     const TAKERS: usize = 8;
     let shards = open_shards(5);
     let all = Arc::new(ids(&shards));
-    b.table("app").create_missing(STREAM, &shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
+    b.table("app").create_missing(&shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
     for s in &shards {
         let barrier = Arc::new(tokio::sync::Barrier::new(TAKERS));
         let tasks: Vec<_> = (0..TAKERS)
@@ -227,7 +230,7 @@ async fn checkpoint_by_non_owner_refused(b: &Backend) {
     let t = b.table("app");
     let shards = open_shards(1);
     let s = &shards[0].id;
-    t.create_missing(STREAM, &shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
+    t.create_missing(&shards, &ExtendedSequenceNumber::trim_horizon()).await.unwrap();
     t.take(s, "w1", 0, &ids(&shards)).await.unwrap();
     let pos = |n: &str, sub| ExtendedSequenceNumber { sequence_number: n.into(), sub_sequence_number: sub };
     assert!(is_conflict(t.checkpoint(s, "w2", 1, pos("4900", 0), false).await), "not the owner");

@@ -89,6 +89,7 @@ fn api_error(e: LeaseError) -> ApiError {
         LeaseError::NotFound { .. } => ApiError::not_found(e.to_string()),
         LeaseError::Conflict { .. } => ApiError::lease_conflict(e.to_string()),
         LeaseError::ParentsNotFinished { .. } => ApiError::in_use(e.to_string()),
+        LeaseError::OtherStream { .. } => ApiError::invalid(e.to_string()),
         LeaseError::Store(t) if t.is_transient() => {
             ApiError::new(ErrorCode::ServiceUnavailable, format!("The object store could not be reached: {t}"))
         }
@@ -157,37 +158,13 @@ impl Broker {
                 Some(shard_id(index))
             }
         };
-        let table = self.leases.table(app).map_err(api_error)?;
+        let table = self.leases.table(app, &stream.name).map_err(api_error)?;
         Ok(Target { stream, table, shard })
-    }
-
-    /// A lease of the application must be for the stream the caller named.
-    fn same_stream(target: &Target, lease: &Lease) -> Result<(), ApiError> {
-        if lease.stream_name != target.stream.name {
-            return Err(ApiError::invalid(format!(
-                "Application {} leases shards of stream {}, not of {}.",
-                target.table.application(),
-                lease.stream_name,
-                target.stream.name
-            )));
-        }
-        Ok(())
-    }
-
-    async fn check_lease_stream(&self, target: &Target) -> Result<(), ApiError> {
-        let shard = target.shard.as_deref().expect("a single-lease operation");
-        if let Some(stored) = target.table.get(shard).await.map_err(api_error)? {
-            Self::same_stream(target, &stored.lease)?;
-        }
-        Ok(())
     }
 
     async fn list_leases(&self, input: ListLeasesInput) -> Result<ListLeasesOutput, ApiError> {
         let target = self.lease_target(&input.application_name, &input.stream_name, None)?;
-        let leases: Vec<Lease> = target.table.list().await.map_err(api_error)?.into_iter().map(|s| s.lease).collect();
-        for lease in &leases {
-            Self::same_stream(&target, lease)?;
-        }
+        let leases = target.table.list().await.map_err(api_error)?.into_iter().map(|s| s.lease).collect();
         Ok(ListLeasesOutput { leases })
     }
 
@@ -195,12 +172,7 @@ impl Broker {
         let target = self.lease_target(&input.application_name, &input.stream_name, None)?;
         let initial = initial(&input.initial_position)?;
         let shards = shard_infos(&target.stream);
-        let existing = target.table.list().await.map_err(api_error)?;
-        for stored in &existing {
-            Self::same_stream(&target, &stored.lease)?;
-        }
-        let (created, table) =
-            target.table.create_missing(&target.stream.name, &shards, &initial).await.map_err(api_error)?;
+        let (created, table) = target.table.create_missing(&shards, &initial).await.map_err(api_error)?;
         for _ in &created {
             self.count_lease_op("CreateLeases.create", None);
         }
@@ -219,18 +191,8 @@ impl Broker {
         )? as u64;
         let initial = initial(&input.initial_position)?;
         let shards = shard_infos(&target.stream);
-        for stored in target.table.list().await.map_err(api_error)? {
-            Self::same_stream(&target, &stored.lease)?;
-        }
         let app = target.table.application().to_string();
-        let round = SyncRound {
-            stream: &target.stream.name,
-            shards: &shards,
-            worker,
-            now_ms: self.leases.now_ms(),
-            failover_ms: failover,
-            initial,
-        };
+        let round = SyncRound { shards: &shards, worker, now_ms: self.leases.now_ms(), failover_ms: failover, initial };
         let report = target.table.sync(&round, &self.leases.observations(&app)).await.map_err(api_error)?;
         let counted = [
             ("SyncLeases.create", &report.created),
@@ -259,7 +221,6 @@ impl Broker {
         let target = self.lease_target(&input.application_name, &input.stream_name, Some(&input.shard_id))?;
         let worker = worker(&input.worker_id)?;
         let expected = counter(input.expected_lease_counter, "expectedLeaseCounter")?;
-        self.check_lease_stream(&target).await?;
         let shards: BTreeSet<String> = shard_infos(&target.stream).into_iter().map(|s| s.id).collect();
         let shard = target.shard.as_deref().expect("named");
         let lease = target.table.take(shard, worker, expected, &shards).await.map_err(api_error)?;
@@ -270,7 +231,6 @@ impl Broker {
         let target = self.lease_target(&input.application_name, &input.stream_name, Some(&input.shard_id))?;
         let worker = worker(&input.worker_id)?;
         let count = counter(input.lease_counter, "leaseCounter")?;
-        self.check_lease_stream(&target).await?;
         let shard = target.shard.as_deref().expect("named");
         let lease = target.table.renew(shard, worker, count).await.map_err(api_error)?;
         Ok(LeaseOutput { lease })
@@ -280,7 +240,6 @@ impl Broker {
         let target = self.lease_target(&input.application_name, &input.stream_name, Some(&input.shard_id))?;
         let worker = worker(&input.worker_id)?;
         let count = counter(input.lease_counter, "leaseCounter")?;
-        self.check_lease_stream(&target).await?;
         let shard = target.shard.as_deref().expect("named");
         let lease = target.table.release(shard, worker, count).await.map_err(api_error)?;
         Ok(LeaseOutput { lease })
@@ -292,7 +251,6 @@ impl Broker {
         let count = counter(input.lease_counter, "leaseCounter")?;
         let sub = counter(Some(input.sub_sequence_number.unwrap_or(0)), "subSequenceNumber")?;
         let position = self.checkpoint_position(&target, required(&input.sequence_number, "sequenceNumber")?, sub)?;
-        self.check_lease_stream(&target).await?;
         let shard = target.shard.as_deref().expect("named");
         let lease = target
             .table
@@ -338,7 +296,6 @@ impl Broker {
     async fn delete_lease(&self, input: DeleteLeaseInput) -> Result<DeleteLeaseOutput, ApiError> {
         let target = self.lease_target(&input.application_name, &input.stream_name, Some(&input.shard_id))?;
         let expected = counter(input.expected_lease_counter, "expectedLeaseCounter")?;
-        self.check_lease_stream(&target).await?;
         let shard = target.shard.as_deref().expect("named");
         target.table.delete(shard, expected).await.map_err(api_error)?;
         Ok(DeleteLeaseOutput {})

@@ -18,10 +18,13 @@ pub enum ErrorCode {
     UnknownOperation,
     InternalFailure,
     ServiceUnavailable,
+    /// streamfabric's lease operations: a conditional change lost to another writer, or
+    /// the caller's owner or lease counter is stale. Re-read the lease.
+    LeaseConflict,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::ResourceNotFound,
         Self::ResourceInUse,
         Self::InvalidArgument,
@@ -35,6 +38,7 @@ impl ErrorCode {
         Self::UnknownOperation,
         Self::InternalFailure,
         Self::ServiceUnavailable,
+        Self::LeaseConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl ErrorCode {
             Self::UnknownOperation => "UnknownOperationException",
             Self::InternalFailure => "InternalFailure",
             Self::ServiceUnavailable => "ServiceUnavailable",
+            Self::LeaseConflict => "LeaseConflictException",
         }
     }
 
@@ -98,6 +103,9 @@ impl ApiError {
     }
     pub fn limit(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::LimitExceeded, message)
+    }
+    pub fn lease_conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::LeaseConflict, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InternalFailure, message)

@@ -6,6 +6,7 @@ pub mod codec;
 pub mod crd;
 pub mod error;
 pub mod hashkey;
+pub mod leases;
 pub mod limits;
 pub mod model;
 pub mod names;

@@ -90,6 +90,11 @@ impl Archive {
         self.ownership.claim(&self.tier, stream, shard).await
     }
 
+    /// The object store it writes to.
+    pub fn tier(&self) -> &TierStore {
+        &self.tier
+    }
+
     /// Bytes of sealed segments waiting for the object store.
     pub fn backlog_bytes(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)

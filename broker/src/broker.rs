@@ -5,6 +5,7 @@ use crate::archive::Archive;
 use crate::catalog::meta::StreamStatus;
 use crate::catalog::{Catalog, Stream};
 use crate::config::{BrokerConfig, FlushSetting};
+use crate::leases::Leases;
 use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
@@ -24,6 +25,8 @@ pub struct Broker {
     pub signer: TokenSigner,
     pub metrics: Arc<Metrics>,
     pub archive: Archive,
+    /// Consumer leases and checkpoints (in the object store).
+    pub leases: Leases,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -123,6 +126,7 @@ impl Broker {
             signer,
             metrics,
             archive: archive.clone(),
+            leases: Leases::new(archive.tier().clone()),
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
         });
         for stream in broker.catalog.all() {

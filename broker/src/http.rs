@@ -1,5 +1,6 @@
-//! The HTTP front: `POST /` with `X-Amz-Target: Kinesis_20131202.<Operation>`, bodies in
-//! JSON 1.1 or CBOR 1.1, answers in the request's encoding; and the admin endpoints.
+//! The HTTP front: `POST /` with `X-Amz-Target: Kinesis_20131202.<Operation>` (or
+//! `StreamfabricLeases_20261129.<Operation>` for the lease operations), bodies in JSON 1.1
+//! or CBOR 1.1, answers in the request's encoding; and the admin endpoints.
 
 use crate::broker::Broker;
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use streamfabric_api::leases::{LEASES_TARGET_PREFIX, LeaseOperation};
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
 use streamfabric_api::{ApiError, ErrorCode, Format};
 use tokio::net::TcpListener;
@@ -57,8 +59,8 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
     let started = Instant::now();
     let format = Format::from_content_type(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let operation = target.strip_prefix(TARGET_PREFIX).and_then(Operation::from_name);
-    let op_label = operation.map_or("unknown", Operation::name);
+    let operation = Target::parse(&target);
+    let op_label = operation.map_or("unknown", Target::name);
 
     let outcome = match operation {
         _ if req.method() != Method::POST => {
@@ -67,13 +69,16 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
         None => Err(ApiError::new(
             ErrorCode::UnknownOperation,
             format!(
-                "Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation> for a supported operation."
+                "Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation> or {LEASES_TARGET_PREFIX}<Operation> for a supported operation."
             ),
         )),
         Some(op) => {
             let limit = body_limit(&broker);
             match Limited::new(req.into_body(), limit).collect().await {
-                Ok(body) => broker.call(op, format, &body.to_bytes()).await,
+                Ok(body) => match op {
+                    Target::Kinesis(op) => broker.call(op, format, &body.to_bytes()).await,
+                    Target::Leases(op) => broker.call_leases(op, format, &body.to_bytes()).await,
+                },
                 Err(_) => Err(ApiError::new(
                     ErrorCode::Serialization,
                     format!("The request body could not be read in full or exceeds {limit} bytes."),
@@ -99,6 +104,29 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
         .header("x-amzn-RequestId", request_id())
         .body(Full::new(Bytes::from(body)))
         .expect("valid response")
+}
+
+/// The operation an `X-Amz-Target` names: Kinesis, or streamfabric's lease operations.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Kinesis(Operation),
+    Leases(LeaseOperation),
+}
+
+impl Target {
+    fn parse(target: &str) -> Option<Target> {
+        if let Some(name) = target.strip_prefix(TARGET_PREFIX) {
+            return Operation::from_name(name).map(Target::Kinesis);
+        }
+        target.strip_prefix(LEASES_TARGET_PREFIX).and_then(LeaseOperation::from_name).map(Target::Leases)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Target::Kinesis(op) => op.name(),
+            Target::Leases(op) => op.name(),
+        }
+    }
 }
 
 fn request_id() -> String {

@@ -5,6 +5,7 @@ pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod leases;
 pub mod log;
 pub mod metrics;
 mod ops;

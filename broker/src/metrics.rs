@@ -21,6 +21,8 @@ pub struct Metrics {
     pub object_store_errors: IntCounter,
     pub upload_backlog_bytes: IntGauge,
     pub fenced_shards: IntGauge,
+    /// Lease operations by operation (and SyncLeases' steps) and outcome: won, conflict, error.
+    pub lease_operations: IntCounterVec,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -139,6 +141,12 @@ impl Metrics {
             object_store_errors,
             upload_backlog_bytes,
             fenced_shards,
+            lease_operations: counter(
+                &registry,
+                "streamfabric_lease_operations_total",
+                "Lease operations by operation (SyncLeases' steps as SyncLeases.<step>) and outcome (won, conflict, error)",
+                &["operation", "outcome"],
+            ),
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(
                 &registry,

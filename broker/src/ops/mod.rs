@@ -1,5 +1,6 @@
 //! One handler per Kinesis operation, as methods of `Broker`, grouped by what they touch.
 
+mod leases;
 mod reads;
 mod records;
 mod reshard;

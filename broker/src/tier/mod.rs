@@ -8,6 +8,7 @@
 //! <prefix>/streams/<stream>/meta.json                          stream description (StreamMetaDoc)
 //! <prefix>/streams/<stream>/shards/<shard>/manifest.json       per-shard manifest (Manifest)
 //! <prefix>/streams/<stream>/shards/<shard>/segments/<base_offset:020>.seg
+//! <prefix>/consumers/<application>/leases/<shard>.json           consumer lease (crate::leases)
 //! ```
 //!
 //! Mutable objects (`manifest.json`, `meta.json`) change only by conditional PUT:

@@ -202,3 +202,34 @@ async fn admin_get(b: &common::TestBroker, path: &str) -> String {
 fn rand_suffix() -> u64 {
     rand::random()
 }
+
+/// With real resharding: a split's children get leases but are handed out only once the
+/// parent's lease is checkpointed at SHARD_END, which the broker allows only after the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_split_are_leased_after_their_parent_reaches_shard_end() {
+    let b = common::start().await;
+    b.create_stream(STREAM, 1).await;
+    let c = LeasesClient::new(&b.endpoint()).unwrap();
+    let parent = "shardId-000000000000";
+    let first = c.sync_leases(APP, STREAM, "w1", None).await.unwrap();
+    assert_eq!(first.leases.len(), 1);
+    let counter = first.leases[0].lease_counter;
+    let (e, m) = code(c.checkpoint(APP, STREAM, parent, "w1", counter, "SHARD_END", 0).await);
+    assert_eq!(e, ErrorCode::InvalidArgument, "the shard is still open: {m}");
+
+    let split = json!({"StreamName": STREAM, "ShardToSplit": parent, "NewStartingHashKey": "1000"});
+    assert_eq!(b.json("SplitShard", split).await.0, 200);
+    common::wait_active(&b, STREAM).await;
+    let during = c.sync_leases(APP, STREAM, "w1", None).await.unwrap();
+    let held: Vec<&str> = during.leases.iter().map(|l| l.lease_key.as_str()).collect();
+    assert_eq!(held, [parent], "children wait for their parent: {during:?}");
+    let listed = c.list_leases(APP, STREAM).await.unwrap();
+    assert_eq!(listed.len(), 3, "the children's leases exist: {listed:?}");
+
+    let counter = during.leases[0].lease_counter;
+    c.checkpoint(APP, STREAM, parent, "w1", counter, "SHARD_END", 0).await.unwrap();
+    let after = c.sync_leases(APP, STREAM, "w1", None).await.unwrap();
+    let mut held: Vec<&str> = after.leases.iter().map(|l| l.lease_key.as_str()).collect();
+    held.sort();
+    assert_eq!(held, ["shardId-000000000001", "shardId-000000000002"], "{after:?}");
+}

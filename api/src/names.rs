@@ -10,6 +10,10 @@ pub const DEFAULT_ACCOUNT: &str = "000000000000";
 /// the operator carries a DataStream's `spec.paused` to its brokers.
 pub const PAUSED_TAG: &str = "streamfabric.io/paused";
 
+/// A stream tagged with this key keeps its sealed segments in the object store compressed
+/// with the value (`zstd`, `lz4` or `none`) instead of the broker's `--segment-compression`.
+pub const COMPRESSION_TAG: &str = "streamfabric.io/compression";
+
 pub fn validate_stream_name(field: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::validation(field, name, "Member must have length between 1 and 128"));

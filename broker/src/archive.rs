@@ -9,9 +9,10 @@ use crate::ownership::Ownership;
 use crate::tier::codec::Compression;
 use crate::tier::segments::{SegmentData, SegmentUpload};
 use crate::tier::{TierError, TierStore};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamfabric_api::names::shard_id;
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +49,8 @@ enum MetaJob {
 pub struct Archive {
     tier: TierStore,
     pub ownership: Arc<Ownership>,
+    /// Streams whose segments are compressed otherwise than the broker's default.
+    compression: Arc<Mutex<HashMap<String, Compression>>>,
     /// Bytes of sealed segments not yet in the object store.
     backlog: Arc<AtomicU64>,
     backlog_gauge: prometheus::IntGauge,
@@ -66,9 +69,11 @@ impl Archive {
         let (jobs, queue) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicU64::new(0));
         let metrics_gauge = metrics.upload_backlog_bytes.clone();
+        let per_stream = Arc::new(Mutex::new(HashMap::new()));
         let uploader = Uploader {
             tier: tier.clone(),
-            compression,
+            default_compression: compression,
+            compression: per_stream.clone(),
             ownership: ownership.clone(),
             backlog: backlog.clone(),
             metrics: metrics.clone(),
@@ -77,7 +82,17 @@ impl Archive {
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
         let backlog_gauge = metrics_gauge;
-        Archive { tier, ownership, backlog, backlog_gauge, jobs, meta_jobs }
+        Archive { tier, ownership, compression: per_stream, backlog, backlog_gauge, jobs, meta_jobs }
+    }
+
+    /// The stream's compression in the object store, from its `COMPRESSION_TAG` tag (None:
+    /// the broker's default); applies to segments uploaded from now on.
+    pub fn set_compression(&self, stream: &str, compression: Option<Compression>) {
+        let mut map = self.compression.lock().unwrap();
+        match compression {
+            Some(c) => map.insert(stream.to_string(), c),
+            None => map.remove(stream),
+        };
     }
 
     /// Take the shard from epoch `from`; see `Ownership::take`.
@@ -139,6 +154,7 @@ impl Archive {
     /// A deleted stream must not come back in a restore.
     pub fn forget(&self, name: &str) {
         self.ownership.forget(name);
+        self.set_compression(name, None);
         let _ = self.meta_jobs.send(MetaJob::Forget(name.to_string()));
     }
 
@@ -254,7 +270,8 @@ async fn meta_loop(tier: TierStore, mut queue: mpsc::UnboundedReceiver<MetaJob>,
 /// The upload task's state: it uploads queued segments one at a time and applies retention.
 struct Uploader {
     tier: TierStore,
-    compression: Compression,
+    default_compression: Compression,
+    compression: Arc<Mutex<HashMap<String, Compression>>>,
     ownership: Arc<Ownership>,
     backlog: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -275,6 +292,10 @@ impl Uploader {
                 }
             }
         }
+    }
+
+    fn compression_of(&self, stream: &str) -> Compression {
+        self.compression.lock().unwrap().get(stream).copied().unwrap_or(self.default_compression)
     }
 
     /// Not retried: the next retention pass tries again.
@@ -322,7 +343,7 @@ impl Uploader {
                         first_ts_ms: segment.first_ts_ms.max(0) as u64,
                         last_ts_ms: segment.last_ts_ms.max(0) as u64,
                         records: segment.end_offset - segment.base_offset,
-                        compression: self.compression,
+                        compression: self.compression_of(stream),
                         data: SegmentData::File(segment.path.clone()),
                     };
                     self.tier.upload_segment(upload).await

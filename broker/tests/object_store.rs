@@ -213,3 +213,36 @@ async fn a_broker_whose_shards_were_taken_stops_writing_them() {
         assert_eq!(manifest_owner(objects.path(), &stream, shard).await, (Some(winners[0].to_string()), 1));
     }
 }
+
+/// Compression per stream: the tag streamfabric.io/compression chooses how the stream's
+/// sealed segments are stored (zstd by default); a bad value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stream_chooses_its_segment_compression() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let b = common::start_with(|c| {
+        c.object_store = Some(url.clone());
+        c.segment_bytes = 4096;
+    })
+    .await;
+    let tagged = json!({"StreamName": "fast", "ShardCount": 1, "Tags": {"streamfabric.io/compression": "lz4"}});
+    assert_eq!(b.json("CreateStream", tagged).await.0, 200);
+    common::wait_active(&b, "fast").await;
+    b.create_stream("small", 1).await;
+    let bad = json!({"StreamName": "small", "Tags": {"streamfabric.io/compression": "gzip"}});
+    let msg = b.expect_error("AddTagsToStream", bad, 400, "InvalidArgumentException").await;
+    assert!(msg.contains("zstd, lz4 or none"), "{msg}");
+    for stream in ["fast", "small"] {
+        for i in 0..40 {
+            let put = json!({"StreamName": stream, "PartitionKey": format!("k{i}"), "Data": b64(&[i as u8; 300])});
+            assert_eq!(b.json("PutRecord", put).await.0, 200);
+        }
+    }
+    b.running.broker.archive.flush().await;
+    let tier = streamfabric_broker::tier::TierStore::open(&url, &Default::default()).unwrap();
+    for (stream, expected) in [("fast", "lz4"), ("small", "zstd")] {
+        let (m, _) = tier.manifest(stream, "shardId-000000000000").unwrap().load().await.unwrap().unwrap();
+        assert!(!m.segments.is_empty(), "{stream} uploaded segments");
+        assert!(m.segments.iter().all(|s| s.compression.as_str() == expected), "{stream}: {:?}", m.segments);
+    }
+}

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use streamfabric_api::ApiError;
 use streamfabric_api::hashkey::HashRange;
-use streamfabric_api::names::{PAUSED_TAG, shard_id};
+use streamfabric_api::names::{COMPRESSION_TAG, PAUSED_TAG, shard_id};
 
 /// One shard as the data plane sees it.
 pub struct Shard {
@@ -44,6 +44,11 @@ pub struct Stream {
 
 fn paused(meta: &StreamMeta) -> bool {
     meta.tags.get(PAUSED_TAG).is_some_and(|v| v == "true")
+}
+
+/// The stream's own segment compression, if its tags choose one.
+fn compression(meta: &StreamMeta) -> Option<crate::tier::Compression> {
+    meta.tags.get(COMPRESSION_TAG).and_then(|v| v.parse().ok())
 }
 
 /// The shards of a stream at one moment.
@@ -94,6 +99,7 @@ impl Stream {
             })?;
             if let Some(archive) = &self.archive {
                 archive.mirror(&next);
+                archive.set_compression(&self.name, compression(&next));
             }
             self.paused.store(paused(&next), Ordering::Relaxed);
             *meta = next;
@@ -198,6 +204,9 @@ impl Catalog {
                     std::fs::remove_dir_all(entry.path())?;
                 }
             }
+        }
+        if let Some(archive) = &self.archive {
+            archive.set_compression(&meta.name, compression(&meta));
         }
         Ok(Stream {
             name: meta.name.clone(),

@@ -111,6 +111,9 @@ pub fn tag(key: &str, value: &str) -> Result<(), ApiError> {
     if key.starts_with("aws:") {
         return Err(ApiError::invalid(format!("Tag key {key} uses the reserved prefix aws:")));
     }
+    if key == streamfabric_api::names::COMPRESSION_TAG && value.parse::<crate::tier::Compression>().is_err() {
+        return Err(ApiError::invalid(format!("Tag {key} must be zstd, lz4 or none, not {value:?}.")));
+    }
     Ok(())
 }
 

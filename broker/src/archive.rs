@@ -3,13 +3,14 @@
 //! broker whose data directory is empty rebuilds its streams from the bucket.
 
 use crate::catalog::meta::{StreamMeta, StreamStatus};
-use crate::log::{SealObserver, SealedSegment, segment_file_name};
+use crate::log::{SealObserver, SealedSegment, StoredRecord, encode_segment, segment_file_name};
 use crate::metrics::Metrics;
 use crate::tier::codec::Compression;
 use crate::tier::segments::{SegmentData, SegmentUpload};
-use crate::tier::{TierError, TierStore};
+use crate::tier::{TierError, TierStore, WalChunk};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use streamfabric_api::names::shard_id;
@@ -22,6 +23,14 @@ pub const RESTORE_OFFSET_GAP: u64 = 1 << 32;
 
 /// Single-writer ownership is not implemented yet: every upload claims epoch 0.
 const EPOCH: u64 = 0;
+
+type Uploaded = Arc<Mutex<HashMap<(String, String), u64>>>;
+
+fn note_uploaded(uploaded: &Uploaded, stream: &str, shard: &str, end: u64) {
+    let mut map = uploaded.lock().unwrap();
+    let known = map.entry((stream.to_string(), shard.to_string())).or_default();
+    *known = (*known).max(end);
+}
 
 enum UploadJob {
     Segment {
@@ -52,6 +61,8 @@ pub struct Archive {
     /// Bytes of sealed segments not yet in the object store.
     backlog: Arc<AtomicU64>,
     backlog_gauge: prometheus::IntGauge,
+    /// Per (stream, shard), the offset after the last segment known to be in the manifest.
+    uploaded: Uploaded,
     jobs: mpsc::UnboundedSender<UploadJob>,
     meta_jobs: mpsc::UnboundedSender<MetaJob>,
 }
@@ -62,11 +73,27 @@ impl Archive {
         let (jobs, queue) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicU64::new(0));
         let metrics_gauge = metrics.upload_backlog_bytes.clone();
-        tokio::spawn(upload_loop(tier.clone(), compression, queue, backlog.clone(), metrics.clone()));
+        let uploaded = Uploaded::default();
+        tokio::spawn(upload_loop(tier.clone(), compression, queue, backlog.clone(), uploaded.clone(), metrics.clone()));
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
         let backlog_gauge = metrics_gauge;
-        Archive { tier, backlog, backlog_gauge, jobs, meta_jobs }
+        Archive { tier, backlog, backlog_gauge, uploaded, jobs, meta_jobs }
+    }
+
+    pub fn tier(&self) -> &TierStore {
+        &self.tier
+    }
+
+    /// Offset after the last segment of `shard` in its manifest (read from the bucket the
+    /// first time; then kept up to date by the uploads).
+    pub async fn uploaded_end(&self, stream: &str, shard: &str) -> Result<u64, TierError> {
+        if let Some(&end) = self.uploaded.lock().unwrap().get(&(stream.to_string(), shard.to_string())) {
+            return Ok(end);
+        }
+        let end = self.tier.manifest(stream, shard)?.load().await?.map_or(0, |(m, _)| m.end_offset());
+        note_uploaded(&self.uploaded, stream, shard, end);
+        Ok(end)
     }
 
     /// Bytes of sealed segments waiting for the object store.
@@ -86,7 +113,9 @@ impl Archive {
 
     /// Queue the sealed segments a manifest does not list yet (after a restart).
     pub async fn catch_up(&self, stream: &str, shard: &str, sealed: Vec<SealedSegment>) -> Result<usize, TierError> {
-        let listed = self.tier.manifest(stream, shard)?.load().await?.map(|(m, _)| m.segments).unwrap_or_default();
+        let manifest = self.tier.manifest(stream, shard)?.load().await?.map(|(m, _)| m);
+        note_uploaded(&self.uploaded, stream, shard, manifest.as_ref().map_or(0, |m| m.end_offset()));
+        let listed = manifest.map(|m| m.segments).unwrap_or_default();
         let mut queued = 0;
         for segment in sealed {
             if !listed.iter().any(|s| s.base_offset == segment.base_offset) {
@@ -112,6 +141,7 @@ impl Archive {
 
     /// A deleted stream must not come back in a restore.
     pub fn forget(&self, name: &str) {
+        self.uploaded.lock().unwrap().retain(|(stream, _), _| stream != name);
         let _ = self.meta_jobs.send(MetaJob::Forget(name.to_string()));
     }
 
@@ -126,9 +156,11 @@ impl Archive {
     }
 
     /// Streams the bucket describes that are not in `local`, with their shards rebuilt
-    /// under `streams_dir` from the sealed segments: numbering continues past a gap.
+    /// under `streams_dir` from the sealed segments and, past them, the records of the
+    /// write-ahead objects (durability `object`): numbering continues past a gap.
     pub async fn restore_missing(&self, streams_dir: &Path, local: &[String]) -> Result<Vec<String>, TierError> {
         let mut restored = Vec::new();
+        let mut write_ahead: Option<Vec<WalChunk>> = None;
         for name in self.tier.list_streams().await? {
             if local.contains(&name) {
                 continue;
@@ -147,16 +179,27 @@ impl Archive {
                 let dir = stream_dir.join("shards").join(&id);
                 tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error("create", &dir, e))?;
                 let manifest = self.tier.manifest(&name, &id)?.load().await?.map(|(m, _)| m);
-                let next = match &manifest {
-                    Some(m) => {
-                        for segment in &m.segments {
-                            let bytes = self.tier.download_segment(segment).await?;
-                            write_durably(&dir.join(segment_file_name(segment.base_offset)), &bytes).await?;
-                        }
-                        m.end_offset() + RESTORE_OFFSET_GAP
+                let mut end = 0;
+                if let Some(m) = &manifest {
+                    for segment in &m.segments {
+                        let bytes = self.tier.download_segment(segment).await?;
+                        write_durably(&dir.join(segment_file_name(segment.base_offset)), &bytes).await?;
                     }
-                    None => RESTORE_OFFSET_GAP,
-                };
+                    end = m.end_offset();
+                }
+                if write_ahead.is_none() {
+                    write_ahead = Some(self.tier.read_all_wal().await?);
+                }
+                let tail = records_past(write_ahead.as_deref().unwrap_or_default(), &name, meta.incarnation, &id, end);
+                let replayed = tail.len();
+                for run in contiguous_runs(&tail) {
+                    write_durably(&dir.join(segment_file_name(run[0].offset)), &encode_segment(run)).await?;
+                    end = end.max(run[run.len() - 1].offset + 1);
+                }
+                if replayed > 0 {
+                    tracing::info!(stream = %name, shard = %id, replayed, "records replayed from write-ahead objects");
+                }
+                let next = end + RESTORE_OFFSET_GAP;
                 // An empty segment file at the new start is the log's active segment.
                 write_durably(&dir.join(segment_file_name(next)), &[]).await?;
             }
@@ -167,6 +210,35 @@ impl Archive {
         }
         Ok(restored)
     }
+}
+
+/// The records of `chunks` for one shard (of this incarnation of its stream) at or past
+/// `from`, by offset.
+fn records_past(chunks: &[WalChunk], stream: &str, incarnation: u64, shard: &str, from: u64) -> Vec<StoredRecord> {
+    let mut by_offset = BTreeMap::new();
+    for c in chunks.iter().filter(|c| c.stream == stream && c.incarnation == incarnation && c.shard == shard) {
+        for (i, r) in c.records.iter().enumerate() {
+            let offset = c.first_offset + i as u64;
+            if offset >= from {
+                by_offset.insert(
+                    offset,
+                    StoredRecord {
+                        offset,
+                        timestamp_ms: c.timestamp_ms,
+                        partition_key: r.partition_key.clone(),
+                        data: r.data.clone(),
+                    },
+                );
+            }
+        }
+    }
+    by_offset.into_values().collect()
+}
+
+/// `records` (sorted by offset) cut where offsets skip: a segment holds contiguous offsets.
+/// Writes that were appended but never acknowledged leave such holes.
+fn contiguous_runs(records: &[StoredRecord]) -> impl Iterator<Item = &[StoredRecord]> {
+    records.chunk_by(|a, b| b.offset == a.offset + 1)
 }
 
 fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> TierError {
@@ -231,6 +303,7 @@ async fn upload_loop(
     compression: Compression,
     mut queue: mpsc::UnboundedReceiver<UploadJob>,
     backlog: Arc<AtomicU64>,
+    uploaded: Uploaded,
     metrics: Arc<Metrics>,
 ) {
     while let Some(job) = queue.recv().await {
@@ -277,6 +350,7 @@ async fn upload_loop(
                     metrics.segment_raw_bytes.inc_by(report.raw_bytes);
                     metrics.segment_stored_bytes.inc_by(report.stored_bytes);
                     metrics.segment_upload_seconds.observe(started.elapsed().as_secs_f64());
+                    note_uploaded(&uploaded, &stream, &shard, segment.end_offset);
                     break;
                 }
                 Err(e) => {

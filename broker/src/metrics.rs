@@ -113,10 +113,8 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(segment_upload_seconds.clone())).expect("metric registered once");
-        let object_batch_puts = plain(
-            "streamfabric_object_batch_puts_total",
-            "Write-ahead batch objects written (durability object)",
-        );
+        let object_batch_puts =
+            plain("streamfabric_object_batch_puts_total", "Write-ahead batch objects written (durability object)");
         let object_batch_bytes =
             plain("streamfabric_object_batch_bytes_total", "Bytes of write-ahead batch objects written");
         let object_batch_failures = plain(

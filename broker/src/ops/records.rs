@@ -57,7 +57,10 @@ fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: &[NewRe
         shard: shard.id.clone(),
         first_offset: appended.first_offset,
         timestamp_ms: appended.timestamp_ms,
-        records: records.iter().map(|r| WalRecord { partition_key: r.partition_key.clone(), data: r.data.clone() }).collect(),
+        records: records
+            .iter()
+            .map(|r| WalRecord { partition_key: r.partition_key.clone(), data: r.data.clone() })
+            .collect(),
     }
 }
 

@@ -41,7 +41,12 @@ impl std::fmt::Display for FlakyStore {
 
 #[async_trait]
 impl ObjectStore for FlakyStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         match self.mode.load(Ordering::SeqCst) {
             FAILING => Err(object_store::Error::Generic { store: "flaky", source: "the store is down".into() }),
             HANGING => futures::future::pending().await,
@@ -139,9 +144,7 @@ async fn put(broker: &Broker, tag: &str, n: usize) -> Result<Vec<(String, String
     Ok(data
         .iter()
         .zip(answer["Records"].as_array().unwrap())
-        .map(|(d, r)| {
-            (r["ShardId"].as_str().unwrap().into(), r["SequenceNumber"].as_str().unwrap().into(), b64(d))
-        })
+        .map(|(d, r)| (r["ShardId"].as_str().unwrap().into(), r["SequenceNumber"].as_str().unwrap().into(), b64(d)))
         .collect())
 }
 
@@ -158,7 +161,8 @@ async fn store_outage_refuses_writes_retryably_and_loses_nothing_acknowledged() 
     let mode = Arc::new(AtomicU8::new(UP));
     let flaky = Arc::new(FlakyStore { inner: memory.clone(), mode: mode.clone() });
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open_with_tier(object_config(dir.path()), TierStore::new(flaky, Path::from("p"))).await.unwrap();
+    let broker =
+        Broker::open_with_tier(object_config(dir.path()), TierStore::new(flaky, Path::from("p"))).await.unwrap();
     call(&broker, Operation::CreateStream, json!({"StreamName": "s", "ShardCount": 2})).await.unwrap();
     // The status delay passes on the next write of the description; wait for ACTIVE.
     for _ in 0..200 {

@@ -50,7 +50,7 @@ async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Re
 
 /// Durability `object`: what goes into the write-ahead object for one append (the data
 /// is shared, not copied).
-fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: &[NewRecord]) -> WalChunk {
+fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<NewRecord>) -> WalChunk {
     WalChunk {
         stream: stream.name.clone(),
         incarnation: stream.incarnation,
@@ -146,7 +146,7 @@ impl Broker {
         let kept = self.object_durability().then(|| records.clone());
         let appended = append(&self.metrics, shard, records).await?;
         if let Some(records) = kept {
-            self.write_ahead(vec![chunk_of(&stream, shard, appended, &records)]).await?;
+            self.write_ahead(vec![chunk_of(&stream, shard, appended, records)]).await?;
         }
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
@@ -232,7 +232,7 @@ impl Broker {
             let (shard, positions, outcome, kept) =
                 joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
             if let (Ok(appended), Some(records)) = (&outcome, kept) {
-                chunks.push(chunk_of(&stream, &shard, *appended, &records));
+                chunks.push(chunk_of(&stream, &shard, *appended, records));
             }
             match outcome.map(|a| a.first_offset) {
                 Ok(first) => {

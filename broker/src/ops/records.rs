@@ -48,8 +48,8 @@ async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Re
     Ok(appended)
 }
 
-/// Durability `object`: what goes into the write-ahead object for one append (the data
-/// is shared, not copied).
+/// Durability `object`: what goes into the write-ahead object for one append (`records`
+/// are the caller's copies, kept from before the append; their data is shared, not copied).
 fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<NewRecord>) -> WalChunk {
     WalChunk {
         stream: stream.name.clone(),
@@ -57,10 +57,7 @@ fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<New
         shard: shard.id.clone(),
         first_offset: appended.first_offset,
         timestamp_ms: appended.timestamp_ms,
-        records: records
-            .iter()
-            .map(|r| WalRecord { partition_key: r.partition_key.clone(), data: r.data.clone() })
-            .collect(),
+        records: records.into_iter().map(|r| WalRecord { partition_key: r.partition_key, data: r.data }).collect(),
     }
 }
 

@@ -89,14 +89,14 @@ async fn read_all(api: SocketAddr, shards: usize) -> Vec<(String, String, String
     out
 }
 
+/// (shard, sequence number, data) of the records acknowledged so far.
+type Acked = Arc<Mutex<Vec<(String, String, String)>>>;
+
 /// Writers that PutRecords until their broker stops answering; what was acknowledged.
-fn start_writers(
-    api: SocketAddr,
-    writers: usize,
-) -> (Arc<Mutex<Vec<(String, String, String)>>>, Vec<tokio::task::JoinHandle<()>>) {
+fn start_writers(api: SocketAddr, writers: usize) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
     use base64::Engine;
     let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
-    let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let mut handles = Vec::new();
     for w in 0..writers {
         let acked = acked.clone();

@@ -33,6 +33,14 @@ pub struct Broker {
 
 const CONCURRENT_READS: usize = 2;
 
+/// What a pass of `Broker::clean_write_ahead` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanReport {
+    pub deleted: usize,
+    /// Objects still holding records not in uploaded segments.
+    pub kept: usize,
+}
+
 /// How often write-ahead objects whose records are all in uploaded segments are deleted.
 const WAL_CLEAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -186,8 +194,11 @@ impl Broker {
             loop {
                 tick.tick().await;
                 let Some(broker) = broker.upgrade() else { return };
-                if let Err(e) = broker.clean_write_ahead().await {
-                    tracing::debug!("cleaning write-ahead objects: {e}");
+                match broker.clean_write_ahead().await {
+                    // Durability local writes none: once those of an earlier run are gone, stop.
+                    Ok(report) if report.kept == 0 && broker.config.durability == Durability::Local => return,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("cleaning write-ahead objects: {e}"),
                 }
             }
         });
@@ -205,10 +216,15 @@ impl Broker {
     }
 
     /// Delete the write-ahead objects whose every record is in a segment listed in its
-    /// shard's manifest (or belongs to a stream deleted since); returns how many.
-    pub async fn clean_write_ahead(&self) -> Result<usize, crate::tier::TierError> {
+    /// shard's manifest (or belongs to a stream deleted since).
+    ///
+    /// Comparing with the end of the last uploaded segment is enough: a shard's segments are
+    /// uploaded one after another in offset order, each retried in place until it is listed,
+    /// so the manifest has no hole below its end (but the gap a restore leaves, where no
+    /// acknowledged record is).
+    pub async fn clean_write_ahead(&self) -> Result<CleanReport, crate::tier::TierError> {
         let tier = self.archive.tier();
-        let mut deleted = 0;
+        let mut report = CleanReport::default();
         'objects: for path in tier.list_wal().await? {
             let reach = match self.wal.known_reach(&path) {
                 Some(reach) => reach,
@@ -220,6 +236,7 @@ impl Broker {
                     }
                     Err(e) => {
                         tracing::warn!(%path, "write-ahead object unreadable, kept: {e}");
+                        report.kept += 1;
                         continue;
                     }
                 },
@@ -234,15 +251,16 @@ impl Broker {
                     None => tier.stream_meta(&r.stream)?.load().await?.is_none(),
                 };
                 if !covered {
+                    report.kept += 1;
                     continue 'objects;
                 }
             }
             tier.delete_wal(&path).await?;
             self.wal.forget(&path);
             self.metrics.object_wal_deleted.inc();
-            deleted += 1;
+            report.deleted += 1;
         }
-        Ok(deleted)
+        Ok(report)
     }
 
     /// Make records older than each stream's retention unreadable and delete their segments.

@@ -199,16 +199,17 @@ async fn write_ahead_objects_are_deleted_once_uploaded_segments_hold_their_recor
     assert!(written >= 1);
 
     // The active segments are not uploaded: the objects holding their records stay.
-    b.running.broker.clean_write_ahead().await.unwrap();
+    let report = b.running.broker.clean_write_ahead().await.unwrap();
     let left = wal_objects(store.path()).len();
-    assert!(left >= 1, "objects with unsealed records are kept");
+    assert!(left >= 1 && report.kept == left, "objects with unsealed records are kept: {report:?}");
     assert!(left <= written);
 
     for shard in b.running.broker.catalog.get("s").unwrap().shards() {
         shard.log.roll().unwrap();
     }
     b.running.broker.archive.flush().await;
-    b.running.broker.clean_write_ahead().await.unwrap();
+    let report = b.running.broker.clean_write_ahead().await.unwrap();
+    assert_eq!(report.kept, 0);
     assert!(wal_objects(store.path()).is_empty());
     let metrics = &b.running.broker.metrics;
     assert_eq!(metrics.object_wal_deleted.get(), metrics.object_batch_puts.get(), "each object deleted once");

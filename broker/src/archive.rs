@@ -3,13 +3,13 @@
 //! broker whose data directory is empty rebuilds its streams from the bucket.
 
 use crate::catalog::meta::{StreamMeta, StreamStatus};
-use crate::log::{SealObserver, SealedSegment, segment_file_name};
+use crate::log::{SealObserver, SealedSegment, StoredRecord, encode_segment, segment_file_name};
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::tier::codec::Compression;
 use crate::tier::segments::{SegmentData, SegmentUpload};
-use crate::tier::{TierError, TierStore};
-use std::collections::HashMap;
+use crate::tier::{TierError, TierStore, WalChunk};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 /// segment may have been acknowledged (durability `local`); their numbers must never be
 /// given out again, and no active segment holds 2^32 records.
 pub const RESTORE_OFFSET_GAP: u64 = 1 << 32;
+
+type Uploaded = Arc<Mutex<HashMap<(String, String), u64>>>;
+
+fn note_uploaded(uploaded: &Uploaded, stream: &str, shard: &str, end: u64) {
+    let mut map = uploaded.lock().unwrap();
+    let known = map.entry((stream.to_string(), shard.to_string())).or_default();
+    *known = (*known).max(end);
+}
 
 enum UploadJob {
     Segment {
@@ -54,6 +62,8 @@ pub struct Archive {
     /// Bytes of sealed segments not yet in the object store.
     backlog: Arc<AtomicU64>,
     backlog_gauge: prometheus::IntGauge,
+    /// Per (stream, shard), the offset after the last segment known to be in the manifest.
+    uploaded: Uploaded,
     jobs: mpsc::UnboundedSender<UploadJob>,
     meta_jobs: mpsc::UnboundedSender<MetaJob>,
 }
@@ -70,19 +80,21 @@ impl Archive {
         let backlog = Arc::new(AtomicU64::new(0));
         let metrics_gauge = metrics.upload_backlog_bytes.clone();
         let per_stream = Arc::new(Mutex::new(HashMap::new()));
+        let uploaded = Uploaded::default();
         let uploader = Uploader {
             tier: tier.clone(),
             default_compression: compression,
             compression: per_stream.clone(),
             ownership: ownership.clone(),
             backlog: backlog.clone(),
+            uploaded: uploaded.clone(),
             metrics: metrics.clone(),
         };
         tokio::spawn(uploader.run(queue));
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
         let backlog_gauge = metrics_gauge;
-        Archive { tier, ownership, compression: per_stream, backlog, backlog_gauge, jobs, meta_jobs }
+        Archive { tier, ownership, compression: per_stream, backlog, backlog_gauge, uploaded, jobs, meta_jobs }
     }
 
     /// The stream's compression in the object store, from its `COMPRESSION_TAG` tag (None:
@@ -110,6 +122,17 @@ impl Archive {
         &self.tier
     }
 
+    /// Offset after the last segment of `shard` in its manifest (read from the bucket the
+    /// first time; then kept up to date by the uploads).
+    pub async fn uploaded_end(&self, stream: &str, shard: &str) -> Result<u64, TierError> {
+        if let Some(&end) = self.uploaded.lock().unwrap().get(&(stream.to_string(), shard.to_string())) {
+            return Ok(end);
+        }
+        let end = self.tier.manifest(stream, shard)?.load().await?.map_or(0, |(m, _)| m.end_offset());
+        note_uploaded(&self.uploaded, stream, shard, end);
+        Ok(end)
+    }
+
     /// Bytes of sealed segments waiting for the object store.
     pub fn backlog_bytes(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)
@@ -127,7 +150,9 @@ impl Archive {
 
     /// Queue the sealed segments a manifest does not list yet (after a restart).
     pub async fn catch_up(&self, stream: &str, shard: &str, sealed: Vec<SealedSegment>) -> Result<usize, TierError> {
-        let listed = self.tier.manifest(stream, shard)?.load().await?.map(|(m, _)| m.segments).unwrap_or_default();
+        let manifest = self.tier.manifest(stream, shard)?.load().await?.map(|(m, _)| m);
+        note_uploaded(&self.uploaded, stream, shard, manifest.as_ref().map_or(0, |m| m.end_offset()));
+        let listed = manifest.map(|m| m.segments).unwrap_or_default();
         let mut queued = 0;
         for segment in sealed {
             if !listed.iter().any(|s| s.base_offset == segment.base_offset) {
@@ -155,6 +180,7 @@ impl Archive {
     pub fn forget(&self, name: &str) {
         self.ownership.forget(name);
         self.set_compression(name, None);
+        self.uploaded.lock().unwrap().retain(|(stream, _), _| stream != name);
         let _ = self.meta_jobs.send(MetaJob::Forget(name.to_string()));
     }
 
@@ -169,9 +195,11 @@ impl Archive {
     }
 
     /// Streams the bucket describes that are not in `local`, with their shards rebuilt
-    /// under `streams_dir` from the sealed segments: numbering continues past a gap.
+    /// under `streams_dir` from the sealed segments and, past them, the records of the
+    /// write-ahead objects (durability `object`): numbering continues past a gap.
     pub async fn restore_missing(&self, streams_dir: &Path, local: &[String]) -> Result<Vec<String>, TierError> {
         let mut restored = Vec::new();
+        let mut write_ahead: Option<Vec<WalChunk>> = None;
         for name in self.tier.list_streams().await? {
             if local.contains(&name) {
                 continue;
@@ -190,16 +218,27 @@ impl Archive {
                 let dir = stream_dir.join("shards").join(&id);
                 tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error("create", &dir, e))?;
                 let manifest = self.tier.manifest(&name, &id)?.load().await?.map(|(m, _)| m);
-                let next = match &manifest {
-                    Some(m) => {
-                        for segment in &m.segments {
-                            let bytes = self.tier.download_segment(segment).await?;
-                            write_durably(&dir.join(segment_file_name(segment.base_offset)), &bytes).await?;
-                        }
-                        m.end_offset() + RESTORE_OFFSET_GAP
+                let mut end = 0;
+                if let Some(m) = &manifest {
+                    for segment in &m.segments {
+                        let bytes = self.tier.download_segment(segment).await?;
+                        write_durably(&dir.join(segment_file_name(segment.base_offset)), &bytes).await?;
                     }
-                    None => RESTORE_OFFSET_GAP,
-                };
+                    end = m.end_offset();
+                }
+                if write_ahead.is_none() {
+                    write_ahead = Some(self.tier.read_all_wal().await?);
+                }
+                let tail = records_past(write_ahead.as_deref().unwrap_or_default(), &name, meta.incarnation, &id, end);
+                let replayed = tail.len();
+                for run in contiguous_runs(&tail) {
+                    write_durably(&dir.join(segment_file_name(run[0].offset)), &encode_segment(run)).await?;
+                    end = end.max(run[run.len() - 1].offset + 1);
+                }
+                if replayed > 0 {
+                    tracing::info!(stream = %name, shard = %id, replayed, "records replayed from write-ahead objects");
+                }
+                let next = end + RESTORE_OFFSET_GAP;
                 // An empty segment file at the new start is the log's active segment.
                 write_durably(&dir.join(segment_file_name(next)), &[]).await?;
             }
@@ -210,6 +249,35 @@ impl Archive {
         }
         Ok(restored)
     }
+}
+
+/// The records of `chunks` for one shard (of this incarnation of its stream) at or past
+/// `from`, by offset.
+fn records_past(chunks: &[WalChunk], stream: &str, incarnation: u64, shard: &str, from: u64) -> Vec<StoredRecord> {
+    let mut by_offset = BTreeMap::new();
+    for c in chunks.iter().filter(|c| c.stream == stream && c.incarnation == incarnation && c.shard == shard) {
+        for (i, r) in c.records.iter().enumerate() {
+            let offset = c.first_offset + i as u64;
+            if offset >= from {
+                by_offset.insert(
+                    offset,
+                    StoredRecord {
+                        offset,
+                        timestamp_ms: c.timestamp_ms,
+                        partition_key: r.partition_key.clone(),
+                        data: r.data.clone(),
+                    },
+                );
+            }
+        }
+    }
+    by_offset.into_values().collect()
+}
+
+/// `records` (sorted by offset) cut where offsets skip: a segment holds contiguous offsets.
+/// Writes that were appended but never acknowledged leave such holes.
+fn contiguous_runs(records: &[StoredRecord]) -> impl Iterator<Item = &[StoredRecord]> {
+    records.chunk_by(|a, b| b.offset == a.offset + 1)
 }
 
 fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> TierError {
@@ -274,6 +342,7 @@ struct Uploader {
     compression: Arc<Mutex<HashMap<String, Compression>>>,
     ownership: Arc<Ownership>,
     backlog: Arc<AtomicU64>,
+    uploaded: Uploaded,
     metrics: Arc<Metrics>,
 }
 
@@ -358,6 +427,7 @@ impl Uploader {
                     m.segment_raw_bytes.inc_by(report.raw_bytes);
                     m.segment_stored_bytes.inc_by(report.stored_bytes);
                     m.segment_upload_seconds.observe(started.elapsed().as_secs_f64());
+                    note_uploaded(&self.uploaded, stream, shard, segment.end_offset);
                     return;
                 }
                 Err(TierError::StaleEpoch { current, .. }) => {

@@ -4,7 +4,7 @@
 use crate::archive::Archive;
 use crate::catalog::meta::StreamStatus;
 use crate::catalog::{Catalog, Stream};
-use crate::config::{BrokerConfig, FlushSetting};
+use crate::config::{BrokerConfig, Durability, FlushSetting};
 use crate::leases::Leases;
 use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
@@ -12,6 +12,7 @@ use crate::ownership::Ownership;
 use crate::throttle::ShardLimits;
 use crate::tier::{StoreOptions, TierError, TierStore};
 use crate::tokens::TokenSigner;
+use crate::write_ahead::{BatchSettings, WalBatcher};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Broker {
     pub archive: Archive,
     /// Consumer leases and checkpoints (in the object store).
     pub leases: Leases,
+    /// Durability `object`: writes wait for a write-ahead object holding their records.
+    pub wal: WalBatcher,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -34,8 +37,19 @@ pub struct Broker {
 
 const CONCURRENT_READS: usize = 2;
 
+/// What a pass of `Broker::clean_write_ahead` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanReport {
+    pub deleted: usize,
+    /// Objects still holding records not in uploaded segments.
+    pub kept: usize,
+}
+
+/// How often write-ahead objects whose records are all in uploaded segments are deleted.
+const WAL_CLEAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The object store from the configuration; by default a directory beside the data.
-fn open_archive(config: &BrokerConfig, metrics: &Arc<Metrics>) -> io::Result<Archive> {
+pub fn open_tier(config: &BrokerConfig) -> io::Result<TierStore> {
     let url = match &config.object_store {
         Some(url) => url.clone(),
         None => {
@@ -48,10 +62,7 @@ fn open_archive(config: &BrokerConfig, metrics: &Arc<Metrics>) -> io::Result<Arc
         region: config.object_store_region.clone(),
         ..StoreOptions::default()
     };
-    let tier = TierStore::open(&url, &options).map_err(|e| io::Error::other(e.to_string()))?;
-    let id = crate::ownership::broker_id(config.broker_id.as_deref(), &config.data_dir)?;
-    let ownership = Arc::new(Ownership::new(id, metrics.fenced_shards.clone()));
-    Ok(Archive::start(tier, config.segment_compression, ownership, metrics.clone()))
+    TierStore::open(&url, &options).map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Streams with a description in the data directory.
@@ -75,8 +86,32 @@ impl Broker {
     /// rebuilt from it first.
     pub async fn open(config: BrokerConfig) -> io::Result<Arc<Broker>> {
         std::fs::create_dir_all(&config.data_dir)?;
+        let tier = open_tier(&config)?;
+        Broker::open_with_tier(config, tier).await
+    }
+
+    /// `open` on a given object store (tests wrap one to make it fail on demand).
+    pub async fn open_with_tier(config: BrokerConfig, tier: TierStore) -> io::Result<Arc<Broker>> {
+        if config.durability == Durability::Object && config.flush != FlushSetting::Always {
+            // Acknowledged records could vanish from a disk that survives a machine crash and
+            // their numbers be given out again: the log must hold everything acknowledged.
+            return Err(io::Error::other("--durability object needs --flush always"));
+        }
+        std::fs::create_dir_all(&config.data_dir)?;
         let metrics = Arc::new(Metrics::new());
-        let archive = open_archive(&config, &metrics)?;
+        let wal = WalBatcher::start(
+            tier.clone(),
+            BatchSettings {
+                linger: config.object_batch_linger,
+                max_bytes: config.object_batch_bytes,
+                inflight: config.object_batch_inflight,
+                put_timeout: config.object_put_timeout,
+            },
+            metrics.clone(),
+        );
+        let id = crate::ownership::broker_id(config.broker_id.as_deref(), &config.data_dir)?;
+        let ownership = Arc::new(Ownership::new(id, metrics.fenced_shards.clone()));
+        let archive = Archive::start(tier, config.segment_compression, ownership, metrics.clone());
         let streams_dir = config.data_dir.join("streams");
         let local = local_streams(&streams_dir)?;
         match archive.restore_missing(&streams_dir, &local).await {
@@ -127,6 +162,7 @@ impl Broker {
             metrics,
             archive: archive.clone(),
             leases: Leases::new(archive.tier().clone()),
+            wal,
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
         });
         for stream in broker.catalog.all() {
@@ -179,8 +215,24 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Background duties: retention. Runs until the runtime stops.
+    /// Background duties: retention, and the deletion of write-ahead objects that uploaded
+    /// segments have made redundant. Runs until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WAL_CLEAN_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(broker) = broker.upgrade() else { return };
+                match broker.clean_write_ahead().await {
+                    // Durability local writes none: once those of an earlier run are gone, stop.
+                    Ok(report) if report.kept == 0 && broker.config.durability == Durability::Local => return,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("cleaning write-ahead objects: {e}"),
+                }
+            }
+        });
         let broker = Arc::downgrade(self);
         let every = self.config.retention_check;
         tokio::spawn(async move {
@@ -192,6 +244,54 @@ impl Broker {
                 let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
             }
         });
+    }
+
+    /// Delete the write-ahead objects whose every record is in a segment listed in its
+    /// shard's manifest (or belongs to a stream deleted since).
+    ///
+    /// Comparing with the end of the last uploaded segment is enough: a shard's segments are
+    /// uploaded one after another in offset order, each retried in place until it is listed,
+    /// so the manifest has no hole below its end (but the gap a restore leaves, where no
+    /// acknowledged record is).
+    pub async fn clean_write_ahead(&self) -> Result<CleanReport, crate::tier::TierError> {
+        let tier = self.archive.tier();
+        let mut report = CleanReport::default();
+        'objects: for path in tier.list_wal().await? {
+            let reach = match self.wal.known_reach(&path) {
+                Some(reach) => reach,
+                None => match tier.read_wal(&path).await {
+                    Ok(chunks) => {
+                        let reach = crate::tier::wal::reach_of(&chunks);
+                        self.wal.remember(path.clone(), reach.clone());
+                        reach
+                    }
+                    Err(e) => {
+                        tracing::warn!(%path, "write-ahead object unreadable, kept: {e}");
+                        report.kept += 1;
+                        continue;
+                    }
+                },
+            };
+            for r in &reach {
+                let covered = match self.catalog.get(&r.stream) {
+                    Some(stream) if stream.incarnation == r.incarnation => {
+                        self.archive.uploaded_end(&r.stream, &r.shard).await? >= r.end_offset
+                    }
+                    Some(_) => true, // an earlier incarnation, deleted
+                    // Not served here: redundant only if the bucket no longer describes it.
+                    None => tier.stream_meta(&r.stream)?.load().await?.is_none(),
+                };
+                if !covered {
+                    report.kept += 1;
+                    continue 'objects;
+                }
+            }
+            tier.delete_wal(&path).await?;
+            self.wal.forget(&path);
+            self.metrics.object_wal_deleted.inc();
+            report.deleted += 1;
+        }
+        Ok(report)
     }
 
     /// Make records older than each stream's retention unreadable and delete their segments.

@@ -92,6 +92,28 @@ pub struct BrokerConfig {
     /// random name kept in `<data-dir>/broker.id`; on Kubernetes, the pod name.
     #[arg(long, env = "STREAMFABRIC_BROKER_ID")]
     pub broker_id: Option<String>,
+    /// When a PutRecord(s) is acknowledged: `local` (after the local group commit) or
+    /// `object` (also after a write-ahead object holding its records is in the object
+    /// store; needs `--flush always`).
+    #[arg(long, env = "STREAMFABRIC_DURABILITY", default_value = "local", value_parser = parse_durability)]
+    pub durability: Durability,
+
+    /// Durability `object`: how long the first write of a batch waits for others to join it
+    /// before the batch is written as one object.
+    #[arg(long, env = "STREAMFABRIC_OBJECT_BATCH_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub object_batch_linger: Duration,
+
+    /// ... or until the batch holds this many bytes.
+    #[arg(long, env = "STREAMFABRIC_OBJECT_BATCH_BYTES", default_value_t = 8 << 20)]
+    pub object_batch_bytes: usize,
+
+    /// ... with at most this many batch PUTs in flight (more writes meanwhile join the next batch).
+    #[arg(long, env = "STREAMFABRIC_OBJECT_BATCH_INFLIGHT", default_value_t = 4)]
+    pub object_batch_inflight: usize,
+
+    /// ... and a batch PUT that takes longer than this fails its writes (retryably).
+    #[arg(long, env = "STREAMFABRIC_OBJECT_PUT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub object_put_timeout: Duration,
 
     /// Region and account shown in stream ARNs.
     #[arg(long, env = "STREAMFABRIC_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]
@@ -99,6 +121,23 @@ pub struct BrokerConfig {
 
     #[arg(long, env = "STREAMFABRIC_ACCOUNT", default_value = streamfabric_api::names::DEFAULT_ACCOUNT)]
     pub account: String,
+}
+
+/// When a write is acknowledged, beyond the local flush policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the local group commit; sealed segments reach the object store later.
+    Local,
+    /// After the local group commit and a write-ahead object PUT holding the records.
+    Object,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "local" => Ok(Durability::Local),
+        "object" => Ok(Durability::Object),
+        _ => Err(format!("expected local or object, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,5 +204,8 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_flush("interval:5").unwrap(), FlushSetting::Interval(Duration::from_millis(5)));
         assert!(parse_flush("sometimes").is_err());
+        assert_eq!(parse_durability("object").unwrap(), Durability::Object);
+        assert!(parse_durability("remote").is_err());
+        assert_eq!(BrokerConfig::for_dir("/x").durability, Durability::Local, "local is the default");
     }
 }

@@ -14,6 +14,7 @@ pub mod stats;
 pub mod throttle;
 pub mod tier;
 pub mod tokens;
+pub mod write_ahead;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -23,6 +23,12 @@ pub struct Metrics {
     pub fenced_shards: IntGauge,
     /// Lease operations by operation (and SyncLeases' steps) and outcome: won, conflict, error.
     pub lease_operations: IntCounterVec,
+    pub object_batch_puts: IntCounter,
+    pub object_batch_bytes: IntCounter,
+    pub object_batch_failures: IntCounter,
+    pub object_batch_put_seconds: Histogram,
+    pub object_batch_records: Histogram,
+    pub object_wal_deleted: IntCounter,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -116,6 +122,30 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(segment_upload_seconds.clone())).expect("metric registered once");
+        let object_batch_puts =
+            plain("streamfabric_object_batch_puts_total", "Write-ahead batch objects written (durability object)");
+        let object_batch_bytes =
+            plain("streamfabric_object_batch_bytes_total", "Bytes of write-ahead batch objects written");
+        let object_batch_failures = plain(
+            "streamfabric_object_batch_failures_total",
+            "Write-ahead batch PUTs that failed or timed out (their writes were answered ServiceUnavailable)",
+        );
+        let object_wal_deleted = plain(
+            "streamfabric_object_wal_deleted_total",
+            "Write-ahead objects deleted once uploaded segments covered their records",
+        );
+        let object_batch_put_seconds = Histogram::with_opts(
+            HistogramOpts::new("streamfabric_object_batch_put_seconds", "Duration of each write-ahead batch PUT")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(object_batch_put_seconds.clone())).expect("metric registered once");
+        let object_batch_records = Histogram::with_opts(
+            HistogramOpts::new("streamfabric_object_batch_records", "Records per write-ahead batch object")
+                .buckets(vec![1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 50000.0]),
+        )
+        .expect("valid metric");
+        registry.register(Box::new(object_batch_records.clone())).expect("metric registered once");
         let millis_behind = IntGaugeVec::new(
             Opts::new("streamfabric_iterator_age_millis", "MillisBehindLatest of the latest GetRecords per shard"),
             shard,
@@ -147,6 +177,12 @@ impl Metrics {
                 "Lease operations by operation (SyncLeases' steps as SyncLeases.<step>) and outcome (won, conflict, error)",
                 &["operation", "outcome"],
             ),
+            object_batch_puts,
+            object_batch_bytes,
+            object_batch_failures,
+            object_batch_put_seconds,
+            object_batch_records,
+            object_wal_deleted,
             incoming_records: counter(&registry, "streamfabric_incoming_records_total", "Records written", shard),
             incoming_bytes: counter(
                 &registry,

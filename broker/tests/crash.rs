@@ -1,6 +1,7 @@
 //! Crash safety of the real binary: SIGKILL while concurrent writers are being
 //! acknowledged, restart, and every acknowledged record is there; a torn last record is
-//! truncated at start, not fatal; streams, tags and retention survive restarts.
+//! truncated at start, not fatal; streams, tags and retention survive restarts. In
+//! durability `object`, the data directory can even be lost after the kill.
 
 mod common;
 
@@ -23,11 +24,16 @@ struct Broker {
 }
 
 async fn spawn(dir: &Path) -> Broker {
+    spawn_with(dir, &[]).await
+}
+
+async fn spawn_with(dir: &Path, extra: &[&str]) -> Broker {
     let (api, admin) = (free_addr(), free_addr());
     let child = Command::new(env!("CARGO_BIN_EXE_streamfabric-broker"))
         .args(["serve", "--listen", &api.to_string(), "--admin-listen", &admin.to_string()])
         .arg("--data-dir")
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -83,33 +89,18 @@ async fn read_all(api: SocketAddr, shards: usize) -> Vec<(String, String, String
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_loses_no_acknowledged_record() {
+/// (shard, sequence number, data) of the records acknowledged so far.
+type Acked = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// Writers that PutRecords until their broker stops answering; what was acknowledged.
+fn start_writers(api: SocketAddr, writers: usize) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
     use base64::Engine;
     let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
-    let dir = tempfile::tempdir().unwrap();
-    let mut broker = spawn(dir.path()).await;
-    let api = broker.api;
-    assert_eq!(call(api, "CreateStream", json!({"StreamName": STREAM, "ShardCount": 3})).await.0, 200);
-    for _ in 0..200 {
-        let (_, d) = call(api, "DescribeStreamSummary", json!({"StreamName": STREAM})).await;
-        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(call(api, "AddTagsToStream", json!({"StreamName": STREAM, "Tags": {"team": "core"}})).await.0, 200);
-    assert_eq!(
-        call(api, "IncreaseStreamRetentionPeriod", json!({"StreamName": STREAM, "RetentionPeriodHours": 72})).await.0,
-        200
-    );
-
-    // Concurrent writers record what was acknowledged until the broker dies under them.
-    let acked: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
-    let mut writers = Vec::new();
-    for w in 0..6 {
+    let acked: Acked = Arc::default();
+    let mut handles = Vec::new();
+    for w in 0..writers {
         let acked = acked.clone();
-        writers.push(tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             for n in 0.. {
                 let batch: Vec<String> = (0..20).map(|i| format!("w{w}-{n}-{i}")).collect();
                 let records: Vec<Value> =
@@ -138,6 +129,85 @@ async fn sigkill_loses_no_acknowledged_record() {
             }
         }));
     }
+    (acked, handles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_durability_sigkill_and_lost_data_directory_lose_no_acknowledged_record() {
+    let (dir, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = format!("file://{}", store.path().display());
+    // Small segments: some records are sealed and uploaded when the broker dies, most not.
+    let args = ["--durability", "object", "--object-store", &url, "--segment-bytes", "65536"];
+    let mut broker = spawn_with(dir.path(), &args).await;
+    let api = broker.api;
+    assert_eq!(call(api, "CreateStream", json!({"StreamName": STREAM, "ShardCount": 3})).await.0, 200);
+    for _ in 0..200 {
+        let (_, d) = call(api, "DescribeStreamSummary", json!({"StreamName": STREAM})).await;
+        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (acked, writers) = start_writers(api, 6);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.child.kill().unwrap(); // SIGKILL
+    broker.child.wait().unwrap();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "writers were acknowledged before the kill ({})", acked.len());
+
+    // The disk is gone too: only the bucket is left.
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let mut broker = spawn_with(dir.path(), &args).await;
+    let stored = read_all(broker.api, 3).await;
+    let stored_set: std::collections::HashSet<_> = stored.iter().cloned().collect();
+    assert_eq!(stored_set.len(), stored.len(), "no record duplicated");
+    for a in &acked {
+        assert!(stored_set.contains(a), "acknowledged record lost: {a:?}");
+    }
+    // New numbers above every old one.
+    for shard in 0..3u128 {
+        let hash = (shard * (u128::MAX / 3) + 1).to_string();
+        let (status, put) = call(
+            broker.api,
+            "PutRecord",
+            json!({"StreamName": STREAM, "PartitionKey": "x", "Data": "", "ExplicitHashKey": hash}),
+        )
+        .await;
+        assert_eq!(status, 200, "{put}");
+        let shard_id = put["ShardId"].as_str().unwrap();
+        let shard_max =
+            acked.iter().filter(|a| a.0 == shard_id).map(|a| a.1.parse::<u128>().unwrap()).max().unwrap_or(0);
+        let seq: u128 = put["SequenceNumber"].as_str().unwrap().parse().unwrap();
+        assert!(seq > shard_max, "{shard_id}: {seq} is not above {shard_max}");
+    }
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = spawn(dir.path()).await;
+    let api = broker.api;
+    assert_eq!(call(api, "CreateStream", json!({"StreamName": STREAM, "ShardCount": 3})).await.0, 200);
+    for _ in 0..200 {
+        let (_, d) = call(api, "DescribeStreamSummary", json!({"StreamName": STREAM})).await;
+        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(call(api, "AddTagsToStream", json!({"StreamName": STREAM, "Tags": {"team": "core"}})).await.0, 200);
+    assert_eq!(
+        call(api, "IncreaseStreamRetentionPeriod", json!({"StreamName": STREAM, "RetentionPeriodHours": 72})).await.0,
+        200
+    );
+
+    // Concurrent writers record what was acknowledged until the broker dies under them.
+    let (acked, writers) = start_writers(api, 6);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     broker.child.kill().unwrap(); // SIGKILL
     broker.child.wait().unwrap();

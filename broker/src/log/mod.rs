@@ -77,6 +77,18 @@ pub fn segment_file_name(base_offset: u64) -> String {
     segment::log_path(Path::new(""), base_offset).display().to_string()
 }
 
+/// The bytes of a segment file holding `records`, whose offsets must be contiguous: how a
+/// log's tail is rebuilt from records kept elsewhere (the write-ahead objects).
+pub fn encode_segment(records: &[StoredRecord]) -> Vec<u8> {
+    debug_assert!(records.windows(2).all(|w| w[1].offset == w[0].offset + 1));
+    let len = records.iter().map(|r| record::encoded_len(r.partition_key.len(), r.data.len())).sum();
+    let mut buf = Vec::with_capacity(len);
+    for r in records {
+        record::encode(&mut buf, r.offset, r.timestamp_ms, r.partition_key.as_bytes(), &r.data);
+    }
+    buf
+}
+
 #[derive(Clone)]
 pub struct SyncObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
 

@@ -4,8 +4,10 @@
 use super::validate;
 use crate::broker::Broker;
 use crate::catalog::{Shard, Stream};
-use crate::log::NewRecord;
+use crate::config::Durability;
+use crate::log::{Appended, NewRecord};
 use crate::metrics::Metrics;
+use crate::tier::{WalChunk, WalRecord};
 use std::sync::Arc;
 use std::time::Instant;
 use streamfabric_api::hashkey::{hash_of_partition_key, parse_explicit_hash_key};
@@ -33,7 +35,7 @@ fn field(entry: Option<usize>, name: &str) -> String {
 }
 
 /// Append to one shard and account for it.
-async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Result<u64, ApiError> {
+async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Result<Appended, ApiError> {
     let bytes: usize = records.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
     let count = records.len() as u64;
     let started = Instant::now();
@@ -44,7 +46,20 @@ async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Re
     metrics.append_seconds.observe(started.elapsed().as_secs_f64());
     shard.metrics.incoming_records.inc_by(count);
     shard.metrics.incoming_bytes.inc_by(bytes as u64);
-    Ok(appended.first_offset)
+    Ok(appended)
+}
+
+/// Durability `object`: what goes into the write-ahead object for one append (`records`
+/// are the caller's copies, kept from before the append; their data is shared, not copied).
+fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<NewRecord>) -> WalChunk {
+    WalChunk {
+        stream: stream.name.clone(),
+        incarnation: stream.incarnation,
+        shard: shard.id.clone(),
+        first_offset: appended.first_offset,
+        timestamp_ms: appended.timestamp_ms,
+        records: records.into_iter().map(|r| WalRecord { partition_key: r.partition_key, data: r.data }).collect(),
+    }
 }
 
 impl Broker {
@@ -62,6 +77,25 @@ impl Broker {
             ));
         }
         Ok(())
+    }
+
+    /// Durability `object`: wait until the appended records are in the object store. On
+    /// failure nothing of the request is acknowledged: the records stay in the local log
+    /// (readers may see them), and a client retry may store them twice, as with Kinesis.
+    async fn write_ahead(&self, chunks: Vec<WalChunk>) -> Result<(), ApiError> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        self.wal.write(chunks).await.map_err(|e| {
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("The records could not be made durable in the object store ({e}). Retry later."),
+            )
+        })
+    }
+
+    fn object_durability(&self) -> bool {
+        self.config.durability == Durability::Object
     }
 
     fn validate_record(
@@ -137,11 +171,15 @@ impl Broker {
             shard.metrics.write_throttled.inc();
             return Err(self.throttled(&stream, shard));
         }
-        let offset =
-            append(&self.metrics, shard, vec![NewRecord { partition_key: routed.key, data: routed.data.0 }]).await?;
+        let records = vec![NewRecord { partition_key: routed.key, data: routed.data.0 }];
+        let kept = self.object_durability().then(|| records.clone());
+        let appended = append(&self.metrics, shard, records).await?;
+        if let Some(records) = kept {
+            self.write_ahead(vec![chunk_of(&stream, shard, appended, records)]).await?;
+        }
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
-            sequence_number: SequenceNumber::new(shard.index, offset).to_string(),
+            sequence_number: SequenceNumber::new(shard.index, appended.first_offset).to_string(),
             encryption_type: "NONE".into(),
         })
     }
@@ -222,15 +260,21 @@ impl Broker {
                 continue;
             }
             let metrics = self.metrics.clone();
+            let object = self.object_durability();
             appends.spawn(async move {
+                let kept = object.then(|| records.clone());
                 let outcome = append(&metrics, &shard, records).await;
-                (shard, positions, outcome)
+                (shard, positions, outcome, kept)
             });
         }
+        let mut chunks = Vec::new();
         while let Some(joined) = appends.join_next().await {
-            let (shard, positions, outcome) =
+            let (shard, positions, outcome, kept) =
                 joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
-            match outcome {
+            if let (Ok(appended), Some(records)) = (&outcome, kept) {
+                chunks.push(chunk_of(&stream, &shard, *appended, records));
+            }
+            match outcome.map(|a| a.first_offset) {
                 Ok(first) => {
                     for (n, &p) in positions.iter().enumerate() {
                         if results[p].error_code.is_none() {
@@ -251,6 +295,8 @@ impl Broker {
                 }
             }
         }
+        // One write-ahead object holds every shard's records of the request (and others').
+        self.write_ahead(chunks).await?;
         Ok(PutRecordsOutput { failed_record_count: failed as i64, records: results, encryption_type: "NONE".into() })
     }
 }

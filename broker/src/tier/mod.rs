@@ -9,6 +9,7 @@
 //! <prefix>/streams/<stream>/shards/<shard>/manifest.json       per-shard manifest (Manifest)
 //! <prefix>/streams/<stream>/shards/<shard>/segments/<base_offset:020>.seg
 //! <prefix>/consumers/<application>/leases/<shard>.json           consumer lease (crate::leases)
+//! <prefix>/wal/<unix_ms:013>-<random:016x>.wal                 write-ahead batch (durability `object`)
 //! ```
 //!
 //! Mutable objects (`manifest.json`, `meta.json`) change only by conditional PUT:
@@ -29,6 +30,7 @@ pub mod segments;
 pub mod store;
 pub mod stream_meta;
 pub mod versioned;
+pub mod wal;
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +46,7 @@ pub use segments::{RetentionReport, SegmentData, SegmentUpload, SweepReport, Upl
 pub use store::{LocalConditionalStore, StoreOptions, open_store};
 pub use stream_meta::{StreamMetaDoc, StreamMetaStore};
 pub use versioned::{RetryPolicy, Updated};
+pub use wal::{WalChunk, WalReach, WalRecord};
 
 /// Re-exported so that callers need not name `object_store` for the version type.
 pub use object_store::UpdateVersion;
@@ -129,6 +132,10 @@ pub mod layout {
     }
     pub fn segment_key(stream: &str, shard: &str, base_offset: u64) -> String {
         format!("streams/{stream}/shards/{shard}/segments/{base_offset:020}.seg")
+    }
+
+    pub fn wal_dir() -> &'static str {
+        "wal"
     }
 
     /// Stream and shard names become single key segments: 1..=256 chars of

@@ -42,9 +42,18 @@ enum UploadJob {
         shard: String,
         cutoff_ms: i64,
     },
+    /// Segment objects the manifest does not list (an upload cut short between its PUT and
+    /// the manifest update, or a crash) and older than `ORPHAN_MIN_AGE` leave the bucket.
+    Sweep {
+        stream: String,
+        shard: String,
+    },
     /// Answered once every job queued before it is done.
     Flush(oneshot::Sender<()>),
 }
+
+/// An unlisted segment object younger than this may be an upload in flight: it is kept.
+pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 
 /// Changes to the bucket's stream descriptions, applied in order by one task.
 enum MetaJob {
@@ -163,6 +172,11 @@ impl Archive {
             }
         }
         Ok(queued)
+    }
+
+    /// Delete the shard's orphaned segment objects (queued behind pending uploads).
+    pub fn sweep(&self, stream: &str, shard: &str) {
+        let _ = self.jobs.send(UploadJob::Sweep { stream: stream.into(), shard: shard.into() });
     }
 
     /// Apply retention in the bucket too (queued behind pending uploads).
@@ -356,6 +370,7 @@ impl Uploader {
                     self.metrics.upload_backlog_bytes.set(left as i64);
                 }
                 UploadJob::Trim { stream, shard, cutoff_ms } => self.trim(&stream, &shard, cutoff_ms).await,
+                UploadJob::Sweep { stream, shard } => self.sweep(&stream, &shard).await,
                 UploadJob::Flush(done) => {
                     let _ = done.send(());
                 }
@@ -365,6 +380,26 @@ impl Uploader {
 
     fn compression_of(&self, stream: &str) -> Compression {
         self.compression.lock().unwrap().get(stream).copied().unwrap_or(self.default_compression)
+    }
+
+    /// Only the owner sweeps; not retried (the next sweep tries again).
+    async fn sweep(&self, stream: &str, shard: &str) {
+        let swept = match self.ownership.epoch(&self.tier, stream, shard).await {
+            Ok(Some(_)) => self.tier.sweep_orphans(stream, shard, ORPHAN_MIN_AGE).await,
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match swept {
+            Ok(report) if !report.deleted.is_empty() => {
+                self.metrics.segment_orphans_deleted.inc_by(report.deleted.len() as u64);
+                tracing::info!(%stream, %shard, deleted = report.deleted.len(), bytes = report.freed_bytes, "orphaned segment objects deleted");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.metrics.object_store_errors.inc();
+                tracing::warn!(%stream, %shard, "sweeping orphaned segment objects: {e}");
+            }
+        }
     }
 
     /// Not retried: the next retention pass tries again.

@@ -234,6 +234,18 @@ impl Broker {
             }
         });
         let broker = Arc::downgrade(self);
+        let every = self.config.orphan_sweep;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // not at start: the uploads of a restart come first
+            loop {
+                tick.tick().await;
+                let Some(broker) = broker.upgrade() else { return };
+                broker.sweep_orphans();
+            }
+        });
+        let broker = Arc::downgrade(self);
         let every = self.config.retention_check;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -244,6 +256,15 @@ impl Broker {
                 let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
             }
         });
+    }
+
+    /// Queue a sweep of every shard's orphaned segment objects in the object store.
+    pub fn sweep_orphans(&self) {
+        for stream in self.catalog.all() {
+            for shard in stream.shards() {
+                self.archive.sweep(&stream.name, &shard.id);
+            }
+        }
     }
 
     /// Delete the write-ahead objects whose every record is in a segment listed in its

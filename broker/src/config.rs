@@ -88,6 +88,11 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_UPLOAD_BACKLOG_LIMIT", default_value_t = 1 << 30)]
     pub upload_backlog_limit: u64,
 
+    /// How often the object store is swept for segment objects no manifest lists (left by an
+    /// upload cut short); those younger than an hour are kept.
+    #[arg(long, env = "STREAMFABRIC_ORPHAN_SWEEP", default_value = "6h", value_parser = parse_duration)]
+    pub orphan_sweep: Duration,
+
     /// This broker's name in the object store's shard manifests (ownership). Default: a
     /// random name kept in `<data-dir>/broker.id`; on Kubernetes, the pod name.
     #[arg(long, env = "STREAMFABRIC_BROKER_ID")]

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub object_store_errors: IntCounter,
     pub upload_backlog_bytes: IntGauge,
     pub fenced_shards: IntGauge,
+    pub segment_orphans_deleted: IntCounter,
     /// Lease operations by operation (and SyncLeases' steps) and outcome: won, conflict, error.
     pub lease_operations: IntCounterVec,
     pub object_batch_puts: IntCounter,
@@ -171,6 +172,10 @@ impl Metrics {
             object_store_errors,
             upload_backlog_bytes,
             fenced_shards,
+            segment_orphans_deleted: plain(
+                "streamfabric_segment_orphans_deleted_total",
+                "Segment objects no manifest listed, deleted by the orphan sweep",
+            ),
             lease_operations: counter(
                 &registry,
                 "streamfabric_lease_operations_total",

@@ -246,3 +246,41 @@ async fn each_stream_chooses_its_segment_compression() {
         assert!(m.segments.iter().all(|s| s.compression.as_str() == expected), "{stream}: {:?}", m.segments);
     }
 }
+
+/// The orphan sweep deletes segment objects no manifest lists once they are an hour old,
+/// and keeps listed segments and young strays (an upload in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orphan_sweep_deletes_old_unlisted_segment_objects_only() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let b = common::start_with(|c| {
+        c.object_store = Some(url.clone());
+        c.segment_bytes = 4096;
+    })
+    .await;
+    b.create_stream("swept", 1).await;
+    for i in 0..40 {
+        let put = json!({"StreamName": "swept", "PartitionKey": format!("k{i}"), "Data": b64(&[1u8; 300])});
+        assert_eq!(b.json("PutRecord", put).await.0, 200);
+    }
+    b.running.broker.archive.flush().await;
+    let segments = objects.path().join("streams/swept/shards/shardId-000000000000/segments");
+    let listed = std::fs::read_dir(&segments).unwrap().count();
+    assert!(listed > 0);
+    let stray = |name: &str, age_secs: u64| {
+        let path = segments.join(name);
+        std::fs::write(&path, b"left by an interrupted upload").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs)).unwrap();
+        path
+    };
+    let old = stray("99999999999999999990.seg", 2 * 3600);
+    let young = stray("99999999999999999991.seg", 60);
+
+    b.running.broker.sweep_orphans();
+    b.running.broker.archive.flush().await;
+    assert!(!old.exists(), "an old orphan is deleted");
+    assert!(young.exists(), "a young one may be an upload in flight");
+    assert_eq!(std::fs::read_dir(&segments).unwrap().count(), listed + 1, "listed segments stay");
+    assert_eq!(b.running.broker.metrics.segment_orphans_deleted.get(), 1);
+}

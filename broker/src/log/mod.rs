@@ -13,7 +13,7 @@
 
 mod group_commit;
 mod index;
-mod record;
+pub(crate) mod record;
 mod recovery;
 mod segment;
 #[cfg(test)]

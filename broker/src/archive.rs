@@ -69,6 +69,11 @@ impl Archive {
         Archive { tier, backlog, backlog_gauge, jobs, meta_jobs }
     }
 
+    /// The object store the archive writes to (remote reads use it too).
+    pub fn tier(&self) -> &TierStore {
+        &self.tier
+    }
+
     /// Bytes of sealed segments waiting for the object store.
     pub fn backlog_bytes(&self) -> u64 {
         self.backlog.load(Ordering::Relaxed)

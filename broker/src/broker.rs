@@ -9,6 +9,7 @@ use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
 use crate::throttle::ShardLimits;
 use crate::tier::{StoreOptions, TierStore};
+use crate::tiered::Tiers;
 use crate::tokens::TokenSigner;
 use std::io;
 use std::path::Path;
@@ -23,6 +24,8 @@ pub struct Broker {
     pub signer: TokenSigner,
     pub metrics: Arc<Metrics>,
     pub archive: Archive,
+    /// Reads from the object store below the local data; local retention.
+    pub tiers: Arc<Tiers>,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -114,7 +117,14 @@ impl Broker {
         };
         let catalog = Arc::new(catalog);
         let signer = TokenSigner::load_or_create(&config.data_dir.join("token.key"))?;
+        let tiers = Arc::new(Tiers::new(
+            archive.tier().clone(),
+            config.remote_cache_bytes,
+            config.local_retention_bytes,
+            metrics.clone(),
+        ));
         let broker = Arc::new(Broker {
+            tiers,
             config,
             catalog,
             signer,
@@ -148,8 +158,19 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Background duties: retention. Runs until the runtime stops.
+    /// Background duties: retention, local retention. Run until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
+        let broker = Arc::downgrade(self);
+        let every = self.config.local_retention_check;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(broker) = broker.upgrade() else { return };
+                broker.tiers.local_retention_pass(&broker.catalog).await;
+            }
+        });
         let broker = Arc::downgrade(self);
         let every = self.config.retention_check;
         tokio::spawn(async move {
@@ -174,6 +195,7 @@ impl Broker {
                 self.archive.trim(&stream.name, &shard.id, cutoff);
             }
         }
+        self.tiers.invalidate();
     }
 
     /// Decode, run and encode one operation.

@@ -11,6 +11,7 @@ mod ops;
 pub mod stats;
 pub mod throttle;
 pub mod tier;
+pub mod tiered;
 pub mod tokens;
 
 use std::net::SocketAddr;

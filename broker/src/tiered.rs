@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// A cached manifest is reloaded after this long (retention in the bucket removes segments).
 const MANIFEST_MAX_AGE: Duration = Duration::from_secs(30);
+/// A remote read that takes longer is answered as unavailable: it holds one of the broker's
+/// few GetRecords slots, which local readers need too.
+const REMOTE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A shard of one incarnation of a stream.
 type ShardKey = (String, u64, String);
@@ -83,6 +86,25 @@ impl Tiers {
     /// fails on the cached manifest is tried once more on a fresh one (retention may have
     /// removed a segment meanwhile).
     pub async fn read(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        min_timestamp_ms: i64,
+    ) -> Result<RemoteRead, TierError> {
+        let read = self.read_within(stream, shard, from, max_records, max_bytes, min_timestamp_ms);
+        match tokio::time::timeout(REMOTE_READ_TIMEOUT, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                self.metrics.object_store_errors.inc();
+                Err(unreadable(&stream.name, &shard.id, format!("no answer within {REMOTE_READ_TIMEOUT:?}")))
+            }
+        }
+    }
+
+    async fn read_within(
         &self,
         stream: &Stream,
         shard: &Shard,

@@ -37,7 +37,7 @@ fn remote_reads(c: &mut Criterion) {
             .map(|i| NewRecord {
                 partition_key: format!("pk-{b}-{i}"),
                 data: Bytes::from(
-                    format!("event {b:05}-{i:03} user=u{} action=click page=/p/{} ", i % 97, i % 13).repeat(20),
+                    format!("event {b:05}-{i:03} user=u{} action=click page=/p/{} ", i % 97, i % 13).repeat(40),
                 )
                 .slice(..RECORD_BYTES),
             })

@@ -141,6 +141,23 @@ impl Tiers {
         ts_ms: i64,
         from: u64,
     ) -> Result<Option<u64>, TierError> {
+        let find = self.offset_at_timestamp_within(stream, shard, ts_ms, from);
+        match tokio::time::timeout(REMOTE_READ_TIMEOUT, find).await {
+            Ok(found) => found,
+            Err(_) => {
+                self.metrics.object_store_errors.inc();
+                Err(unreadable(&stream.name, &shard.id, format!("no answer within {REMOTE_READ_TIMEOUT:?}")))
+            }
+        }
+    }
+
+    async fn offset_at_timestamp_within(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        ts_ms: i64,
+        from: u64,
+    ) -> Result<Option<u64>, TierError> {
         let until = shard.log.local_start_offset();
         let manifest = self.manifest(stream, shard, false).await?;
         if manifest.version == 0 && from < until {

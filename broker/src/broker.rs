@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::ownership::Ownership;
 use crate::throttle::ShardLimits;
 use crate::tier::{StoreOptions, TierError, TierStore};
+use crate::tiered::Tiers;
 use crate::tokens::TokenSigner;
 use crate::write_ahead::{BatchSettings, WalBatcher};
 use std::io;
@@ -30,6 +31,8 @@ pub struct Broker {
     pub leases: Leases,
     /// Durability `object`: writes wait for a write-ahead object holding their records.
     pub wal: WalBatcher,
+    /// Reads from the object store below the local data; local retention.
+    pub tiers: Arc<Tiers>,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -155,7 +158,14 @@ impl Broker {
         };
         let catalog = Arc::new(catalog);
         let signer = TokenSigner::load_or_create(&config.data_dir.join("token.key"))?;
+        let tiers = Arc::new(Tiers::new(
+            archive.tier().clone(),
+            config.remote_cache_bytes,
+            config.local_retention_bytes,
+            metrics.clone(),
+        ));
         let broker = Arc::new(Broker {
+            tiers,
             config,
             catalog,
             signer,
@@ -215,45 +225,52 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Background duties: retention, and the deletion of write-ahead objects that uploaded
-    /// segments have made redundant. Runs until the runtime stops.
+    /// Background duties: retention, local retention, the orphan sweep, and the deletion of
+    /// write-ahead objects that uploaded segments have made redundant. Run until the runtime stops.
     pub fn spawn_background(self: &Arc<Self>) {
-        let broker = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(WAL_CLEAN_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(broker) = broker.upgrade() else { return };
-                match broker.clean_write_ahead().await {
-                    // Durability local writes none: once those of an earlier run are gone, stop.
-                    Ok(report) if report.kept == 0 && broker.config.durability == Durability::Local => return,
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!("cleaning write-ahead objects: {e}"),
+        self.every(WAL_CLEAN_INTERVAL, false, |broker| async move {
+            match broker.clean_write_ahead().await {
+                // Durability local writes none: once those of an earlier run are gone, stop.
+                Ok(report) => !(report.kept == 0 && broker.config.durability == Durability::Local),
+                Err(e) => {
+                    tracing::debug!("cleaning write-ahead objects: {e}");
+                    true
                 }
             }
         });
-        let broker = Arc::downgrade(self);
-        let every = self.config.orphan_sweep;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await; // not at start: the uploads of a restart come first
-            loop {
-                tick.tick().await;
-                let Some(broker) = broker.upgrade() else { return };
-                broker.sweep_orphans();
-            }
+        // Not at start: the uploads of a restart come first.
+        self.every(self.config.orphan_sweep, true, |broker| async move {
+            broker.sweep_orphans();
+            true
         });
+        self.every(self.config.local_retention_check, false, |broker| async move {
+            broker.tiers.local_retention_pass(&broker.catalog).await;
+            true
+        });
+        self.every(self.config.retention_check, false, |broker| async move {
+            let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
+            true
+        });
+    }
+
+    /// Run `job` every `period` (the first time at once, or after a period) while the broker
+    /// lives and `job` says to go on.
+    fn every<F, Fut>(self: &Arc<Self>, period: std::time::Duration, first_after_period: bool, job: F)
+    where
+        F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
         let broker = Arc::downgrade(self);
-        let every = self.config.retention_check;
+        let start = tokio::time::Instant::now() + if first_after_period { period } else { std::time::Duration::ZERO };
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            let mut tick = tokio::time::interval_at(start, period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 let Some(broker) = broker.upgrade() else { return };
-                let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
+                if !job(broker).await {
+                    return;
+                }
             }
         });
     }
@@ -333,6 +350,7 @@ impl Broker {
                 Err(e) => tracing::warn!(stream = %stream.name, "removing expired closed shards: {}", e.message),
             }
         }
+        self.tiers.invalidate();
     }
 
     /// Decode, run and encode one operation.

@@ -119,6 +119,21 @@ pub struct BrokerConfig {
     /// ... and a batch PUT that takes longer than this fails its writes (retryably).
     #[arg(long, env = "STREAMFABRIC_OBJECT_PUT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub object_put_timeout: Duration,
+    /// Local retention, per shard: once a shard's segments on local disk exceed this many
+    /// bytes, its oldest sealed segments that the object store already lists are deleted
+    /// locally; their records are then read from the object store. Default: local disk
+    /// keeps everything for the stream's retention.
+    #[arg(long, env = "STREAMFABRIC_LOCAL_RETENTION_BYTES")]
+    pub local_retention_bytes: Option<u64>,
+
+    /// How often local retention runs (and the local/remote segment gauges are refreshed).
+    #[arg(long, env = "STREAMFABRIC_LOCAL_RETENTION_CHECK", default_value = "5s", value_parser = parse_duration)]
+    pub local_retention_check: Duration,
+
+    /// Memory for frames read from the object store (decompressed), least recently used
+    /// evicted first.
+    #[arg(long, env = "STREAMFABRIC_REMOTE_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub remote_cache_bytes: u64,
 
     /// Region and account shown in stream ARNs.
     #[arg(long, env = "STREAMFABRIC_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]

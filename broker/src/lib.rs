@@ -13,6 +13,7 @@ pub mod ownership;
 pub mod stats;
 pub mod throttle;
 pub mod tier;
+pub mod tiered;
 pub mod tokens;
 pub mod write_ahead;
 

@@ -30,6 +30,15 @@ pub struct Metrics {
     pub object_batch_put_seconds: Histogram,
     pub object_batch_records: Histogram,
     pub object_wal_deleted: IntCounter,
+    /// Remote reads: the frame cache's hits, misses, evictions, fetched bytes and size.
+    pub remote_cache: crate::tier::CacheCounters,
+    /// Segments (and their bytes) on local disk and in the object store, over this broker's shards.
+    pub local_segments: IntGauge,
+    pub local_segment_bytes: IntGauge,
+    pub remote_segments: IntGauge,
+    pub remote_segment_bytes: IntGauge,
+    pub segments_evicted: IntCounter,
+    pub remote_records: IntCounter,
     incoming_records: IntCounterVec,
     incoming_bytes: IntCounterVec,
     outgoing_records: IntCounterVec,
@@ -153,7 +162,47 @@ impl Metrics {
         )
         .expect("valid metric");
         registry.register(Box::new(millis_behind.clone())).expect("metric registered once");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let remote_cache = crate::tier::CacheCounters {
+            hits: plain("streamfabric_remote_cache_hits_total", "Remote reads answered by the frame cache"),
+            misses: plain("streamfabric_remote_cache_misses_total", "Remote reads that fetched from the object store"),
+            evictions: plain(
+                "streamfabric_remote_cache_evictions_total",
+                "Frames evicted from the cache to stay within --remote-cache-bytes",
+            ),
+            fetched_bytes: plain(
+                "streamfabric_remote_fetch_bytes_total",
+                "Bytes fetched from the object store by remote reads (ranged GETs)",
+            ),
+            bytes: gauge("streamfabric_remote_cache_bytes", "Bytes held by the remote-read frame cache"),
+        };
+        let local_segments = gauge("streamfabric_local_segments", "Segments of this broker's shards on local disk");
+        let local_segment_bytes =
+            gauge("streamfabric_local_segment_bytes", "Bytes of this broker's shard segments on local disk");
+        let remote_segments =
+            gauge("streamfabric_remote_segments", "Segments of this broker's shards listed in the object store");
+        let remote_segment_bytes = gauge(
+            "streamfabric_remote_segment_bytes",
+            "Stored bytes of this broker's shard segments in the object store",
+        );
+        let segments_evicted = plain(
+            "streamfabric_segments_evicted_total",
+            "Uploaded segments deleted from local disk by --local-retention-bytes",
+        );
+        let remote_records =
+            plain("streamfabric_remote_records_total", "Records GetRecords read from the object store");
         Metrics {
+            remote_cache,
+            local_segments,
+            local_segment_bytes,
+            remote_segments,
+            remote_segment_bytes,
+            segments_evicted,
+            remote_records,
             requests: counter(
                 &registry,
                 "streamfabric_requests_total",

@@ -5,6 +5,11 @@
           every shard reads back as a prefix of what was saved (same sequence numbers and data),
           missing at most the unsealed tail; the bucket holds the sealed segments and
           manifests; new records are numbered after every old one.
+  outage: MinIO stopped for a while under load (driven by scripts/e2e-objects).
+  remote-reads: against a broker with a small local retention: put N records, wait until
+          uploaded segments are evicted from local disk, read every shard back (every record,
+          once, in order, from the bucket with ranged GETs and then the local log), twice:
+          cold cache, then warm; prints the drain rates and checks the cache metrics.
 
 Ends with `N passed, M failed`; exits non-zero on any failure.
 """
@@ -96,11 +101,70 @@ def verify(args):
     check("new-numbers-after-every-old-one", fresh_ok)
 
 
-def backlog_bytes(admin):
+def metric(admin, name):
     import urllib.request
     text = urllib.request.urlopen(f"{admin}/metrics", timeout=5).read().decode()
-    return next(int(float(line.split()[1])) for line in text.splitlines()
-                if line.startswith("streamfabric_upload_backlog_bytes "))
+    return next(int(float(line.split()[1])) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def backlog_bytes(admin):
+    return metric(admin, "streamfabric_upload_backlog_bytes")
+
+
+def remote_reads(args):
+    import os
+    k = kinesis(args.endpoint)
+    k.create_stream(StreamName=args.stream, ShardCount=2)
+    for _ in range(200):
+        if k.describe_stream_summary(StreamName=args.stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    acked = {}
+    for batch in range(args.records // 500):
+        entries = [{"PartitionKey": f"t-{batch}-{i}", "Data": (f"tiered {batch:05d}-{i:03d} ".encode() * 40)[:512]}
+                   for i in range(500)]
+        out = k.put_records(StreamName=args.stream, Records=entries)
+        if out["FailedRecordCount"]:
+            sys.exit(f"put_records failed for {out['FailedRecordCount']} records")
+        for e, r in zip(entries, out["Records"]):
+            acked.setdefault(r["ShardId"], []).append([r["SequenceNumber"], base64.b64encode(e["Data"]).decode()])
+    # Uploaded, then evicted from local disk (polled, with a generous deadline).
+    for _ in range(300):
+        if metric(args.admin, "streamfabric_segments_evicted_total") >= 10 and backlog_bytes(args.admin) == 0:
+            break
+        time.sleep(0.2)
+    evicted = metric(args.admin, "streamfabric_segments_evicted_total")
+    check("uploaded-segments-evicted-from-local-disk", evicted >= 10, f"{evicted} evicted")
+    shards_dir = os.path.join(args.data_dir, "streams", args.stream, "shards")
+    local = {sid: len([f for f in os.listdir(os.path.join(shards_dir, sid)) if f.endswith(".log")]) for sid in acked}
+    written = {sid: len(r) * 512 for sid, r in acked.items()}
+    check("local-disk-keeps-only-the-newest-segments", all(n <= 5 for n in local.values()),
+          f"local segment files per shard: {local}")
+    total_bytes = sum(written.values())
+    rates = []
+    for attempt in ("cold", "warm"):
+        before = {m: metric(args.admin, f"streamfabric_{m}") for m in
+                  ("remote_cache_hits_total", "remote_cache_misses_total", "remote_fetch_bytes_total",
+                   "remote_records_total")}
+        t = time.time()
+        got = read_all(k, args.stream)
+        took = time.time() - t
+        delta = {m: metric(args.admin, f"streamfabric_{m}") - v for m, v in before.items()}
+        ok = all(got.get(sid) == records for sid, records in acked.items())
+        check(f"{attempt}-cache-every-record-once-in-order", ok,
+              ", ".join(f"{sid}: {len(got.get(sid, []))} of {len(r)}" for sid, r in acked.items()))
+        remote = delta["remote_records_total"]
+        check(f"{attempt}-cache-read-from-the-bucket", remote >= len(acked) * 1000, f"{remote} records remote")
+        rates.append(total_bytes / took / 1e6)
+        print(f"{attempt} cache: {sum(len(r) for r in got.values())} records ({total_bytes / 1e6:.1f} MB of data, "
+              f"{remote} from the bucket) in {took:.2f}s = {total_bytes / took / 1e6:.1f} MB/s; "
+              f"cache hits {delta['remote_cache_hits_total']}, misses {delta['remote_cache_misses_total']}, "
+              f"fetched {delta['remote_fetch_bytes_total'] / 1e6:.1f} MB")
+        if attempt == "cold":
+            check("cold-cache-misses-and-fetches", delta["remote_cache_misses_total"] > 0
+                  and delta["remote_fetch_bytes_total"] > 0, str(delta))
+        else:
+            check("warm-cache-hits", delta["remote_cache_hits_total"] > 0, str(delta))
 
 
 def outage(args):
@@ -155,7 +219,8 @@ def outage(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("phase", choices=["write", "verify", "outage"])
+    p.add_argument("phase", choices=["write", "verify", "outage", "remote-reads"])
+    p.add_argument("--data-dir")
     p.add_argument("--admin")
     p.add_argument("--seconds", type=float, default=35)
     p.add_argument("--endpoint", required=True)
@@ -168,7 +233,7 @@ def main():
     p.add_argument("--access-key")
     p.add_argument("--secret-key")
     args = p.parse_args()
-    {"write": write, "verify": verify, "outage": outage}[args.phase](args)
+    {"write": write, "verify": verify, "outage": outage, "remote-reads": remote_reads}[args.phase](args)
     failed = sum(1 for _, ok in checks if not ok)
     print(f"{len(checks) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -13,7 +13,7 @@
 
 mod group_commit;
 mod index;
-mod record;
+pub(crate) mod record;
 mod recovery;
 mod segment;
 #[cfg(test)]
@@ -293,8 +293,8 @@ impl ShardLog {
             let (mut cursor, seg_end) = {
                 let state = lock(&self.inner.state);
                 next = next.max(state.start_offset);
-                if next >= state.end_offset {
-                    break;
+                if next >= state.end_offset || next < local_start(&state) {
+                    break; // below the local data: evicted, the object store has it
                 }
                 let Some(seg) = segment_at_or_after(&state.segments, next) else { break };
                 next = next.max(seg.base_offset);
@@ -339,6 +339,59 @@ impl ShardLog {
             .collect()
     }
 
+    /// The first offset kept on local disk. Offsets from the start offset up to this one were
+    /// evicted (see [`ShardLog::evict_oldest`]) and are read from the object store.
+    pub fn local_start_offset(&self) -> u64 {
+        local_start(&lock(&self.inner.state))
+    }
+
+    /// Segments on local disk (the active one included) and their bytes.
+    pub fn local_footprint(&self) -> (usize, u64) {
+        let state = lock(&self.inner.state);
+        (state.segments.len(), state.segments.values().map(|s| s.size).sum())
+    }
+
+    /// Local retention: deletes the oldest sealed segments from local disk while the log's
+    /// local bytes exceed `keep_bytes`, stopping at the first one `uploaded` refuses (given
+    /// its base and end offsets) and never touching the active segment. Unlike retention,
+    /// the start offset stays: the evicted records are still readable, from the object
+    /// store. Returns the evicted segments.
+    pub fn evict_oldest(&self, keep_bytes: u64, uploaded: impl Fn(u64, u64) -> bool) -> io::Result<Vec<SealedSegment>> {
+        let w = lock(&self.inner.writer);
+        w.check_usable()?;
+        let (doomed, start) = {
+            let state = lock(&self.inner.state);
+            let mut local: u64 = state.segments.values().map(|s| s.size).sum();
+            let mut doomed = Vec::new();
+            for s in state.segments.values() {
+                if local <= keep_bytes
+                    || s.base_offset == w.active.base_offset
+                    || !uploaded(s.base_offset, s.end_offset)
+                {
+                    break;
+                }
+                local -= s.size;
+                doomed.push(sealed(&self.inner.dir, s));
+            }
+            (doomed, state.start_offset)
+        };
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        // Persist the start first, so that a restart does not take the first local offset for it.
+        recovery::write_start_offset(&self.inner.dir, start)?;
+        {
+            let mut state = lock(&self.inner.state);
+            for s in &doomed {
+                state.segments.remove(&s.base_offset);
+            }
+        }
+        for s in &doomed {
+            segment::delete_files(&self.inner.dir, s.base_offset)?;
+        }
+        Ok(doomed)
+    }
+
     pub fn bounds(&self) -> LogBounds {
         let state = lock(&self.inner.state);
         LogBounds { start_offset: state.start_offset, end_offset: state.end_offset, last_timestamp_ms: state.last_ts }
@@ -372,7 +425,16 @@ impl ShardLog {
     pub fn trim_before(&self, cutoff_ms: i64) -> io::Result<()> {
         let w = lock(&self.inner.writer);
         w.check_usable()?;
-        let target = self.offset_at_timestamp(cutoff_ms)?;
+        let mut target = self.offset_at_timestamp(cutoff_ms)?;
+        {
+            // With evicted records below the local data, the local data tells whether they
+            // expired only when some local records did: else leave the start where it is (the
+            // object store's retention removes their segments, readers skip expired records).
+            let state = lock(&self.inner.state);
+            if state.start_offset < local_start(&state) && target <= local_start(&state) {
+                target = state.start_offset;
+            }
+        }
         if target > lock(&self.inner.state).start_offset {
             // Persist first: a crash after this only leaves segments that the next open removes.
             recovery::write_start_offset(&self.inner.dir, target)?;
@@ -443,6 +505,11 @@ impl ShardLog {
             _ => Ok(()),
         }
     }
+}
+
+/// Base offset of the oldest segment on local disk.
+fn local_start(state: &State) -> u64 {
+    state.segments.keys().next().copied().unwrap_or(state.end_offset)
 }
 
 /// The segment holding `offset`, or else the first one after it (segments may have gaps where a

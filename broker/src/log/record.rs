@@ -61,6 +61,80 @@ pub(crate) struct RecordView {
     pub encoded_len: usize,
 }
 
+/// Checks one whole encoded record (`rec` holds exactly `8 + len` bytes: crc, len, body) and
+/// returns its view; `Err` names what is wrong.
+fn view(rec: Bytes) -> Result<RecordView, &'static str> {
+    let crc = u32::from_le_bytes(rec[0..4].try_into().unwrap());
+    if crc32c::crc32c(&rec[4..]) != crc {
+        return Err("checksum mismatch");
+    }
+    let offset = u64::from_le_bytes(rec[8..16].try_into().unwrap());
+    let timestamp_ms = i64::from_le_bytes(rec[16..24].try_into().unwrap());
+    let key_len = u16::from_le_bytes(rec[24..26].try_into().unwrap()) as usize;
+    if HEADER_LEN + key_len > rec.len() {
+        return Err("key length exceeds record");
+    }
+    Ok(RecordView {
+        offset,
+        timestamp_ms,
+        key: rec.slice(HEADER_LEN..HEADER_LEN + key_len),
+        data: rec.slice(HEADER_LEN + key_len..),
+        encoded_len: rec.len(),
+    })
+}
+
+/// The records of an in-memory run of whole records (a segment file, or a frame of one read
+/// back from the object store), each CRC-checked; anything else is an `InvalidData` error.
+pub(crate) struct RecordIter {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl RecordIter {
+    pub(crate) fn new(buf: Bytes) -> Self {
+        RecordIter { buf, pos: 0 }
+    }
+
+    /// Byte position of the next record in the buffer.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn corrupt(&self, what: &str) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{what} at position {}", self.pos))
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = io::Result<RecordView>;
+
+    fn next(&mut self) -> Option<io::Result<RecordView>> {
+        let remaining = self.buf.len() - self.pos;
+        if remaining == 0 {
+            return None;
+        }
+        let result = (|| {
+            if remaining < HEADER_LEN {
+                return Err(self.corrupt("record header cut off"));
+            }
+            let len = u32::from_le_bytes(self.buf[self.pos + 4..self.pos + 8].try_into().unwrap()) as usize;
+            if len < LEN_FIXED {
+                return Err(self.corrupt("record length too small"));
+            }
+            if 8 + len > remaining {
+                return Err(self.corrupt("record cut off"));
+            }
+            let rec = view(self.buf.slice(self.pos..self.pos + 8 + len)).map_err(|what| self.corrupt(what))?;
+            self.pos += rec.encoded_len;
+            Ok(rec)
+        })();
+        if result.is_err() {
+            self.pos = self.buf.len(); // stop after the first error
+        }
+        Some(result)
+    }
+}
+
 /// Reads records sequentially from `pos` up to `limit` with positioned reads (no shared file
 /// cursor, so any number of readers can use the same `File` while the writer appends).
 pub(crate) struct SegmentCursor {
@@ -99,7 +173,6 @@ impl SegmentCursor {
             return Err(self.corrupt("record header cut off"));
         }
         let head = self.window(HEADER_LEN)?;
-        let crc = u32::from_le_bytes(head[0..4].try_into().unwrap());
         let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
         if len < LEN_FIXED as u64 {
             return Err(self.corrupt("record length too small"));
@@ -109,23 +182,9 @@ impl SegmentCursor {
         }
         let total = 8 + len as usize;
         let rec = self.window(total)?;
-        if crc32c::crc32c(&rec[4..]) != crc {
-            return Err(self.corrupt("checksum mismatch"));
-        }
-        let offset = u64::from_le_bytes(rec[8..16].try_into().unwrap());
-        let timestamp_ms = i64::from_le_bytes(rec[16..24].try_into().unwrap());
-        let key_len = u16::from_le_bytes(rec[24..26].try_into().unwrap()) as usize;
-        if HEADER_LEN + key_len > total {
-            return Err(self.corrupt("key length exceeds record"));
-        }
+        let rec = view(rec).map_err(|what| self.corrupt(what))?;
         self.pos += total as u64;
-        Ok(Some(RecordView {
-            offset,
-            timestamp_ms,
-            key: rec.slice(HEADER_LEN..HEADER_LEN + key_len),
-            data: rec.slice(HEADER_LEN + key_len..),
-            encoded_len: total,
-        }))
+        Ok(Some(rec))
     }
 
     /// `n` bytes starting at `pos`, refilling the buffer from the file when needed.

@@ -82,7 +82,9 @@ pub(crate) fn recover(dir: &Path, index_interval: u32) -> io::Result<Recovered> 
 
     let first_base = *segments.keys().next().expect("active segment present");
     let end_offset = segments.values().next_back().expect("active segment present").end_offset;
-    let start_offset = persisted_start.unwrap_or(0).clamp(first_base, end_offset);
+    // A persisted start below the first segment: the segments before were evicted to the
+    // object store (local retention), and their records are still readable from there.
+    let start_offset = persisted_start.unwrap_or(first_base).min(end_offset);
     // Sealed segments wholly before the start are left over from a trim cut short.
     let doomed: Vec<u64> =
         segments.iter().filter(|(b, s)| **b != last && s.end_offset <= start_offset).map(|(b, _)| *b).collect();

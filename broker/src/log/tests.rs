@@ -430,6 +430,55 @@ fn trim_before_advances_start_deletes_old_segments_and_is_idempotent() {
 }
 
 #[test]
+fn evicting_old_segments_keeps_the_start_and_stops_reads_below_local_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (log, all) = timed_log(dir.path(), &rt, small(600));
+    let sealed = log.sealed_segments();
+    assert!(sealed.len() >= 4, "{} sealed", sealed.len());
+    let (segments, bytes) = log.local_footprint();
+    assert_eq!(segments, sealed.len() + 1);
+    assert_eq!(
+        bytes,
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.unwrap();
+                e.file_name().to_str().unwrap().ends_with(".log").then(|| e.metadata().unwrap().len())
+            })
+            .sum::<u64>()
+    );
+
+    // Only what `uploaded` accepts goes, oldest first, and never past a refusal.
+    let not_third = |base: u64, _end: u64| base != sealed[2].base_offset;
+    let evicted = log.evict_oldest(0, not_third).unwrap();
+    assert_eq!(evicted, sealed[..2].to_vec());
+    assert!(log.evict_oldest(0, not_third).unwrap().is_empty());
+    let local_start = sealed[2].base_offset;
+    assert_eq!(log.local_start_offset(), local_start);
+    assert_eq!(log.bounds().start_offset, 0, "evicted records stay readable (remotely)");
+    assert!(!dir.path().join(segment_file_name(sealed[0].base_offset)).exists());
+    assert!(log.read(0, usize::MAX, usize::MAX).unwrap().is_empty(), "no skipping over evicted records");
+    assert_eq!(log.read(local_start, usize::MAX, usize::MAX).unwrap(), all[local_start as usize..]);
+    // Within the byte budget nothing more goes.
+    assert!(log.evict_oldest(u64::MAX, |_, _| true).unwrap().is_empty());
+
+    // Retention cannot tell from local data whether evicted records expired until local ones do.
+    let first_local_ts = all[local_start as usize].timestamp_ms;
+    log.trim_before(first_local_ts).unwrap();
+    assert_eq!(log.bounds().start_offset, 0);
+    drop(log);
+    let log = ShardLog::open(dir.path(), small(600)).unwrap();
+    assert_eq!((log.bounds().start_offset, log.local_start_offset()), (0, local_start), "survives a restart");
+    let cutoff = all.iter().map(|r| r.timestamp_ms).find(|&t| t > first_local_ts).unwrap();
+    log.trim_before(cutoff).unwrap();
+    let want = all.iter().find(|r| r.timestamp_ms >= cutoff).unwrap().offset;
+    assert!(want > local_start);
+    assert_eq!(log.bounds().start_offset, want);
+    assert_eq!(log.read(0, usize::MAX, usize::MAX).unwrap(), all[want as usize..]);
+}
+
+#[test]
 fn segments_roll_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();

@@ -48,10 +48,18 @@ impl Broker {
                 let at = input.timestamp.ok_or_else(|| {
                     ApiError::invalid("The timestamp must be specified for shardIteratorType AT_TIMESTAMP.")
                 })?;
-                shard.log.offset_at_timestamp(at.millis()).map_err(|e| {
+                let local = shard.log.offset_at_timestamp(at.millis()).map_err(|e| {
                     tracing::error!(shard = %shard.id, "time index lookup: {e}");
                     ApiError::internal("The shard's time index could not be read.")
-                })?
+                })?;
+                // Records evicted from local disk may be the first ones at or after it.
+                let local_start = shard.log.local_start_offset();
+                if bounds.start_offset < local_start && local <= local_start {
+                    let remote = self.tiers.offset_at_timestamp(&stream, &shard, at.millis(), bounds.start_offset);
+                    remote.await.map_err(|e| remote_error(&shard, e))?.unwrap_or(local)
+                } else {
+                    local
+                }
             }
             _ => {
                 let given = input.starting_sequence_number.as_deref().ok_or_else(|| {
@@ -122,17 +130,42 @@ impl Broker {
                 ),
             ));
         }
-        let log = shard.log.clone();
         let from = token.position;
-        let stored = tokio::task::spawn_blocking(move || log.read(from, limit, MAX_GET_RECORDS_BYTES))
-            .await
-            .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
-            .map_err(|e| {
-                tracing::error!(shard = %shard.id, "read failed: {e}");
-                ApiError::internal("The records could not be read.")
-            })?;
+        // Below the local data: from the object store, then on into the local log.
+        let mut stored = Vec::new();
+        let mut local_from = from;
+        let start = shard.log.bounds().start_offset;
+        if from.max(start) < shard.log.local_start_offset() {
+            let min_ts = now - stream.meta().retention_hours * 3_600_000;
+            let remote = self.tiers.read(&stream, &shard, from.max(start), limit, MAX_GET_RECORDS_BYTES, min_ts);
+            let remote = remote.await.map_err(|e| remote_error(&shard, e))?;
+            stored = remote.records;
+            local_from = remote.next;
+        }
+        let room =
+            MAX_GET_RECORDS_BYTES.saturating_sub(stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum());
+        if stored.len() < limit && (stored.is_empty() || room > 0) {
+            let (log, want) = (shard.log.clone(), limit - stored.len());
+            let local = tokio::task::spawn_blocking(move || log.read(local_from, want, room))
+                .await
+                .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+                .map_err(|e| {
+                    tracing::error!(shard = %shard.id, "read failed: {e}");
+                    ApiError::internal("The records could not be read.")
+                })?;
+            // The log returns one record even beyond `room`: that one waits for the next call.
+            let mut left = room;
+            for r in local {
+                let size = r.data.len() + r.partition_key.len();
+                if !stored.is_empty() && size > left {
+                    break;
+                }
+                left = left.saturating_sub(size);
+                stored.push(r);
+            }
+        }
         let bounds = shard.log.bounds();
-        let next = stored.last().map_or(from.max(bounds.start_offset), |r| r.offset + 1);
+        let next = stored.last().map_or(local_from.max(bounds.start_offset), |r| r.offset + 1);
         let millis_behind = match stored.last() {
             Some(last) if next < bounds.end_offset => (now - last.timestamp_ms).max(0),
             _ => 0,
@@ -175,5 +208,19 @@ impl Broker {
             None => Some(self.signer.iterator(&IteratorToken { position: next, issued_ms: now, ..token })),
         };
         Ok(GetRecordsOutput { records, next_shard_iterator, millis_behind_latest: millis_behind, child_shards })
+    }
+}
+
+/// A remote read that failed: retryable while the object store cannot be reached, an
+/// internal failure when what it holds is damaged. Never partial or wrong records.
+fn remote_error(shard: &Shard, e: crate::tier::TierError) -> ApiError {
+    tracing::warn!(shard = %shard.id, "reading older records from the object store: {e}");
+    if e.is_transient() {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("Older records of shard {} are in the object store, which cannot be reached now; retry.", shard.id),
+        )
+    } else {
+        ApiError::internal(format!("Older records of shard {} could not be read from the object store.", shard.id))
     }
 }

@@ -24,8 +24,11 @@
 //! [`TierStore::delete_before`], [`TierStore::sweep_orphans`],
 //! [`TierStore::stream_meta`] and [`TierStore::list_streams`].
 
+pub mod cache;
 pub mod codec;
+pub mod frames;
 pub mod manifest;
+pub mod remote;
 pub mod segments;
 pub mod store;
 pub mod stream_meta;
@@ -40,8 +43,10 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
+pub use cache::{CacheCounters, FrameCache};
 pub use codec::Compression;
 pub use manifest::{Manifest, ManifestStore, SegmentRef};
+pub use remote::{RemoteRead, RemoteReadRequest, RemoteReader};
 pub use segments::{RetentionReport, SegmentData, SegmentUpload, SweepReport, UploadReport};
 pub use store::{LocalConditionalStore, StoreOptions, open_store};
 pub use stream_meta::{StreamMetaDoc, StreamMetaStore};
@@ -175,6 +180,8 @@ pub struct TierOptions {
     pub multipart_concurrency: usize,
     /// Retry policy of conditional updates (manifests, stream meta).
     pub retry: RetryPolicy,
+    /// Raw bytes per frame of a segment object (default 256 KiB): the unit of a ranged read.
+    pub frame_bytes: usize,
 }
 
 impl Default for TierOptions {
@@ -185,6 +192,7 @@ impl Default for TierOptions {
             multipart_part_size: 8 << 20,
             multipart_concurrency: 4,
             retry: RetryPolicy::default(),
+            frame_bytes: frames::DEFAULT_FRAME_BYTES,
         }
     }
 }

@@ -8,8 +8,10 @@
 //! second; a crash between leaves unlisted objects that [`TierStore::sweep_orphans`]
 //! deletes.
 //!
-//! Segments are held in memory whole while being compressed and uploaded, and read
-//! back whole (one GET, then decompress): sized for segments of tens of MiB.
+//! Objects are in the framed format of [`super::frames`] (independently compressed frames
+//! and a footer indexing them), which [`super::remote`] reads with ranged GETs. Segments are
+//! held in memory whole while being compressed and uploaded, and [`TierStore::download_segment`]
+//! reads one back whole (one GET): sized for segments of tens of MiB.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -22,6 +24,7 @@ use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
 
 use super::codec::{self, Compression};
+use super::frames;
 use super::manifest::SegmentRef;
 use super::{Result, TierError, TierStore, layout};
 
@@ -171,9 +174,11 @@ impl TierStore {
 
         let t = Instant::now();
         let (level, comp, raw2) = (self.options().zstd_level, req.compression, raw.clone());
-        let compressed: Bytes = blocking(&path, move || codec::compress(&raw2, comp, level))
+        let frame_bytes = self.options().frame_bytes;
+        let compressed: Bytes = blocking(&path, move || frames::encode(&raw2, comp, level, frame_bytes))
             .await?
-            .map_err(|e| TierError::Io { op: "compressing segment", path: path.to_string(), source: e })?
+            .map_err(|e| TierError::Io { op: "framing and compressing segment", path: path.to_string(), source: e })?
+            .0
             .into();
         let compress_time = t.elapsed();
 
@@ -296,6 +301,10 @@ impl TierStore {
         }
         let raw2 = raw.clone();
         let found = blocking(path, move || {
+            if frames::is_framed(&existing) {
+                let c = frames::parse_footer(&existing, existing.len() as u64).ok()?.compression;
+                return frames::decode(&existing).is_ok_and(|d| d == raw2[..]).then_some(c);
+            }
             if let Some(c) = Compression::sniff(&existing)
                 && codec::decompress(&existing, c, raw2.len()).is_ok_and(|d| d == raw2[..])
             {
@@ -331,9 +340,16 @@ impl TierStore {
             });
         }
         let (comp, hint) = (seg.compression, seg.raw_bytes as usize);
-        let raw = blocking(&path, move || codec::decompress(&data, comp, hint)).await?.map_err(|e| {
-            TierError::Corrupt { path: path.to_string(), reason: format!("cannot decompress ({comp}): {e}") }
-        })?;
+        let raw = blocking(&path, move || {
+            if frames::is_framed(&data) {
+                frames::decode(&data)
+            } else {
+                // The earlier whole-file format.
+                codec::decompress(&data, comp, hint).map_err(|e| format!("cannot decompress ({comp}): {e}"))
+            }
+        })
+        .await?
+        .map_err(|reason| TierError::Corrupt { path: path.to_string(), reason })?;
         if raw.len() as u64 != seg.raw_bytes {
             return Err(TierError::Corrupt {
                 path: path.to_string(),

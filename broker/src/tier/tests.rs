@@ -72,6 +72,11 @@ storage_tests!(
     retention_and_sweep,
     stream_meta_create_update_list,
     wal_objects_put_list_read_delete,
+    remote_ranged_read_of_one_frame,
+    remote_read_across_segments,
+    remote_cache_accounting_and_bound,
+    remote_reads_whole_file_objects,
+    remote_fetch_errors_are_transient,
 );
 
 fn fake_seg(base: u64, end: u64) -> SegmentRef {
@@ -88,9 +93,33 @@ fn fake_seg(base: u64, end: u64) -> SegmentRef {
     }
 }
 
+/// A segment file (whole, CRC-valid records) of exactly `len` bytes (`len` >= 29), compressible
+/// but not trivially.
 fn sample(len: usize, salt: u8) -> Bytes {
-    // compressible but not trivial
-    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(31) ^ salt ^ ((i % 13) as u8)).collect::<Vec<u8>>().into()
+    records_of(len, salt, |i| ((i / 7) as u8).wrapping_mul(31) ^ salt ^ ((i % 13) as u8))
+}
+
+/// Like [`sample`], with data that does not compress.
+fn noisy(len: usize, salt: u8) -> Bytes {
+    records_of(len, salt, |i| ((i as u32 ^ salt as u32).wrapping_mul(2_654_435_761) >> 13) as u8)
+}
+
+fn records_of(len: usize, salt: u8, byte: impl Fn(usize) -> u8) -> Bytes {
+    const OVERHEAD: usize = crate::log::record::HEADER_LEN + 3; // key "key"
+    assert!(len >= OVERHEAD);
+    let mut buf = Vec::with_capacity(len);
+    let mut at = 0usize;
+    let mut offset = 0u64;
+    while len - buf.len() >= OVERHEAD {
+        let left = len - buf.len();
+        let n = if left >= 2 * (OVERHEAD + 200) { 200 } else { left - OVERHEAD };
+        let data: Vec<u8> = (at..at + n).map(&byte).collect();
+        at += n;
+        crate::log::record::encode(&mut buf, offset, 1000 + salt as i64, b"key", &data);
+        offset += 1;
+    }
+    assert_eq!(buf.len(), len);
+    buf.into()
 }
 
 fn upload_req(base: u64, end: u64, ts: u64, compression: Compression, data: Bytes) -> SegmentUpload {
@@ -432,7 +461,7 @@ async fn segment_multipart(t: TierStore) {
         t.prefix().clone(),
         TierOptions { multipart_threshold: 64 << 10, multipart_part_size: 32 << 10, ..TierOptions::default() },
     );
-    let data: Bytes = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>().into();
+    let data = noisy(300_000, 0);
     let r = t.upload_segment(upload_req(0, 10, 1000, Compression::None, data.clone())).await.unwrap();
     assert!(r.multipart);
     assert_eq!(t.download_segment(&r.segment).await.unwrap(), data);
@@ -456,7 +485,7 @@ async fn segment_multipart(t: TierStore) {
         })
         .await
         .unwrap();
-    let other: Bytes = data.iter().map(|b| b ^ 0xFF).collect::<Vec<_>>().into();
+    let other = noisy(300_000, 1);
     assert!(matches!(
         t.upload_segment(upload_req(0, 10, 1000, Compression::None, other)).await,
         Err(TierError::Conflict { .. })
@@ -572,6 +601,166 @@ async fn stream_meta_create_update_list(t: TierStore) {
     assert_eq!(doc.meta.as_object().unwrap().len(), 7);
 }
 
+// --- remote reads ----------------------------------------------------------------
+
+use super::frames::tests::segment as records_segment;
+
+fn small_frames(t: &TierStore) -> TierStore {
+    TierStore::with_options(
+        t.store().clone(),
+        t.prefix().clone(),
+        TierOptions { frame_bytes: 4096, ..TierOptions::default() },
+    )
+}
+
+fn reader(t: &TierStore, budget: u64) -> RemoteReader {
+    RemoteReader::new(t.clone(), Arc::new(FrameCache::new(budget, CacheCounters::unregistered())))
+}
+
+/// Uploads records `base..base + n` (1,000 data bytes each, timestamps 1000 + i) as one segment.
+async fn upload_records(t: &TierStore, base: u64, n: usize, c: Compression) -> (SegmentRef, Bytes) {
+    let raw = records_segment(base, &vec![1000; n]);
+    let mut req = upload_req(base, base + n as u64, 1000 + n as u64, c, raw.clone());
+    req.first_ts_ms = 1000;
+    (t.upload_segment(req).await.unwrap().segment, raw)
+}
+
+fn request(from: u64, until: u64) -> RemoteReadRequest {
+    RemoteReadRequest { from, until, max_records: usize::MAX, max_bytes: usize::MAX, min_timestamp_ms: i64::MIN }
+}
+
+async fn remote_ranged_read_of_one_frame(t: TierStore) {
+    let t = small_frames(&t);
+    let (seg, raw) = upload_records(&t, 500, 100, Compression::Zstd).await;
+    let r = reader(&t, 64 << 20);
+    let index = r.index(&seg).await.unwrap();
+    assert!(index.frames.len() >= 10, "{} frames", index.frames.len());
+    let after_index = r.cache().counters.fetched_bytes.get();
+    assert_eq!(after_index, seg.stored_bytes.min(64 << 10), "the footer came with one GET of the tail");
+    let f = &index.frames[3];
+    let frame = r.frame(&seg, &index, 3).await.unwrap();
+    let range = index.stored_range(3);
+    assert_eq!(r.cache().counters.fetched_bytes.get() - after_index, range.end - range.start, "one ranged GET");
+    let offsets: Vec<u64> = crate::log::record::RecordIter::new(frame.clone()).map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets, (f.first_offset..f.first_offset + f.records as u64).collect::<Vec<_>>());
+    // Byte-identical to the same records in the segment file.
+    let start: usize = index.frames[..3].iter().map(|f| f.raw_len as usize).sum();
+    assert_eq!(frame, raw.slice(start..start + f.raw_len as usize));
+}
+
+async fn remote_read_across_segments(t: TierStore) {
+    let t = small_frames(&t);
+    let mut originals = Vec::new();
+    for (i, c) in [Compression::Zstd, Compression::Lz4, Compression::None].into_iter().enumerate() {
+        let (_, raw) = upload_records(&t, i as u64 * 100, 100, c).await;
+        originals.extend(crate::log::record::RecordIter::new(raw).map(|r| r.unwrap()));
+    }
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    let r = reader(&t, 64 << 20);
+    let all = r.read(&m, request(0, u64::MAX)).await.unwrap();
+    assert_eq!(all.records.len(), 300);
+    assert_eq!(all.next, u64::MAX);
+    for (got, want) in all.records.iter().zip(&originals) {
+        assert_eq!((got.offset, got.timestamp_ms, &got.data), (want.offset, want.timestamp_ms, &want.data));
+        assert_eq!(got.partition_key.as_bytes(), &want.key[..]);
+    }
+    // A window in the middle, stopping where the local log would take over.
+    let mid = r.read(&m, request(150, 230)).await.unwrap();
+    assert_eq!(mid.records.iter().map(|r| r.offset).collect::<Vec<_>>(), (150..230).collect::<Vec<_>>());
+    assert_eq!(mid.next, 230);
+    // Limits: records, then bytes (at least one record).
+    let few = r.read(&m, RemoteReadRequest { max_records: 7, ..request(95, 300) }).await.unwrap();
+    assert_eq!((few.records.len(), few.records[0].offset, few.next), (7, 95, 102));
+    let one = r.read(&m, RemoteReadRequest { max_bytes: 1, ..request(10, 300) }).await.unwrap();
+    assert_eq!((one.records.len(), one.next), (1, 11));
+    // Expired records are skipped.
+    let fresh = r.read(&m, RemoteReadRequest { min_timestamp_ms: 1050, ..request(0, 100) }).await.unwrap();
+    assert_eq!(fresh.records.first().map(|r| r.offset), Some(50));
+    // Timestamps: the first record at or after.
+    assert_eq!(r.offset_at_timestamp(&m, 1042, 0, 300).await.unwrap(), Some(42));
+    assert_eq!(r.offset_at_timestamp(&m, 1042, 150, 300).await.unwrap(), Some(150));
+    assert_eq!(r.offset_at_timestamp(&m, 0, 0, 300).await.unwrap(), Some(0));
+    assert_eq!(r.offset_at_timestamp(&m, 99_999, 0, 300).await.unwrap(), None);
+    assert_eq!(r.offset_at_timestamp(&m, 1042, 0, 40).await.unwrap(), None);
+    // Below the first segment, or past the last: nothing, and the read moves on to `until`.
+    let past = r.read(&m, request(300, 1000)).await.unwrap();
+    assert!(past.records.is_empty());
+    assert_eq!(past.next, 1000);
+}
+
+async fn remote_cache_accounting_and_bound(t: TierStore) {
+    let t = small_frames(&t);
+    let (_, _) = upload_records(&t, 0, 200, Compression::Zstd).await;
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    let frames = reader(&t, 1 << 30).index(&m.segments[0]).await.unwrap().frames.len() as u64;
+
+    // Room for everything: the second read is all hits and fetches nothing.
+    let big = reader(&t, 64 << 20);
+    let c = &big.cache().counters;
+    assert_eq!(big.read(&m, request(0, 200)).await.unwrap().records.len(), 200);
+    assert_eq!((c.hits.get(), c.misses.get()), (0, frames + 1), "index and every frame missed once");
+    let fetched = c.fetched_bytes.get();
+    assert!(fetched > 0 && fetched <= m.segments[0].stored_bytes + (64 << 10));
+    assert_eq!(big.read(&m, request(0, 200)).await.unwrap().records.len(), 200);
+    assert_eq!((c.hits.get(), c.misses.get(), c.fetched_bytes.get()), (frames + 1, frames + 1, fetched));
+    assert_eq!(c.evictions.get(), 0);
+
+    // Room for three frames: the budget holds, old frames are evicted, reads stay right.
+    let budget = 3 * 4096 + 2 * 1100;
+    let small = reader(&t, budget);
+    let c = &small.cache().counters;
+    for _ in 0..2 {
+        let got = small.read(&m, request(0, 200)).await.unwrap();
+        assert_eq!(got.records.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+        assert!(small.cache().bytes() <= budget, "{} > {budget}", small.cache().bytes());
+    }
+    assert!(c.evictions.get() >= frames, "{} evictions", c.evictions.get());
+    assert!(c.misses.get() > frames + 1, "a sequential scan larger than the cache misses again");
+    assert_eq!(c.bytes.get() as u64, small.cache().bytes());
+}
+
+async fn remote_reads_whole_file_objects(t: TierStore) {
+    // An object of the earlier format: the segment file as one zstd stream.
+    let raw = records_segment(0, &[300; 40]);
+    let key = layout::segment_key("s", "sh", 0);
+    let stored = codec::compress(&raw, Compression::Zstd, 3).unwrap();
+    t.store().put(&t.path(&key), PutPayload::from(stored.clone())).await.unwrap();
+    let seg = SegmentRef {
+        base_offset: 0,
+        end_offset: 40,
+        first_ts_ms: 1000,
+        last_ts_ms: 1039,
+        records: 40,
+        raw_bytes: raw.len() as u64,
+        stored_bytes: stored.len() as u64,
+        compression: Compression::Zstd,
+        key,
+    };
+    t.manifest("s", "sh").unwrap().append_segment(1, seg.clone()).await.unwrap();
+    assert_eq!(t.download_segment(&seg).await.unwrap(), raw);
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    let r = reader(&t, 1 << 20);
+    let got = r.read(&m, request(5, 40)).await.unwrap();
+    assert_eq!(got.records.iter().map(|r| r.offset).collect::<Vec<_>>(), (5..40).collect::<Vec<_>>());
+}
+
+async fn remote_fetch_errors_are_transient(t: TierStore) {
+    let (seg, _) = upload_records(&t, 0, 10, Compression::Lz4).await;
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    t.store().delete(&t.path(&seg.key)).await.unwrap();
+    let e = reader(&t, 1 << 20).read(&m, request(0, 10)).await.unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    // Damage is not transient, and is never returned as records.
+    let (seg, _) = upload_records(&t, 10, 10, Compression::None).await;
+    let obj = t.store().get(&t.path(&seg.key)).await.unwrap().bytes().await.unwrap();
+    let mut bad = obj.to_vec();
+    bad[100] ^= 0x40;
+    t.store().put(&t.path(&seg.key), PutPayload::from(bad)).await.unwrap();
+    let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
+    let e = reader(&t, 1 << 20).read(&m, request(10, 20)).await.unwrap_err();
+    assert!(matches!(e, TierError::Corrupt { .. }), "{e}");
+}
+
 // ---------------------------------------------------------------------------------
 
 proptest! {
@@ -581,12 +770,17 @@ proptest! {
     /// byte-identical for every compression, on both backends.
     #[test]
     fn prop_segment_round_trip(
-        seed in prop::collection::vec(any::<u8>(), 0..4096),
+        seed in prop::collection::vec(any::<u8>(), 1..4096),
         reps in 1usize..80,
         tail in prop::collection::vec(any::<u8>(), 0..8192),
     ) {
-        let mut data = seed.repeat(reps);
-        data.extend_from_slice(&tail);
+        let mut bytes = seed.repeat(reps);
+        bytes.extend_from_slice(&tail);
+        // Cut into records of the seed's length, numbered from 0.
+        let mut data = Vec::new();
+        for (i, chunk) in bytes.chunks(seed.len()).enumerate() {
+            crate::log::record::encode(&mut data, i as u64, i as i64, b"k", chunk);
+        }
         let data = Bytes::from(data);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
@@ -663,7 +857,10 @@ fn wal_chunk(stream: &str, shard: &str, first: u64, n: usize, salt: u8) -> WalCh
         first_offset: first,
         timestamp_ms: 1_700_000_000_000 + first as i64,
         records: (0..n)
-            .map(|i| WalRecord { partition_key: format!("key-{i}"), data: sample(i * 37 % 300, salt ^ i as u8) })
+            .map(|i| {
+                let data: Vec<u8> = (0..i * 37 % 300).map(|j| (j as u8).wrapping_mul(31) ^ salt ^ i as u8).collect();
+                WalRecord { partition_key: format!("key-{i}"), data: data.into() }
+            })
             .collect(),
     }
 }

@@ -1,0 +1,245 @@
+//! The two tiers of a shard, as the broker sees them: records below a shard's local data are
+//! read from its uploaded segments in the object store (ranged GETs through the frame
+//! cache), local retention deletes uploaded segments from local disk beyond
+//! `--local-retention-bytes`, and the local vs remote segment gauges.
+
+use crate::catalog::{Catalog, Shard, Stream};
+use crate::metrics::Metrics;
+use crate::tier::{FrameCache, Manifest, RemoteRead, RemoteReadRequest, RemoteReader, TierError, TierStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A cached manifest is reloaded after this long (retention in the bucket removes segments).
+const MANIFEST_MAX_AGE: Duration = Duration::from_secs(30);
+/// A remote read that takes longer is answered as unavailable: it holds one of the broker's
+/// few GetRecords slots, which local readers need too.
+const REMOTE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A shard of one incarnation of a stream.
+type ShardKey = (String, u64, String);
+
+struct Known {
+    manifest: Arc<Manifest>,
+    loaded: Instant,
+}
+
+pub struct Tiers {
+    reader: RemoteReader,
+    /// The last manifest loaded per shard.
+    manifests: Mutex<HashMap<ShardKey, Known>>,
+    local_retention_bytes: Option<u64>,
+    metrics: Arc<Metrics>,
+}
+
+fn key(stream: &Stream, shard: &Shard) -> ShardKey {
+    (stream.name.clone(), stream.incarnation, shard.id.clone())
+}
+
+impl Tiers {
+    pub fn new(tier: TierStore, cache_bytes: u64, local_retention_bytes: Option<u64>, metrics: Arc<Metrics>) -> Self {
+        let cache = Arc::new(FrameCache::new(cache_bytes, metrics.remote_cache.clone()));
+        Tiers {
+            reader: RemoteReader::new(tier, cache),
+            manifests: Mutex::new(HashMap::new()),
+            local_retention_bytes,
+            metrics,
+        }
+    }
+
+    pub fn reader(&self) -> &RemoteReader {
+        &self.reader
+    }
+
+    fn cached(&self, key: &ShardKey) -> Option<Arc<Manifest>> {
+        self.manifests.lock().unwrap().get(key).map(|k| k.manifest.clone())
+    }
+
+    /// The shard's manifest: the cached one unless `fresh` (or none is cached), else loaded.
+    async fn manifest(&self, stream: &Stream, shard: &Shard, fresh: bool) -> Result<Arc<Manifest>, TierError> {
+        let key = key(stream, shard);
+        if !fresh && let Some(m) = self.cached(&key) {
+            return Ok(m);
+        }
+        let loaded = self.reader.tier().manifest(&stream.name, &shard.id)?.load().await.inspect_err(|_| {
+            self.metrics.object_store_errors.inc();
+        })?;
+        let manifest = Arc::new(loaded.map(|(m, _)| m).unwrap_or_else(|| Manifest::new(&shard.id, 0)));
+        // Versions only grow: an older (or missing) manifest than one seen before is not the
+        // bucket's state but a store answering wrongly (a lost or replaced bucket, a stale
+        // replica). Reads must not take its word for which records exist.
+        if let Some(seen) = self.cached(&key)
+            && manifest.version < seen.version
+        {
+            return Err(unreadable(
+                &stream.name,
+                &shard.id,
+                format!("manifest version {} is older than version {} seen before", manifest.version, seen.version),
+            ));
+        }
+        let known = Known { manifest: manifest.clone(), loaded: Instant::now() };
+        self.manifests.lock().unwrap().insert(key, known);
+        Ok(manifest)
+    }
+
+    /// Records from `from` up to the shard's local data, from the object store. A read that
+    /// fails on the cached manifest is tried once more on a fresh one (retention may have
+    /// removed a segment meanwhile).
+    pub async fn read(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        min_timestamp_ms: i64,
+    ) -> Result<RemoteRead, TierError> {
+        let read = self.read_within(stream, shard, from, max_records, max_bytes, min_timestamp_ms);
+        match tokio::time::timeout(REMOTE_READ_TIMEOUT, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                self.metrics.object_store_errors.inc();
+                Err(unreadable(&stream.name, &shard.id, format!("no answer within {REMOTE_READ_TIMEOUT:?}")))
+            }
+        }
+    }
+
+    async fn read_within(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        min_timestamp_ms: i64,
+    ) -> Result<RemoteRead, TierError> {
+        let until = shard.log.local_start_offset();
+        let req = RemoteReadRequest { from, until, max_records, max_bytes, min_timestamp_ms };
+        let manifest = self.manifest(stream, shard, false).await?;
+        if manifest.version == 0 && from < until {
+            // Evicted segments were listed before they left local disk.
+            return Err(unreadable(&stream.name, &shard.id, "the shard has no manifest".into()));
+        }
+        let read = match self.reader.read(&manifest, req).await {
+            Ok(read) => Ok(read),
+            Err(_) => {
+                let manifest = self.manifest(stream, shard, true).await?;
+                self.reader.read(&manifest, req).await
+            }
+        };
+        let read = read.inspect_err(|_| self.metrics.object_store_errors.inc())?;
+        self.metrics.remote_records.inc_by(read.records.len() as u64);
+        Ok(read)
+    }
+
+    /// The first offset from `from` below the shard's local data whose record is at least
+    /// `ts_ms` old, if the object store holds one.
+    pub async fn offset_at_timestamp(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        ts_ms: i64,
+        from: u64,
+    ) -> Result<Option<u64>, TierError> {
+        let find = self.offset_at_timestamp_within(stream, shard, ts_ms, from);
+        match tokio::time::timeout(REMOTE_READ_TIMEOUT, find).await {
+            Ok(found) => found,
+            Err(_) => {
+                self.metrics.object_store_errors.inc();
+                Err(unreadable(&stream.name, &shard.id, format!("no answer within {REMOTE_READ_TIMEOUT:?}")))
+            }
+        }
+    }
+
+    async fn offset_at_timestamp_within(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        ts_ms: i64,
+        from: u64,
+    ) -> Result<Option<u64>, TierError> {
+        let until = shard.log.local_start_offset();
+        let manifest = self.manifest(stream, shard, false).await?;
+        if manifest.version == 0 && from < until {
+            return Err(unreadable(&stream.name, &shard.id, "the shard has no manifest".into()));
+        }
+        let found = match self.reader.offset_at_timestamp(&manifest, ts_ms, from, until).await {
+            Ok(found) => Ok(found),
+            Err(_) => {
+                let manifest = self.manifest(stream, shard, true).await?;
+                self.reader.offset_at_timestamp(&manifest, ts_ms, from, until).await
+            }
+        };
+        found.inspect_err(|_| self.metrics.object_store_errors.inc())
+    }
+
+    /// Local retention over every shard, then the gauges. A shard over its local budget has
+    /// its manifest loaded afresh, and only segments it lists (same offsets) are deleted.
+    pub async fn local_retention_pass(&self, catalog: &Catalog) {
+        let mut live = Vec::new();
+        let (mut local_count, mut local_bytes) = (0usize, 0u64);
+        for stream in catalog.all() {
+            for shard in &stream.shards() {
+                let key = key(&stream, shard);
+                live.push(key.clone());
+                let sealed = shard.log.sealed_segments();
+                let (_, bytes) = shard.log.local_footprint();
+                let over = self.local_retention_bytes.is_some_and(|keep| bytes > keep);
+                let stale = match self.manifests.lock().unwrap().get(&key) {
+                    None => true,
+                    Some(k) => {
+                        k.loaded.elapsed() > MANIFEST_MAX_AGE
+                            || sealed.last().is_some_and(|s| s.end_offset > k.manifest.end_offset())
+                    }
+                };
+                if (over || stale)
+                    && let Err(e) = self.manifest(&stream, shard, true).await
+                {
+                    tracing::warn!(stream = %stream.name, shard = %shard.id, "loading the manifest: {e}");
+                }
+                // A segment the manifest lists (same offsets) is in the bucket: it may go.
+                if let (true, Some(keep), Some(manifest)) = (over, self.local_retention_bytes, self.cached(&key)) {
+                    let listed = move |base: u64, end: u64| {
+                        manifest.segments.iter().any(|s| s.base_offset == base && s.end_offset == end)
+                    };
+                    let log = shard.log.clone();
+                    match tokio::task::spawn_blocking(move || log.evict_oldest(keep, listed)).await {
+                        Ok(Ok(evicted)) => self.metrics.segments_evicted.inc_by(evicted.len() as u64),
+                        Ok(Err(e)) => tracing::warn!(stream = %stream.name, shard = %shard.id, "local retention: {e}"),
+                        Err(e) => tracing::warn!(stream = %stream.name, shard = %shard.id, "local retention task: {e}"),
+                    }
+                }
+                let (count, bytes) = shard.log.local_footprint();
+                local_count += count;
+                local_bytes += bytes;
+            }
+        }
+        let (mut remote_count, mut remote_bytes) = (0usize, 0u64);
+        {
+            let mut manifests = self.manifests.lock().unwrap();
+            manifests.retain(|k, _| live.contains(k));
+            for k in manifests.values() {
+                remote_count += k.manifest.segments.len();
+                remote_bytes += k.manifest.segments.iter().map(|s| s.stored_bytes).sum::<u64>();
+            }
+        }
+        self.metrics.local_segments.set(local_count as i64);
+        self.metrics.local_segment_bytes.set(local_bytes as i64);
+        self.metrics.remote_segments.set(remote_count as i64);
+        self.metrics.remote_segment_bytes.set(remote_bytes as i64);
+    }
+
+    /// Forget cached manifests (after retention changed the bucket).
+    pub fn invalidate(&self) {
+        self.manifests.lock().unwrap().clear();
+    }
+}
+
+/// The object store does not show what it must hold: retryable, like an unreachable store.
+fn unreadable(stream: &str, shard: &str, reason: String) -> TierError {
+    TierError::Store {
+        op: "read",
+        path: crate::tier::layout::manifest_key(stream, shard),
+        source: object_store::Error::Generic { store: "manifest", source: reason.into() },
+    }
+}

@@ -95,8 +95,18 @@ impl Tiers {
         min_timestamp_ms: i64,
     ) -> Result<RemoteRead, TierError> {
         let read = self.read_within(stream, shard, from, max_records, max_bytes, min_timestamp_ms);
-        match tokio::time::timeout(REMOTE_READ_TIMEOUT, read).await {
-            Ok(read) => read,
+        self.bounded(stream, shard, read).await
+    }
+
+    /// `work` within `REMOTE_READ_TIMEOUT`: a remote read holds one of the broker's few read slots.
+    async fn bounded<T>(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        work: impl std::future::Future<Output = Result<T, TierError>>,
+    ) -> Result<T, TierError> {
+        match tokio::time::timeout(REMOTE_READ_TIMEOUT, work).await {
+            Ok(done) => done,
             Err(_) => {
                 self.metrics.object_store_errors.inc();
                 Err(unreadable(&stream.name, &shard.id, format!("no answer within {REMOTE_READ_TIMEOUT:?}")))
@@ -142,13 +152,7 @@ impl Tiers {
         from: u64,
     ) -> Result<Option<u64>, TierError> {
         let find = self.offset_at_timestamp_within(stream, shard, ts_ms, from);
-        match tokio::time::timeout(REMOTE_READ_TIMEOUT, find).await {
-            Ok(found) => found,
-            Err(_) => {
-                self.metrics.object_store_errors.inc();
-                Err(unreadable(&stream.name, &shard.id, format!("no answer within {REMOTE_READ_TIMEOUT:?}")))
-            }
-        }
+        self.bounded(stream, shard, find).await
     }
 
     async fn offset_at_timestamp_within(

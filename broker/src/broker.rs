@@ -14,6 +14,7 @@ use crate::tier::{StoreOptions, TierError, TierStore};
 use crate::tiered::Tiers;
 use crate::tokens::TokenSigner;
 use crate::write_ahead::{BatchSettings, WalBatcher};
+use futures::StreamExt;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +40,10 @@ pub struct Broker {
 }
 
 const CONCURRENT_READS: usize = 2;
+
+/// Object-store requests in flight at start (shard claims, upload catch-up): a broker with
+/// many shards starts in seconds, not one round trip per shard after another.
+const STARTUP_REQUESTS: usize = 32;
 
 /// What a pass of `Broker::clean_write_ahead` did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -199,26 +204,35 @@ impl Broker {
         // on another disk, or another one) is fenced from now on. Losing a race for a shard to
         // a broker starting at the same moment means two brokers were given the same streams
         // and prefix: refuse to start. With the store down, shards are claimed on first upload.
-        for stream in broker.catalog.all() {
-            for shard in stream.shards() {
-                match archive.claim(&stream.name, &shard.id).await {
-                    Ok(_) => {}
-                    Err(TierError::Conflict { reason, .. }) => {
-                        return Err(io::Error::other(format!(
-                            "shard {} of stream {} in the object store: {reason}; is another broker using the same bucket and prefix?",
-                            shard.id, stream.name
-                        )));
-                    }
-                    Err(e) => tracing::warn!(stream = %stream.name, shard = %shard.id, "claiming the shard: {e}"),
+        let shards: Vec<(String, Arc<crate::catalog::Shard>)> = broker
+            .catalog
+            .all()
+            .into_iter()
+            .flat_map(|stream| stream.shards().into_iter().map(move |shard| (stream.name.clone(), shard)))
+            .collect();
+        let archive = &archive;
+        let claims = futures::stream::iter(
+            shards.iter().map(|(stream, shard)| async move { (stream, shard, archive.claim(stream, &shard.id).await) }),
+        );
+        for (stream, shard, claimed) in claims.buffer_unordered(STARTUP_REQUESTS).collect::<Vec<_>>().await {
+            match claimed {
+                Ok(_) => {}
+                Err(TierError::Conflict { reason, .. }) => {
+                    return Err(io::Error::other(format!(
+                        "shard {} of stream {stream} in the object store: {reason}; is another broker using the same bucket and prefix?",
+                        shard.id
+                    )));
                 }
+                Err(e) => tracing::warn!(%stream, shard = %shard.id, "claiming the shard: {e}"),
             }
         }
         // Segments sealed before a restart whose upload did not finish.
-        for stream in broker.catalog.all() {
-            for shard in stream.shards() {
-                if let Err(e) = archive.catch_up(&stream.name, &shard.id, shard.log.sealed_segments()).await {
-                    tracing::warn!(stream = %stream.name, shard = %shard.id, "listing uploaded segments: {e}");
-                }
+        let catch_ups = futures::stream::iter(shards.iter().map(|(stream, shard)| async move {
+            (stream, shard, archive.catch_up(stream, &shard.id, shard.log.sealed_segments()).await)
+        }));
+        for (stream, shard, queued) in catch_ups.buffer_unordered(STARTUP_REQUESTS).collect::<Vec<_>>().await {
+            if let Err(e) = queued {
+                tracing::warn!(%stream, shard = %shard.id, "listing uploaded segments: {e}");
             }
         }
         broker.enforce_retention(Timestamp::now().millis());

@@ -208,9 +208,10 @@ impl Archive {
         let _ = mirrors.await;
     }
 
-    /// Streams the bucket describes that are not in `local`, with their shards rebuilt
-    /// under `streams_dir` from the sealed segments and, past them, the records of the
-    /// write-ahead objects (durability `object`): numbering continues past a gap.
+    /// Streams the bucket describes that are not in `local`, with their shards rebuilt under
+    /// `streams_dir`: each log starts at its first sealed segment, which stays in the bucket
+    /// (reads below the local data fetch it), holds the records of the write-ahead objects
+    /// past the sealed ones (durability `object`), and numbering continues past a gap.
     pub async fn restore_missing(&self, streams_dir: &Path, local: &[String]) -> Result<Vec<String>, TierError> {
         let mut restored = Vec::new();
         let mut write_ahead: Option<Vec<WalChunk>> = None;
@@ -232,14 +233,9 @@ impl Archive {
                 let dir = stream_dir.join("shards").join(&id);
                 tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error("create", &dir, e))?;
                 let manifest = self.tier.manifest(&name, &id)?.load().await?.map(|(m, _)| m);
-                let mut end = 0;
-                if let Some(m) = &manifest {
-                    for segment in &m.segments {
-                        let bytes = self.tier.download_segment(segment).await?;
-                        write_durably(&dir.join(segment_file_name(segment.base_offset)), &bytes).await?;
-                    }
-                    end = m.end_offset();
-                }
+                // Sealed segments stay in the bucket: reads below the local data fetch them.
+                let mut start = manifest.as_ref().and_then(|m| m.segments.first()).map(|s| s.base_offset);
+                let mut end = manifest.as_ref().map_or(0, |m| m.end_offset());
                 if write_ahead.is_none() {
                     write_ahead = Some(self.tier.read_all_wal().await?);
                 }
@@ -247,6 +243,7 @@ impl Archive {
                 let replayed = tail.len();
                 for run in contiguous_runs(&tail) {
                     write_durably(&dir.join(segment_file_name(run[0].offset)), &encode_segment(run)).await?;
+                    start.get_or_insert(run[0].offset);
                     end = end.max(run[run.len() - 1].offset + 1);
                 }
                 if replayed > 0 {
@@ -255,6 +252,8 @@ impl Archive {
                 let next = end + RESTORE_OFFSET_GAP;
                 // An empty segment file at the new start is the log's active segment.
                 write_durably(&dir.join(segment_file_name(next)), &[]).await?;
+                let start = start.unwrap_or(next);
+                crate::log::write_start_offset(&dir, start).map_err(|e| io_error("write", &dir, e))?;
             }
             let meta_path = stream_dir.join("meta.json");
             meta.store(&meta_path).map_err(|e| io_error("write", &meta_path, e))?;

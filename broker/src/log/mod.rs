@@ -15,6 +15,10 @@ mod group_commit;
 mod index;
 pub(crate) mod record;
 mod recovery;
+
+/// Where a log rebuilt from the object store starts: records below its first local segment
+/// are read from the bucket (see `crate::tiered`).
+pub use recovery::write_start_offset;
 mod segment;
 #[cfg(test)]
 mod tests;

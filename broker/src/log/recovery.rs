@@ -144,7 +144,7 @@ fn read_start_offset(dir: &Path) -> Option<u64> {
 }
 
 /// Atomically replaces the persisted start offset (write a temp file, sync, rename).
-pub(crate) fn write_start_offset(dir: &Path, offset: u64) -> io::Result<()> {
+pub fn write_start_offset(dir: &Path, offset: u64) -> io::Result<()> {
     let mut bytes = offset.to_le_bytes().to_vec();
     bytes.extend_from_slice(&crc32c::crc32c(&offset.to_le_bytes()).to_le_bytes());
     let tmp = dir.join(format!("{START_OFFSET_FILE}.tmp"));

@@ -11,7 +11,7 @@
 # 3. `helm template` renders (default values, ServiceMonitor on, metrics off) and
 #    every rendered document, the CRD and examples/*.yaml parse as YAML with a
 #    kind, an apiVersion and a name;
-# 4. replicas > 1 is refused with a message naming leader election;
+# 4. replicas > 1 renders with leader election (and its Role) and is refused without it;
 # 5. with a kubeconfig: `kubectl apply --dry-run=server` of the CRD, then of the
 #    rendered chart, then (if the cluster has the DataStream CRD installed, so the
 #    API server can check its schema and CEL rules) of examples/datastream.yaml.
@@ -141,12 +141,20 @@ check_yaml "crds/datastream.yaml" "$repo/crds/datastream.yaml"
 check_yaml "examples" "$repo"/examples/*.yaml
 
 # ---- 4. refused settings -----------------------------------------------------
-if "$helm" template "$release" "$chart" --set replicas=2 >/dev/null 2>"$work/replicas.err"; then
-    fail "replicas=2 rendered; it must be refused (no leader election yet)"
-elif grep -q 'leader election' "$work/replicas.err"; then
-    pass "replicas=2 refused: $(grep -o 'replicas=2.*' "$work/replicas.err" | head -1 | cut -c1-90)..."
+if "$helm" template "$release" "$chart" --set replicas=2 >"$work/replicas.yaml" 2>"$work/replicas.err" \
+        && grep -q 'kind: Role$' "$work/replicas.yaml" && grep -q 'replicas: 2' "$work/replicas.yaml"; then
+    pass "replicas=2 renders with leader election and its Role"
 else
-    fail "replicas=2 failed, but not with the leader-election message:"
+    fail "replicas=2 with leader election did not render as expected:"
+    cat "$work/replicas.err" >&2
+fi
+if "$helm" template "$release" "$chart" --set replicas=2 --set leaderElection.enabled=false \
+        >/dev/null 2>"$work/replicas.err"; then
+    fail "replicas=2 without leader election rendered; it must be refused"
+elif grep -q 'leaderElection.enabled' "$work/replicas.err"; then
+    pass "replicas=2 without leader election refused: $(grep -o 'replicas=2.*' "$work/replicas.err" | head -1 | cut -c1-80)..."
+else
+    fail "replicas=2 without leader election failed, but not with the expected message:"
     cat "$work/replicas.err" >&2
 fi
 

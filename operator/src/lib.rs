@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod controller;
 pub mod error;
 pub mod kinesis;
+pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod status;

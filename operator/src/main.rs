@@ -3,7 +3,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use streamfabric_operator::{admin, controller, metrics::Metrics};
+use streamfabric_operator::{admin, controller, leader, metrics::Metrics};
 
 /// streamfabric's operator: reconciles DataStream resources into broker StatefulSets.
 #[derive(Parser)]
@@ -21,6 +21,28 @@ struct Args {
     /// Where their admin port (`/stats`, for write rates and the autoscaler) answers.
     #[arg(long, env = "STREAMFABRIC_OPERATOR_BROKER_ADMIN", default_value = streamfabric_operator::kinesis::DEFAULT_ADMIN_TEMPLATE)]
     broker_admin_template: String,
+
+    /// Elect one leader among the operator's replicas through a Lease (false: reconcile
+    /// right away, for a single replica).
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Namespace of the Lease (default: this pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// This replica's name in the Lease (default: the pod name, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    leader_election_identity: Option<String>,
+}
+
+const LEASE_NAME: &str = "streamfabric-operator";
+
+/// The namespace a pod runs in, from its service account, else `default`.
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_string())
+        .unwrap_or_else(|_| "default".into())
 }
 
 const CRD_NAME: &str = "datastreams.streamfabric.io";
@@ -66,6 +88,26 @@ async fn main() -> std::process::ExitCode {
     tracing::info!(metrics = %args.metrics_listen, "streamfabric operator running");
     let endpoints =
         controller::BrokerEndpoints { api: args.broker_endpoint_template, admin: args.broker_admin_template };
-    controller::run(client, metrics, endpoints).await;
-    std::process::ExitCode::SUCCESS
+    if !args.leader_election {
+        controller::run(client, metrics, endpoints).await;
+        return std::process::ExitCode::SUCCESS;
+    }
+    let election = leader::Election {
+        namespace: args.leader_election_namespace.unwrap_or_else(own_namespace),
+        name: LEASE_NAME.into(),
+        identity: args.leader_election_identity.unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("operator".into(), |h| h.trim().to_string())
+        }),
+        lease_duration: std::time::Duration::from_secs(15),
+        renew_every: std::time::Duration::from_secs(5),
+    };
+    tracing::info!(lease = %election.name, namespace = %election.namespace, identity = %election.identity, "waiting to lead");
+    election.acquire(&client).await;
+    tokio::select! {
+        _ = controller::run(client.clone(), metrics, endpoints) => std::process::ExitCode::SUCCESS,
+        _ = election.hold(&client) => {
+            eprintln!("streamfabric-operator: lost the leader lease; exiting so that one leader reconciles");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

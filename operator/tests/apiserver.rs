@@ -241,3 +241,42 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
     .await;
     controller.abort();
 }
+
+/// Leader election on a real Lease: two replicas race for it, exactly one leads; the other
+/// waits while the leader renews and takes over once it stops; the old leader then learns it
+/// lost.
+#[tokio::test]
+#[ignore = "needs a real API server; run scripts/e2e-operator"]
+async fn one_replica_leads_and_another_takes_over_when_it_stops_renewing() {
+    use streamfabric_operator::leader::Election;
+    let client = Client::try_default().await.expect("KUBECONFIG points at the test API server");
+    let ns = namespace(&client, "sf-leader").await;
+    let replica = |identity: &str| Election {
+        namespace: ns.clone(),
+        name: "streamfabric-operator".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(2),
+        renew_every: Duration::from_millis(300),
+    };
+    let (a, b) = (replica("replica-a"), replica("replica-b"));
+    let (won_a, won_b) = tokio::join!(a.try_acquire(&client), b.try_acquire(&client));
+    let (won_a, won_b) = (won_a.unwrap(), won_b.unwrap());
+    assert!(won_a ^ won_b, "exactly one leads: a {won_a}, b {won_b}");
+    let (leader, follower) = if won_a { (a, b) } else { (b, a) };
+    for _ in 0..3 {
+        assert!(leader.try_acquire(&client).await.unwrap(), "the leader renews");
+        assert!(!follower.try_acquire(&client).await.unwrap(), "the follower waits");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The leader stops renewing: within a lease duration the follower leads.
+    let started = std::time::Instant::now();
+    follower.acquire(&client).await;
+    assert!(started.elapsed() >= Duration::from_millis(1500), "not before the lease expired");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    let spec = leases.get("streamfabric-operator").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(follower.identity.as_str()));
+    assert_eq!(spec.lease_transitions, Some(1));
+    // The old leader, holding on, finds out.
+    tokio::time::timeout(Duration::from_secs(5), leader.hold(&client)).await.expect("the old leader learns it lost");
+}

@@ -78,11 +78,11 @@ Full operator image reference.
 Refuse settings the operator cannot run with yet.
 */}}
 {{- define "streamfabric.validate" -}}
-{{- if gt (int .Values.replicas) 1 }}
-{{- fail (printf "replicas=%v is not supported: the streamfabric operator has no leader election yet, so two replicas would reconcile the same DataStreams concurrently. Set replicas to 1 (or 0 to stop the operator)." .Values.replicas) }}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicas=%v needs leaderElection.enabled: without leader election every replica would reconcile the same DataStreams concurrently." .Values.replicas) }}
 {{- end }}
 {{- if lt (int .Values.replicas) 0 }}
-{{- fail (printf "replicas=%v: must be 0 or 1" .Values.replicas) }}
+{{- fail (printf "replicas=%v: must be 0 or more" .Values.replicas) }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled (the ServiceMonitor scrapes the metrics Service)" }}

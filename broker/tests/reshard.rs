@@ -63,7 +63,7 @@ async fn read_all(client: &Client, stream: &str, shard: &str) -> (Vec<(String, S
 }
 
 async fn wait_active(client: &Client, stream: &str) {
-    for _ in 0..500 {
+    for _ in 0..3000 {
         let summary = client.describe_stream_summary().stream_name(stream).send().await.unwrap();
         if summary.stream_description_summary().unwrap().stream_status().as_str() == "ACTIVE" {
             return;

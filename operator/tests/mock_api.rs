@@ -99,7 +99,7 @@ fn events(seen: &[(Method, String, Value)]) -> Vec<&Value> {
 /// Wait until the broker's stream `orders` is ACTIVE with `open` open shards.
 async fn wait_for_open_shards(endpoint: &str, open: i32) {
     let admin = streamfabric_operator::kinesis::KinesisAdmin::default();
-    for _ in 0..300 {
+    for _ in 0..3000 {
         let state = admin.ensure_stream(endpoint, "orders", 8, 24).await.unwrap();
         if state.active && state.open_shards == open {
             return;
@@ -117,7 +117,7 @@ async fn broker_with_orders() -> (streamfabric_broker::Running, tempfile::TempDi
     let running = streamfabric_broker::start(streamfabric_broker::BrokerConfig::for_dir(dir.path())).await.unwrap();
     let endpoint = format!("http://{}", running.api_addr);
     let admin = streamfabric_operator::kinesis::KinesisAdmin::default();
-    for _ in 0..200 {
+    for _ in 0..2000 {
         if admin.ensure_stream(&endpoint, "orders", 8, 24).await.unwrap().active {
             return (running, dir);
         }

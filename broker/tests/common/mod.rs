@@ -64,7 +64,7 @@ impl TestBroker {
 }
 
 pub async fn wait_active(broker: &TestBroker, name: &str) {
-    for _ in 0..200 {
+    for _ in 0..2000 {
         let (_, answer) = broker.json("DescribeStreamSummary", serde_json::json!({"StreamName": name})).await;
         if answer["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
             return;

@@ -52,6 +52,10 @@ enum UploadJob {
     Flush(oneshot::Sender<()>),
 }
 
+/// A segment the store keeps refusing (not an outage: a conflict) is given up after this many
+/// attempts, so that it does not hold up the uploads queued behind it.
+const REFUSALS_BEFORE_GIVING_UP: u32 = 5;
+
 /// An unlisted segment object younger than this may be an upload in flight: it is kept.
 pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 
@@ -428,10 +432,11 @@ impl Uploader {
     }
 
     /// Upload one sealed segment and list it in the manifest; a failure is retried with
-    /// backoff (the store may be down) without losing its place. Gives up only when the
-    /// segment is gone (retention) or another broker owns the shard.
+    /// backoff (the store may be down) without losing its place. Gives up when the segment
+    /// is gone (retention), another broker owns the shard, or the store keeps refusing it.
     async fn upload(&self, stream: &str, shard: &str, segment: &SealedSegment) {
         let mut backoff = Duration::from_millis(100);
+        let mut refusals = 0;
         loop {
             let started = Instant::now();
             let attempt = match self.ownership.epoch(&self.tier, stream, shard).await {
@@ -473,6 +478,15 @@ impl Uploader {
                     if !segment.path.exists() {
                         // Trimmed by retention (or its stream deleted) before it could be uploaded.
                         tracing::warn!(%stream, %shard, "segment gone before upload: {e}");
+                        return;
+                    }
+                    refusals += u32::from(!e.is_transient());
+                    if refusals >= REFUSALS_BEFORE_GIVING_UP {
+                        // The store answers but will not take it (a conflicting object or entry):
+                        // retrying forever would hold up every other upload behind it. It stays
+                        // on local disk, and the catch-up at the next start tries again.
+                        self.metrics.segment_uploads_abandoned.inc();
+                        tracing::error!(%stream, %shard, base = segment.base_offset, "upload refused {refusals} times, left on local disk: {e}");
                         return;
                     }
                     tracing::warn!(%stream, %shard, base = segment.base_offset, "upload failed, retrying in {backoff:?}: {e}");

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub upload_backlog_bytes: IntGauge,
     pub fenced_shards: IntGauge,
     pub segment_orphans_deleted: IntCounter,
+    pub segment_uploads_abandoned: IntCounter,
     /// Lease operations by operation (and SyncLeases' steps) and outcome: won, conflict, error.
     pub lease_operations: IntCounterVec,
     pub object_batch_puts: IntCounter,
@@ -221,6 +222,10 @@ impl Metrics {
             object_store_errors,
             upload_backlog_bytes,
             fenced_shards,
+            segment_uploads_abandoned: plain(
+                "streamfabric_segment_uploads_abandoned_total",
+                "Sealed segments the object store kept refusing (a conflict, not an outage), left on local disk",
+            ),
             segment_orphans_deleted: plain(
                 "streamfabric_segment_orphans_deleted_total",
                 "Segment objects no manifest listed, deleted by the orphan sweep",

@@ -288,3 +288,31 @@ async fn the_orphan_sweep_deletes_old_unlisted_segment_objects_only() {
     assert_eq!(std::fs::read_dir(&segments).unwrap().count(), listed + 1, "listed segments stay");
     assert_eq!(b.running.broker.metrics.segment_orphans_deleted.get(), 1);
 }
+
+/// A segment the store keeps refusing (here: another object already at its key) is given up
+/// after a few attempts and stays on local disk; the uploads behind it go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_does_not_hold_up_the_others() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let b = common::start_with(|c| {
+        c.object_store = Some(url.clone());
+        c.segment_bytes = 4096;
+    })
+    .await;
+    b.create_stream("blocked", 1).await;
+    let segments = objects.path().join("streams/blocked/shards/shardId-000000000000/segments");
+    std::fs::create_dir_all(&segments).unwrap();
+    std::fs::write(segments.join("00000000000000000000-1.seg"), b"someone else's bytes").unwrap();
+    for i in 0..40 {
+        let put = json!({"StreamName": "blocked", "PartitionKey": format!("k{i}"), "Data": b64(&[3u8; 300])});
+        assert_eq!(b.json("PutRecord", put).await.0, 200);
+    }
+    b.running.broker.archive.flush().await;
+    let metrics = &b.running.broker.metrics;
+    assert_eq!(metrics.segment_uploads_abandoned.get(), 1, "the first segment is given up");
+    assert!(metrics.segment_uploads.get() >= 2, "the later ones are uploaded");
+    assert_eq!(metrics.upload_backlog_bytes.get(), 0, "nothing holds writes back");
+    let shard = b.running.broker.catalog.get("blocked").unwrap().shard(0).unwrap();
+    assert_eq!(shard.log.sealed_segments()[0].base_offset, 0, "it stays on local disk");
+}

@@ -5,7 +5,7 @@
 //!  "segments": [{"base_offset": 0, "end_offset": 1200, "first_ts_ms": 1700000000000,
 //!                "last_ts_ms": 1700000060000, "records": 1200, "raw_bytes": 1048576,
 //!                "stored_bytes": 301234, "compression": "zstd",
-//!                "key": "streams/s/shards/shardId-000000000000/segments/00000000000000000000.seg"}],
+//!                "key": "streams/s/shards/shardId-000000000000/segments/00000000000000000000-3.seg"}],
 //!  "trimmed_before_offset": 0}
 //! ```
 //!
@@ -109,6 +109,10 @@ impl Manifest {
     /// (what the claimant read). Of claimants racing from the same `seen`, one succeeds;
     /// the others are refused with the winner's name.
     pub fn take_ownership(&mut self, owner: &str, seen: u64) -> Result<u64> {
+        // Already this owner's: a retried claim whose first attempt landed unanswered.
+        if self.epoch > seen && self.owner.as_deref() == Some(owner) {
+            return Ok(self.epoch);
+        }
         if self.epoch != seen {
             return Err(TierError::Conflict {
                 path: format!("shard {} manifest", self.shard),
@@ -320,7 +324,7 @@ mod tests {
             raw_bytes: 100,
             stored_bytes: 50,
             compression: Compression::Zstd,
-            key: layout::segment_key("s", "sh", base),
+            key: layout::segment_key("s", "sh", base, 1),
         }
     }
 
@@ -359,6 +363,15 @@ mod tests {
         assert!(m.insert_segment(seg(0, 10, 100)).is_err(), "below trim point");
         assert_eq!(m.remove_expired(10_000).len(), 2);
         assert_eq!(m.end_offset(), 40);
+    }
+
+    #[test]
+    fn a_claim_that_landed_unanswered_is_still_the_claimants() {
+        let mut m = Manifest::new("sh", 1);
+        assert_eq!(m.take_ownership("a", 0).unwrap(), 1);
+        assert_eq!(m.take_ownership("a", 0).unwrap(), 1, "the retry finds its own claim");
+        assert!(matches!(m.take_ownership("b", 0), Err(TierError::Conflict { .. })));
+        assert_eq!((m.owner.as_deref(), m.epoch), (Some("a"), 1));
     }
 
     #[test]

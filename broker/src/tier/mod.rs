@@ -7,7 +7,7 @@
 //! ```text
 //! <prefix>/streams/<stream>/meta.json                          stream description (StreamMetaDoc)
 //! <prefix>/streams/<stream>/shards/<shard>/manifest.json       per-shard manifest (Manifest)
-//! <prefix>/streams/<stream>/shards/<shard>/segments/<base_offset:020>.seg
+//! <prefix>/streams/<stream>/shards/<shard>/segments/<base_offset:020>-<epoch>.seg
 //! <prefix>/consumers/<application>/leases/<shard>.json           consumer lease (crate::leases)
 //! <prefix>/wal/<unix_ms:013>-<random:016x>.wal                 write-ahead batch (durability `object`)
 //! ```
@@ -135,8 +135,11 @@ pub mod layout {
     pub fn segments_dir(stream: &str, shard: &str) -> String {
         format!("streams/{stream}/shards/{shard}/segments")
     }
-    pub fn segment_key(stream: &str, shard: &str, base_offset: u64) -> String {
-        format!("streams/{stream}/shards/{shard}/segments/{base_offset:020}.seg")
+    /// A segment object's key carries its uploader's epoch: a broker that took the shard
+    /// over never meets a different segment at the same base that a former owner's upload
+    /// left unlisted (it crashed between the object and the manifest).
+    pub fn segment_key(stream: &str, shard: &str, base_offset: u64, epoch: u64) -> String {
+        format!("streams/{stream}/shards/{shard}/segments/{base_offset:020}-{epoch}.seg")
     }
 
     pub fn wal_dir() -> &'static str {

@@ -118,7 +118,7 @@ impl TierStore {
     pub async fn upload_segment(&self, req: SegmentUpload) -> Result<UploadReport> {
         let start = Instant::now();
         let manifest = self.manifest(&req.stream, &req.shard)?;
-        let key = layout::segment_key(&req.stream, &req.shard, req.base_offset);
+        let key = layout::segment_key(&req.stream, &req.shard, req.base_offset, req.epoch);
         let path = self.path(&key);
         if req.end_offset <= req.base_offset {
             return Err(TierError::Rejected {

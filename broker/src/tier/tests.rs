@@ -63,6 +63,7 @@ storage_tests!(
     manifest_concurrent_appends,
     manifest_race_two_handles,
     ownership_race_one_winner,
+    takeover_upload_passes_a_former_owners_unlisted_object,
     stale_epoch_refused,
     incarnation_pinned,
     segment_round_trip_all_compressions,
@@ -89,7 +90,7 @@ fn fake_seg(base: u64, end: u64) -> SegmentRef {
         raw_bytes: 1,
         stored_bytes: 1,
         compression: Compression::None,
-        key: layout::segment_key("s", "sh", base),
+        key: layout::segment_key("s", "sh", base, 1),
     }
 }
 
@@ -337,6 +338,23 @@ async fn ownership_race_one_winner(t: TierStore) {
     assert!(matches!(fenced, TierError::StaleEpoch { .. }), "{fenced}");
 }
 
+/// A former owner crashed between a segment's object and its manifest entry; the broker that
+/// took the shard over uploads its own, different segment at the same base: no conflict,
+/// the manifest lists the new owner's object.
+async fn takeover_upload_passes_a_former_owners_unlisted_object(t: TierStore) {
+    let left = t.path(&layout::segment_key("s", "sh", 0, 1));
+    t.store().put(&left, PutPayload::from(sample(1000, 7))).await.unwrap();
+    let m = t.manifest("s", "sh").unwrap();
+    m.claim_epoch(2).await.unwrap();
+    let mut req = upload_req(0, 15, 1000, Compression::Zstd, sample(2000, 8));
+    req.epoch = 2;
+    let report = t.upload_segment(req).await.unwrap();
+    assert_eq!(report.segment.key, layout::segment_key("s", "sh", 0, 2));
+    let (doc, _) = m.load().await.unwrap().unwrap();
+    assert_eq!(doc.segments.len(), 1);
+    assert_eq!(t.download_segment(&doc.segments[0]).await.unwrap(), sample(2000, 8));
+}
+
 async fn stale_epoch_refused(t: TierStore) {
     let m = t.manifest("s", "sh").unwrap();
     m.claim_epoch(5).await.unwrap();
@@ -353,7 +371,7 @@ async fn stale_epoch_refused(t: TierStore) {
     // uploads check the epoch before uploading anything
     let e = t.upload_segment(upload_req(10, 20, 1, Compression::Zstd, sample(1000, 1))).await.unwrap_err();
     assert!(matches!(e, TierError::StaleEpoch { .. }), "{e}");
-    assert!(t.store().head(&t.path(&layout::segment_key("s", "sh", 10))).await.is_err());
+    assert!(t.store().head(&t.path(&layout::segment_key("s", "sh", 10, 1))).await.is_err());
     // and retention too
     assert!(matches!(t.delete_before("s", "sh", 5, u64::MAX).await, Err(TierError::StaleEpoch { .. })));
 }
@@ -396,8 +414,8 @@ async fn segment_round_trip_all_compressions(t: TierStore) {
     assert_eq!(t.download_segment(&r.segment).await.unwrap(), data);
     let (m, _) = t.manifest("s", "sh").unwrap().load().await.unwrap().unwrap();
     assert_eq!(m.segments.len(), 4);
-    assert_eq!(m.find(350).unwrap().key, layout::segment_key("s", "sh", 300));
-    assert!(m.segments[0].key.ends_with("segments/00000000000000000000.seg"));
+    assert_eq!(m.find(350).unwrap().key, layout::segment_key("s", "sh", 300, 1));
+    assert!(m.segments[0].key.ends_with("segments/00000000000000000000-1.seg"), "{}", m.segments[0].key);
 }
 
 async fn segment_idempotent_reupload(t: TierStore) {
@@ -443,7 +461,7 @@ async fn segment_conflicting_reupload(t: TierStore) {
     let e = t.upload_segment(upload_req(0, 10, 1000, Compression::Zstd, sample(10_000, 2))).await.unwrap_err();
     assert!(matches!(e, TierError::Conflict { .. }), "{e}");
     // a stray object under a new key with other content
-    let key = t.path(&layout::segment_key("s", "sh", 10));
+    let key = t.path(&layout::segment_key("s", "sh", 10, 1));
     t.store().put(&key, PutPayload::from_static(b"garbage")).await.unwrap();
     let e = t.upload_segment(upload_req(10, 20, 1000, Compression::Lz4, sample(10_000, 3))).await.unwrap_err();
     assert!(matches!(e, TierError::Conflict { .. }), "{e}");
@@ -722,7 +740,7 @@ async fn remote_cache_accounting_and_bound(t: TierStore) {
 async fn remote_reads_whole_file_objects(t: TierStore) {
     // An object of the earlier format: the segment file as one zstd stream.
     let raw = records_segment(0, &[300; 40]);
-    let key = layout::segment_key("s", "sh", 0);
+    let key = layout::segment_key("s", "sh", 0, 1);
     let stored = codec::compress(&raw, Compression::Zstd, 3).unwrap();
     t.store().put(&t.path(&key), PutPayload::from(stored.clone())).await.unwrap();
     let seg = SegmentRef {

@@ -141,6 +141,23 @@ fn seq_offset(seq: &str) -> u64 {
     seq[seq.len() - 20..].parse().unwrap()
 }
 
+/// A broker on the object store at `url` whose segments seal every 4 KiB.
+async fn small_segments_on(url: &str) -> common::TestBroker {
+    common::start_with(|c| {
+        c.object_store = Some(url.to_string());
+        c.segment_bytes = 4096;
+    })
+    .await
+}
+
+/// 40 records of 300 bytes: enough to seal several 4 KiB segments.
+async fn put_40(b: &common::TestBroker, stream: &str) {
+    for i in 0..40 {
+        let put = json!({"StreamName": stream, "PartitionKey": format!("k{i}"), "Data": b64(&[i as u8; 300])});
+        assert_eq!(b.json("PutRecord", put).await.0, 200);
+    }
+}
+
 fn manifest_owner(
     objects: &std::path::Path,
     stream: &str,
@@ -224,11 +241,7 @@ async fn a_broker_whose_shards_were_taken_stops_writing_them() {
 async fn each_stream_chooses_its_segment_compression() {
     let objects = tempfile::tempdir().unwrap();
     let url = format!("file://{}", objects.path().display());
-    let b = common::start_with(|c| {
-        c.object_store = Some(url.clone());
-        c.segment_bytes = 4096;
-    })
-    .await;
+    let b = small_segments_on(&url).await;
     let tagged = json!({"StreamName": "fast", "ShardCount": 1, "Tags": {"streamfabric.io/compression": "lz4"}});
     assert_eq!(b.json("CreateStream", tagged).await.0, 200);
     common::wait_active(&b, "fast").await;
@@ -237,10 +250,7 @@ async fn each_stream_chooses_its_segment_compression() {
     let msg = b.expect_error("AddTagsToStream", bad, 400, "InvalidArgumentException").await;
     assert!(msg.contains("zstd, lz4 or none"), "{msg}");
     for stream in ["fast", "small"] {
-        for i in 0..40 {
-            let put = json!({"StreamName": stream, "PartitionKey": format!("k{i}"), "Data": b64(&[i as u8; 300])});
-            assert_eq!(b.json("PutRecord", put).await.0, 200);
-        }
+        put_40(&b, stream).await;
     }
     b.running.broker.archive.flush().await;
     let tier = streamfabric_broker::tier::TierStore::open(&url, &Default::default()).unwrap();
@@ -257,16 +267,9 @@ async fn each_stream_chooses_its_segment_compression() {
 async fn the_orphan_sweep_deletes_old_unlisted_segment_objects_only() {
     let objects = tempfile::tempdir().unwrap();
     let url = format!("file://{}", objects.path().display());
-    let b = common::start_with(|c| {
-        c.object_store = Some(url.clone());
-        c.segment_bytes = 4096;
-    })
-    .await;
+    let b = small_segments_on(&url).await;
     b.create_stream("swept", 1).await;
-    for i in 0..40 {
-        let put = json!({"StreamName": "swept", "PartitionKey": format!("k{i}"), "Data": b64(&[1u8; 300])});
-        assert_eq!(b.json("PutRecord", put).await.0, 200);
-    }
+    put_40(&b, "swept").await;
     b.running.broker.archive.flush().await;
     let segments = objects.path().join("streams/swept/shards/shardId-000000000000/segments");
     let listed = std::fs::read_dir(&segments).unwrap().count();
@@ -295,19 +298,12 @@ async fn the_orphan_sweep_deletes_old_unlisted_segment_objects_only() {
 async fn a_refused_upload_does_not_hold_up_the_others() {
     let objects = tempfile::tempdir().unwrap();
     let url = format!("file://{}", objects.path().display());
-    let b = common::start_with(|c| {
-        c.object_store = Some(url.clone());
-        c.segment_bytes = 4096;
-    })
-    .await;
+    let b = small_segments_on(&url).await;
     b.create_stream("blocked", 1).await;
     let segments = objects.path().join("streams/blocked/shards/shardId-000000000000/segments");
     std::fs::create_dir_all(&segments).unwrap();
     std::fs::write(segments.join("00000000000000000000-1.seg"), b"someone else's bytes").unwrap();
-    for i in 0..40 {
-        let put = json!({"StreamName": "blocked", "PartitionKey": format!("k{i}"), "Data": b64(&[3u8; 300])});
-        assert_eq!(b.json("PutRecord", put).await.0, 200);
-    }
+    put_40(&b, "blocked").await;
     b.running.broker.archive.flush().await;
     let metrics = &b.running.broker.metrics;
     assert_eq!(metrics.segment_uploads_abandoned.get(), 1, "the first segment is given up");

@@ -120,23 +120,27 @@ class Suite:
 # --------------------------------------------------------------------------
 
 
+def kinesis_client(endpoint, max_attempts):
+    return boto3.client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"mode": "standard", "max_attempts": max_attempts},
+        ),
+    )
+
+
 class Scenario:
     def __init__(self, endpoint, seed):
         self.endpoint = endpoint.rstrip("/")
         self.rng = random.Random(seed)
-        self.kinesis = boto3.client(
-            "kinesis",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(
-                connect_timeout=5,
-                read_timeout=30,
-                # Standard mode retries throttling (ProvisionedThroughputExceeded).
-                retries={"mode": "standard", "max_attempts": 8},
-            ),
-        )
+        # Standard mode retries throttling (ProvisionedThroughputExceeded).
+        self.kinesis = kinesis_client(self.endpoint, max_attempts=8)
         run_id = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
         self.prefix = f"sf-compat-{run_id}"
         self.stream = f"{self.prefix}-main"
@@ -693,14 +697,7 @@ class Scenario:
         expect(summary["OpenShardCount"] == 4, f"OpenShardCount {summary['OpenShardCount']}")
         put(200)
         # boto3 retries LimitExceededException as throttling for ~45 s: ask once.
-        once = boto3.client(
-            "kinesis",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(retries={"mode": "standard", "max_attempts": 1}),
-        )
+        once = kinesis_client(self.endpoint, max_attempts=1)
         expect_client_error(
             "LimitExceededException",
             once.update_shard_count,

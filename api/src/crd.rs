@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
     version = "v1alpha1",
     kind = "DataStream",
     namespaced,
-    shortname = "ds",
+    shortname = "dstream",
     status = "DataStreamStatus",
     derive = "PartialEq",
     doc = "A Kinesis-compatible data stream served by streamfabric brokers",
@@ -53,6 +53,9 @@ pub struct DataStreamSpec {
     pub object_store: Option<ObjectStoreSpec>,
     #[serde(default)]
     pub durability: Durability,
+    /// How shard logs are cut into segments and compressed for the object store.
+    #[serde(default)]
+    pub segments: SegmentsSpec,
     /// What happens to the stream's data in the object store when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -79,6 +82,40 @@ pub enum Durability {
     Local,
     /// Acknowledged only once the write batch is in the object store.
     Object,
+}
+
+/// Segments (unset fields keep the broker's defaults: 64 MiB, 1h, zstd).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentsSpec {
+    /// Seal a shard's active segment at this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 4096))]
+    pub max_bytes: Option<i64>,
+    /// ... or when its first record is this old (`250ms`, `30s`, `5m`, `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub max_age: Option<String>,
+    /// Compression of sealed segments in the object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<SegmentCompression>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SegmentCompression {
+    Zstd,
+    Lz4,
+    None,
+}
+
+impl From<SegmentCompression> for crate::settings::Compression {
+    fn from(c: SegmentCompression) -> Self {
+        match c {
+            SegmentCompression::Zstd => crate::settings::Compression::Zstd,
+            SegmentCompression::Lz4 => crate::settings::Compression::Lz4,
+            SegmentCompression::None => crate::settings::Compression::None,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -221,11 +258,17 @@ pub struct StorageSpec {
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Keep at most this many bytes of each shard's segments on the volume: older sealed
+    /// segments already in the object store are then read from there. Default: the volume
+    /// keeps everything for the retention period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub local_retention_bytes: Option<i64>,
 }
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        StorageSpec { size: default_storage_size(), storage_class_name: None }
+        StorageSpec { size: default_storage_size(), storage_class_name: None, local_retention_bytes: None }
     }
 }
 

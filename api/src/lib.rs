@@ -1,5 +1,6 @@
 //! The Kinesis Data Streams wire model shared by streamfabric's binaries: operations and
-//! their shapes, error codes, the JSON 1.1 / CBOR 1.1 codecs, hash keys and sequence numbers.
+//! their shapes, error codes, the JSON 1.1 / CBOR 1.1 codecs, hash keys and sequence numbers;
+//! and the broker's settings, which the broker reads and the operator writes.
 
 pub mod codec;
 #[cfg(feature = "crd")]
@@ -11,6 +12,7 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod sequence;
+pub mod settings;
 pub mod stats;
 pub mod types;
 

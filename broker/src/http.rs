@@ -135,7 +135,7 @@ fn request_id() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// `/metrics`, `/healthz`, `/readyz`, `/stats`.
+/// `/metrics`, `/healthz`, `/readyz`, `/stats`, `/config` (the settings this process runs with).
 /// `POST /shards/take` with `{"stream", "shard", "fromEpoch"}`: take the shard's ownership in
 /// the object store from that epoch. 200 with the new epoch; 409 if another broker took it first.
 async fn take_shard(broker: &Broker, req: Request<Incoming>) -> (StatusCode, &'static str, Vec<u8>) {
@@ -182,10 +182,13 @@ pub async fn handle_admin(broker: Arc<Broker>, req: Request<Incoming>) -> Respon
         (_, "/stats") => {
             (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap())
         }
+        (_, "/config") => {
+            (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&broker.config.shown()).unwrap())
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            b"not found: try /metrics, /healthz, /readyz, /stats or POST /shards/take\n".to_vec(),
+            b"not found: try /metrics, /healthz, /readyz, /stats, /config or POST /shards/take\n".to_vec(),
         ),
     };
     Response::builder()

@@ -186,17 +186,7 @@ async fn lease_json(b: &common::TestBroker, op: &str, body: serde_json::Value) -
 }
 
 async fn admin_get(b: &common::TestBroker, path: &str) -> String {
-    use http_body_util::BodyExt;
-    let addr = b.running.admin_addr;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header("host", addr.to_string())
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    common::http_get(b.running.admin_addr, path).await.1
 }
 
 fn rand_suffix() -> u64 {

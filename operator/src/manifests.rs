@@ -14,7 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
-use streamfabric_api::crd::{DataStream, DataStreamSpec, StreamMode};
+use std::net::SocketAddr;
+use streamfabric_api::crd::{self, DataStream, DataStreamSpec, StreamMode};
+use streamfabric_api::settings::{BrokerConfig, Durability, FlushSetting, parse_duration};
 
 pub const API_PORT: i32 = 4567;
 pub const ADMIN_PORT: i32 = 4568;
@@ -94,20 +96,50 @@ pub fn broker_replicas(spec: &DataStreamSpec, shards: i32) -> i32 {
     wanted.clamp(b.min_replicas.min(b.max_replicas), b.max_replicas.max(1))
 }
 
-/// Broker settings, as the environment variables `streamfabric-broker serve` reads.
-pub fn config_map(ds: &DataStream) -> ConfigMap {
+/// The broker settings a DataStream's spec asks for: every spec field that concerns brokers
+/// lands here, in the type the broker's own flags read (unset spec fields keep its defaults).
+pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
     let s = &ds.spec;
     let l = &s.shard_limits;
-    let data = BTreeMap::from([
-        ("STREAMFABRIC_DATA_DIR".to_string(), DATA_DIR.to_string()),
-        ("STREAMFABRIC_LISTEN".to_string(), format!("0.0.0.0:{API_PORT}")),
-        ("STREAMFABRIC_ADMIN_LISTEN".to_string(), format!("0.0.0.0:{ADMIN_PORT}")),
-        ("STREAMFABRIC_ENFORCE_SHARD_LIMITS".to_string(), l.enforce.to_string()),
-        ("STREAMFABRIC_SHARD_WRITE_BYTES".to_string(), l.write_bytes_per_second.to_string()),
-        ("STREAMFABRIC_SHARD_WRITE_RECORDS".to_string(), l.write_records_per_second.to_string()),
-        ("STREAMFABRIC_SHARD_READ_BYTES".to_string(), l.read_bytes_per_second.to_string()),
-        ("STREAMFABRIC_SHARD_READ_CALLS".to_string(), l.read_calls_per_second.to_string()),
-    ]);
+    let defaults = BrokerConfig::default();
+    let store = s.object_store.as_ref();
+    BrokerConfig {
+        data_dir: DATA_DIR.into(),
+        listen: SocketAddr::from(([0, 0, 0, 0], API_PORT as u16)),
+        admin_listen: SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT as u16)),
+        // Durability Object needs every acknowledged write fsynced, and so does a pod's disk.
+        flush: FlushSetting::Always,
+        durability: match s.durability {
+            crd::Durability::Local => Durability::Local,
+            crd::Durability::Object => Durability::Object,
+        },
+        object_store: store.map(|o| o.url.clone()),
+        object_store_endpoint: store.and_then(|o| o.endpoint.clone()),
+        object_store_region: store.and_then(|o| o.region.clone()),
+        segment_bytes: s.segments.max_bytes.map_or(defaults.segment_bytes, |b| b as u64),
+        segment_age: s
+            .segments
+            .max_age
+            .as_deref()
+            // The schema's pattern admits only what parse_duration reads.
+            .and_then(|age| parse_duration(age).ok())
+            .unwrap_or(defaults.segment_age),
+        segment_compression: s.segments.compression.map_or(defaults.segment_compression, Into::into),
+        local_retention_bytes: s.brokers.storage.local_retention_bytes.map(|b| b as u64),
+        enforce_shard_limits: l.enforce,
+        shard_write_bytes_per_sec: l.write_bytes_per_second as u64,
+        shard_write_records_per_sec: l.write_records_per_second as u64,
+        shard_read_bytes_per_sec: l.read_bytes_per_second as u64,
+        shard_read_calls_per_sec: l.read_calls_per_second as u64,
+        // Each pod's own name, from the Downward API (see `statefulset`).
+        broker_id: None,
+        ..defaults
+    }
+}
+
+/// Broker settings, as the environment variables `streamfabric-broker serve` reads.
+pub fn config_map(ds: &DataStream) -> ConfigMap {
+    let data = broker_settings(ds).to_env();
     ConfigMap { metadata: metadata(ds, &Names::of(ds).config), data: Some(data), ..ConfigMap::default() }
 }
 
@@ -144,7 +176,8 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
         ..EnvVar::default()
     };
     // The pod name is the broker's name in shard manifests: stable across restarts and disks.
-    let mut env = vec![from_field("POD_IP", "status.podIP"), from_field("STREAMFABRIC_BROKER_ID", "metadata.name")];
+    let mut env =
+        vec![from_field("POD_IP", "status.podIP"), from_field(&BrokerConfig::env_name("broker_id"), "metadata.name")];
     if let Some(secret) = spec.object_store.as_ref().and_then(|o| o.credentials_secret_ref.as_ref()) {
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
             env.push(EnvVar {
@@ -359,6 +392,49 @@ mod tests {
         let cm = config_map(&ds);
         assert_eq!(cm.data.as_ref().unwrap()["STREAMFABRIC_SHARD_WRITE_RECORDS"], "1000");
         assert_eq!(pod_disruption_budget(&ds).spec.unwrap().max_unavailable, Some(IntOrString::Int(1)));
+    }
+
+    /// Each spec field that concerns brokers, away from its default, read back from the
+    /// ConfigMap with the broker's own parser: one that does not arrive fails here.
+    #[test]
+    fn every_broker_field_of_the_spec_reaches_the_broker_settings() {
+        let mut ds = DataStream::test();
+        ds.spec = serde_json::from_value(serde_json::json!({
+            "shards": 2, "durability": "Object",
+            "objectStore": {"url": "s3://b/p", "endpoint": "http://minio:9000", "region": "eu-west-1"},
+            "segments": {"maxBytes": 1048576, "maxAge": "90s", "compression": "None"},
+            "brokers": {"storage": {"localRetentionBytes": 4096}},
+            "shardLimits": {"enforce": true, "writeBytesPerSecond": 1, "writeRecordsPerSecond": 2,
+                            "readBytesPerSecond": 3, "readCallsPerSecond": 4}
+        }))
+        .unwrap();
+        let env = config_map(&ds).data.unwrap();
+        let read = BrokerConfig::from_env(&env).unwrap();
+        let expected = BrokerConfig {
+            data_dir: "/data".into(),
+            listen: "0.0.0.0:4567".parse().unwrap(),
+            admin_listen: "0.0.0.0:4568".parse().unwrap(),
+            durability: Durability::Object,
+            object_store: Some("s3://b/p".into()),
+            object_store_endpoint: Some("http://minio:9000".into()),
+            object_store_region: Some("eu-west-1".into()),
+            segment_bytes: 1 << 20,
+            segment_age: std::time::Duration::from_secs(90),
+            segment_compression: streamfabric_api::settings::Compression::None,
+            local_retention_bytes: Some(4096),
+            enforce_shard_limits: true,
+            shard_write_bytes_per_sec: 1,
+            shard_write_records_per_sec: 2,
+            shard_read_bytes_per_sec: 3,
+            shard_read_calls_per_sec: 4,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(read, expected);
+        assert_eq!(
+            BrokerConfig::from_env(&config_map(&DataStream::test()).data.unwrap()).unwrap().segment_age,
+            BrokerConfig::default().segment_age,
+            "unset spec fields keep the broker's defaults"
+        );
     }
 
     #[test]

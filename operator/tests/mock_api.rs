@@ -132,7 +132,17 @@ const APPLY: &[&str] = &["fieldManager=streamfabric-operator", "force=true"];
 async fn apply_creates_children_with_one_field_manager_then_status_and_an_event() {
     let (broker, _dir) = broker_with_orders().await;
     let (ctx, mut api) = context(&format!("http://{}", broker.api_addr), &format!("http://{}", broker.admin_addr));
-    let ds = datastream(&["streamfabric.io/cleanup"], false);
+    let mut ds = datastream(&["streamfabric.io/cleanup"], false);
+    ds.spec = serde_json::from_value(json!({
+        "shards": 8, "deletionPolicy": "Delete", "durability": "Object",
+        "objectStore": {"url": "s3://streams/orders", "endpoint": "http://minio.storage:9000", "region": "eu-west-1",
+                        "credentialsSecretRef": {"name": "minio"}},
+        "segments": {"maxBytes": 8388608, "maxAge": "10m", "compression": "Lz4"},
+        "brokers": {"storage": {"localRetentionBytes": 1073741824}},
+        "shardLimits": {"enforce": true, "writeBytesPerSecond": 2097152, "writeRecordsPerSecond": 2000,
+                        "readBytesPerSecond": 4194304, "readCallsPerSecond": 10}
+    }))
+    .unwrap();
     let run = tokio::spawn(reconcile(Arc::new(ds.clone()), ctx));
 
     let cm = expect(
@@ -145,7 +155,43 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
     .await;
     assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "DataStream");
     assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
-    assert_eq!(cm["data"]["STREAMFABRIC_LISTEN"], "0.0.0.0:4567");
+    // The whole ConfigMap: each spec field above is in it, every other setting at its default.
+    assert_eq!(
+        cm["data"],
+        json!({
+            "STREAMFABRIC_ACCOUNT": "000000000000",
+            "STREAMFABRIC_ADMIN_LISTEN": "0.0.0.0:4568",
+            "STREAMFABRIC_DATA_DIR": "/data",
+            "STREAMFABRIC_DURABILITY": "object",
+            "STREAMFABRIC_ENFORCE_SHARD_LIMITS": "true",
+            "STREAMFABRIC_FLUSH": "always",
+            "STREAMFABRIC_LISTEN": "0.0.0.0:4567",
+            "STREAMFABRIC_LOCAL_RETENTION_BYTES": "1073741824",
+            "STREAMFABRIC_LOCAL_RETENTION_CHECK": "5s",
+            "STREAMFABRIC_MAX_RECORD_BYTES": "1048576",
+            "STREAMFABRIC_OBJECT_BATCH_BYTES": "8388608",
+            "STREAMFABRIC_OBJECT_BATCH_INFLIGHT": "4",
+            "STREAMFABRIC_OBJECT_BATCH_LINGER": "5ms",
+            "STREAMFABRIC_OBJECT_PUT_TIMEOUT": "5s",
+            "STREAMFABRIC_OBJECT_STORE": "s3://streams/orders",
+            "STREAMFABRIC_OBJECT_STORE_ENDPOINT": "http://minio.storage:9000",
+            "STREAMFABRIC_OBJECT_STORE_REGION": "eu-west-1",
+            "STREAMFABRIC_ORPHAN_SWEEP": "6h",
+            "STREAMFABRIC_REGION": "us-east-1",
+            "STREAMFABRIC_REMOTE_CACHE_BYTES": "268435456",
+            "STREAMFABRIC_RETENTION_CHECK": "1m",
+            "STREAMFABRIC_SEGMENT_AGE": "10m",
+            "STREAMFABRIC_SEGMENT_BYTES": "8388608",
+            "STREAMFABRIC_SEGMENT_COMPRESSION": "lz4",
+            "STREAMFABRIC_SHARD_LIMIT": "500",
+            "STREAMFABRIC_SHARD_READ_BYTES": "4194304",
+            "STREAMFABRIC_SHARD_READ_CALLS": "10",
+            "STREAMFABRIC_SHARD_WRITE_BYTES": "2097152",
+            "STREAMFABRIC_SHARD_WRITE_RECORDS": "2000",
+            "STREAMFABRIC_STATUS_DELAY": "100ms",
+            "STREAMFABRIC_UPLOAD_BACKLOG_LIMIT": "1073741824",
+        })
+    );
     let headless = expect(
         &mut api,
         Method::PATCH,

@@ -5,55 +5,7 @@
 
 use std::io::{Read, Write};
 
-use serde::{Deserialize, Serialize};
-
-/// Compression of a segment object, as recorded in the manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    Zstd,
-    Lz4,
-    None,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::Zstd => "zstd",
-            Compression::Lz4 => "lz4",
-            Compression::None => "none",
-        }
-    }
-
-    /// Guesses the compression of an object from its magic number (zstd frame
-    /// `28 B5 2F FD`, LZ4 frame `04 22 4D 18`); `None` when neither matches.
-    pub fn sniff(data: &[u8]) -> Option<Compression> {
-        match data.get(..4) {
-            Some([0x28, 0xB5, 0x2F, 0xFD]) => Some(Compression::Zstd),
-            Some([0x04, 0x22, 0x4D, 0x18]) => Some(Compression::Lz4),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Compression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "zstd" => Ok(Compression::Zstd),
-            "lz4" => Ok(Compression::Lz4),
-            "none" => Ok(Compression::None),
-            other => Err(format!("unknown compression {other:?} (expected zstd, lz4 or none)")),
-        }
-    }
-}
+pub use streamfabric_api::settings::Compression;
 
 /// Compresses `data`. `zstd_level` applies to zstd only.
 pub fn compress(data: &[u8], compression: Compression, zstd_level: i32) -> std::io::Result<Vec<u8>> {

@@ -91,6 +91,17 @@ pub async fn raw_post(addr: SocketAddr, target: &str, content_type: &str, body: 
     (status, ct, body)
 }
 
+/// `GET path` (the admin endpoints): status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", addr.to_string()).body(Full::new(Bytes::new())).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+}
+
 pub fn sdk_client(endpoint: &str) -> aws_sdk_kinesis::Client {
     use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_kinesis::Config::builder()

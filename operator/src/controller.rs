@@ -179,7 +179,7 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         _ => (None, None),
     };
     let seen = Observed {
-        desired_brokers: manifests::broker_replicas(&ds.spec, manifests::planned_shards(ds)),
+        desired_brokers: manifests::serving_brokers(ds),
         ready_brokers: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
         stream,
         write_rate,

@@ -137,6 +137,17 @@ pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
     }
 }
 
+/// Brokers of one DataStream do not share its stream yet: each would serve an unrelated copy
+/// behind the one client Service, and most acknowledged records would be unreadable through
+/// it. Until the broker cluster (one owner per shard, forwarding) lands, one broker serves
+/// every shard, whatever `broker_replicas` would size.
+pub const MAX_SERVING_BROKERS: i32 = 1;
+
+/// The broker pods the StatefulSet runs.
+pub fn serving_brokers(ds: &DataStream) -> i32 {
+    broker_replicas(&ds.spec, planned_shards(ds)).min(MAX_SERVING_BROKERS)
+}
+
 /// Broker settings, as the environment variables `streamfabric-broker serve` reads.
 pub fn config_map(ds: &DataStream) -> ConfigMap {
     let data = broker_settings(ds).to_env();
@@ -242,7 +253,7 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
     StatefulSet {
         metadata: metadata(ds, &names.brokers),
         spec: Some(StatefulSetSpec {
-            replicas: Some(broker_replicas(spec, planned_shards(ds))),
+            replicas: Some(serving_brokers(ds)),
             service_name: Some(names.headless.clone()),
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector { match_labels: Some(selector_labels(ds)), ..LabelSelector::default() },
@@ -364,7 +375,8 @@ mod tests {
         assert_eq!(planned_shards(&ds), 4, "Provisioned: spec.shards is the plan");
         ds.spec.mode = StreamMode::OnDemand;
         assert_eq!(planned_shards(&ds), 12);
-        assert_eq!(statefulset(&ds).spec.unwrap().replicas, Some(3), "ceil(12 / 4)");
+        assert_eq!(broker_replicas(&ds.spec, planned_shards(&ds)), 3, "ceil(12 / 4)");
+        assert_eq!(statefulset(&ds).spec.unwrap().replicas, Some(1), "one broker until brokers share a stream");
     }
 
     #[test]

@@ -129,7 +129,8 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let sts =
         eventually("the StatefulSet exists", || async { sts_api.get_opt("orders-broker").await.ok().flatten() }).await;
-    assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(2));
+    // 8 shards would size 2 brokers; one serves them all until brokers share a stream.
+    assert_eq!(sts.spec.as_ref().unwrap().replicas, Some(1));
     let owner = &sts.owner_references()[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("DataStream", "orders", Some(true)));
     assert!(sts.managed_fields().iter().any(|m| m.manager.as_deref() == Some(FIELD_MANAGER)));
@@ -201,14 +202,23 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
     .await;
     assert!(rate <= 2000 / 10, "2,000 records over at least 10 s: {rate}/s");
 
-    // A spec change: 12 shards need 3 brokers; the retention follows in the brokers.
-    api.patch("orders", &PatchParams::default(), &Patch::Merge(json!({"spec": {"shards": 12, "retentionHours": 48}})))
-        .await
-        .unwrap();
+    // A spec change: the retention follows in the brokers, the settings in the ConfigMap.
+    let store = json!({"url": "s3://streams/orders", "endpoint": "http://minio:9000"});
+    let spec = json!({"spec": {"shards": 12, "retentionHours": 48, "durability": "Object", "objectStore": store}});
+    api.patch("orders", &PatchParams::default(), &Patch::Merge(spec)).await.unwrap();
+    let cm_api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let settings = eventually("the ConfigMap carries the object store and durability", || async {
+        let data = cm_api.get("orders-broker-config").await.ok()?.data?;
+        (data.get("STREAMFABRIC_DURABILITY").map(String::as_str) == Some("object")).then_some(data)
+    })
+    .await;
+    let read = streamfabric_api::settings::BrokerConfig::from_env(&settings).unwrap();
+    assert_eq!(read.object_store.as_deref(), Some("s3://streams/orders"));
+    assert_eq!(read.object_store_endpoint.as_deref(), Some("http://minio:9000"));
     eventually("the retention follows", || async { (created.meta().retention_hours == 48).then_some(()) }).await;
-    eventually("the StatefulSet follows the spec", || async {
+    eventually("the StatefulSet still runs one broker for 12 shards", || async {
         let sts = sts_api.get("orders-broker").await.ok()?;
-        (sts.spec?.replicas == Some(3)).then_some(())
+        (sts.spec?.replicas == Some(1)).then_some(())
     })
     .await;
     eventually("status observes generation 2", || async {

@@ -217,10 +217,13 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
         APPLY,
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "orders-broker"},
                "spec": {"selector": {}, "serviceName": "orders-broker-headless", "template": {}},
-               "status": {"replicas": 2, "readyReplicas": 2}}),
+               "status": {"replicas": 1, "readyReplicas": 1}}),
     )
     .await;
-    assert_eq!(sts["spec"]["replicas"], 2, "8 shards at 4 per broker");
+    assert_eq!(
+        sts["spec"]["replicas"], 1,
+        "8 shards would size 2 brokers; one serves them until brokers share a stream"
+    );
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["args"], json!(["serve"]));
     let pdb = expect(
         &mut api,
@@ -239,7 +242,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
         serde_json::to_value(&ds).unwrap(),
     )
     .await;
-    assert_eq!(status["status"]["readyBrokers"], 2);
+    assert_eq!(status["status"]["readyBrokers"], 1);
     assert_eq!(status["status"]["openShards"], 8, "read from the brokers");
     assert_eq!(status["status"]["observedGeneration"], 3);
     let ready = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();

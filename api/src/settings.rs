@@ -38,7 +38,7 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_ADMIN_LISTEN", default_value = "127.0.0.1:4568")]
     pub admin_listen: SocketAddr,
 
-    /// Where streams, shard logs and the iterator key live.
+    /// Where streams, shard logs and the cached iterator key live.
     #[arg(long, env = "STREAMFABRIC_DATA_DIR", default_value = "./streamfabric-data")]
     pub data_dir: PathBuf,
 

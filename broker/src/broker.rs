@@ -88,6 +88,29 @@ fn local_streams(streams_dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// The token signer with the cluster's key (`tier::cluster_key`: one per store prefix, so an
+/// iterator from any broker of the prefix verifies here), cached in the data directory: a
+/// broker that starts while the store is unreachable signs with the key it had.
+async fn cluster_signer(data_dir: &Path, tier: &TierStore) -> io::Result<TokenSigner> {
+    let cached = data_dir.join("token.key");
+    let local = TokenSigner::read_key(&cached);
+    // A broker that had a key offers it: iterators it issued before the upgrade stay valid.
+    match tier.cluster_token_key(local.unwrap_or_else(rand::random)).await {
+        Ok(key) => {
+            if local != Some(key) {
+                TokenSigner::write_key(&cached, &key)?;
+            }
+            Ok(TokenSigner::new(key))
+        }
+        Err(e) => {
+            tracing::warn!("the cluster's token key cannot be read from the object store, using the local one: {e}");
+            let key = local.unwrap_or_else(rand::random);
+            TokenSigner::write_key(&cached, &key)?;
+            Ok(TokenSigner::new(key))
+        }
+    }
+}
+
 impl Broker {
     /// Open the data directory, recover every stream and finish what a crash interrupted;
     /// streams the object store describes but the data directory lacks (a lost disk) are
@@ -162,7 +185,7 @@ impl Broker {
                 .map_err(io::Error::other)??
         };
         let catalog = Arc::new(catalog);
-        let signer = TokenSigner::load_or_create(&config.data_dir.join("token.key"))?;
+        let signer = cluster_signer(&config.data_dir, archive.tier()).await?;
         let tiers = Arc::new(Tiers::new(
             archive.tier().clone(),
             config.remote_cache_bytes,

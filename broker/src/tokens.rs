@@ -34,21 +34,22 @@ impl TokenSigner {
         TokenSigner { key }
     }
 
-    /// The key from `path`, created (random) on first start so that iterators stay valid
-    /// across restarts.
-    pub fn load_or_create(path: &Path) -> io::Result<TokenSigner> {
-        if let Ok(bytes) = std::fs::read(path) {
-            if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
-                return Ok(TokenSigner { key });
-            }
-            tracing::warn!("{} is not a 32-byte key; writing a new one", path.display());
+    /// The key kept at `path`, if there is a valid one.
+    pub fn read_key(path: &Path) -> Option<[u8; 32]> {
+        let bytes = std::fs::read(path).ok()?;
+        let key = <[u8; 32]>::try_from(bytes.as_slice()).ok();
+        if key.is_none() {
+            tracing::warn!("{} is not a 32-byte key; it will be replaced", path.display());
         }
-        let key: [u8; 32] = rand::random();
+        key
+    }
+
+    /// Keep `key` at `path`, durably.
+    pub fn write_key(path: &Path, key: &[u8; 32]) -> io::Result<()> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, key)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(TokenSigner { key })
+        std::fs::rename(&tmp, path)
     }
 
     fn tag(&self, payload: &[u8]) -> [u8; TAG_LEN] {

@@ -67,6 +67,13 @@ async fn a_lost_data_directory_comes_back_from_the_object_store() {
     }
     let uploaded = first.running.broker.metrics.segment_uploads.get();
     assert!(uploaded >= 2, "{uploaded} segments uploaded");
+    let (_, it) = first
+        .json(
+            "GetShardIterator",
+            json!({"StreamName": "kept", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}),
+        )
+        .await;
+    let first_iterator = it["ShardIterator"].as_str().unwrap().to_string();
     let raw = first.running.broker.metrics.segment_raw_bytes.get();
     let stored = first.running.broker.metrics.segment_stored_bytes.get();
     assert!(stored < raw, "zstd compresses repetitive records: {stored} of {raw} bytes");
@@ -84,6 +91,17 @@ async fn a_lost_data_directory_comes_back_from_the_object_store() {
         let restored = read_all(&second, "kept", shard).await;
         assert_eq!(restored, expected, "{shard}: every sealed record, same numbers and data");
     }
+    // The key that signs iterators is the bucket's: one issued before the disk was lost works.
+    let (status, page) = second.json("GetRecords", json!({"ShardIterator": first_iterator, "Limit": 1})).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["Records"][0]["SequenceNumber"].as_str(),
+        before["shardId-000000000000"].first().map(|r| r.0.as_str())
+    );
+    let mut forged = first_iterator.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    second.expect_error("GetRecords", json!({"ShardIterator": forged}), 400, "InvalidArgumentException").await;
     // Restored lazily: the sealed records were read from the bucket, nothing downloaded.
     assert!(second.running.broker.metrics.remote_records.get() > 0);
     let restored_stream = second.running.broker.catalog.get("kept").unwrap();

@@ -10,6 +10,7 @@
 //! <prefix>/streams/<stream>/shards/<shard>/segments/<base_offset:020>-<epoch>.seg
 //! <prefix>/consumers/<application>/leases/<shard>.json           consumer lease (crate::leases)
 //! <prefix>/wal/<unix_ms:013>-<random:016x>.wal                 write-ahead batch (durability `object`)
+//! <prefix>/cluster/token.key                                    the key signing iterators and tokens
 //! ```
 //!
 //! Mutable objects (`manifest.json`, `meta.json`) change only by conditional PUT:
@@ -25,6 +26,7 @@
 //! [`TierStore::stream_meta`] and [`TierStore::list_streams`].
 
 pub mod cache;
+pub mod cluster_key;
 pub mod codec;
 pub mod frames;
 pub mod manifest;

@@ -58,6 +58,7 @@ macro_rules! storage_tests {
 }
 
 storage_tests!(
+    cluster_token_key_one_winner,
     conditional_put_semantics,
     manifest_create_and_update,
     manifest_concurrent_appends,
@@ -947,4 +948,15 @@ proptest! {
         let cut = cut.index(bytes.len());
         prop_assert!(wal::decode("p", &bytes.slice(..cut)).is_err());
     }
+}
+
+/// Brokers starting together each offer a key: one is stored, and every one of them gets it.
+async fn cluster_token_key_one_winner(t: TierStore) {
+    let offers = (0..8u8).map(|i| {
+        let t = t.clone();
+        tokio::spawn(async move { t.cluster_token_key([i; 32]).await.unwrap() })
+    });
+    let keys: Vec<[u8; 32]> = futures::future::join_all(offers).await.into_iter().map(|k| k.unwrap()).collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "one key for all");
+    assert_eq!(t.cluster_token_key([99; 32]).await.unwrap(), keys[0], "a later broker reads it");
 }

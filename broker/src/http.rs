@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -18,18 +19,27 @@ use streamfabric_api::leases::{LEASES_TARGET_PREFIX, LeaseOperation};
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
 use streamfabric_api::{ApiError, ErrorCode, Format};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 type Body = Full<Bytes>;
 
-/// Accept connections on `listener` forever, answering each request with `handler`.
-pub async fn serve<H, F>(listener: TcpListener, handler: H)
+/// Accept connections on `listener`, answering each request with `handler`, until `stop`
+/// turns true; then stop accepting, let every request in flight finish (idle kept-alive
+/// connections are closed), and return.
+pub async fn serve<H, F>(listener: TcpListener, handler: H, mut stop: watch::Receiver<bool>)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let connections = GracefulShutdown::new();
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(conn) => conn,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // A dropped sender never stops the server.
+            Ok(_) = stop.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!("accept: {e}");
@@ -39,14 +49,19 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let connection =
+            auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = connections.watch(connection);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req).await) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = connection.await;
         });
     }
+    drop(listener);
+    connections.shutdown().await;
 }
 
 /// The largest request body read: PutRecords' 5 MiB of data grows by a third in base64,

@@ -29,6 +29,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Open the data directory and start serving (on the current tokio runtime).
@@ -37,9 +39,38 @@ pub async fn start(config: BrokerConfig) -> std::io::Result<Running> {
     let admin = TcpListener::bind(config.admin_listen).await?;
     let broker = Broker::open(config).await?;
     broker.spawn_background();
-    let running = Running { api_addr: api.local_addr()?, admin_addr: admin.local_addr()?, broker: broker.clone() };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (api_addr, admin_addr) = (api.local_addr()?, admin.local_addr()?);
     let b = broker.clone();
-    tokio::spawn(http::serve(api, move |req| http::handle_api(b.clone(), req)));
-    tokio::spawn(http::serve(admin, move |req| http::handle_admin(broker.clone(), req)));
-    Ok(running)
+    let servers = vec![
+        tokio::spawn(http::serve(api, move |req| http::handle_api(b.clone(), req), stopped.clone())),
+        tokio::spawn(http::serve(
+            admin,
+            {
+                let broker = broker.clone();
+                move |req| http::handle_admin(broker.clone(), req)
+            },
+            stopped,
+        )),
+    ];
+    Ok(Running { api_addr, admin_addr, broker, stop, servers })
+}
+
+impl Running {
+    /// Stop accepting connections and wait, up to `grace`, for the requests in flight to be
+    /// answered; then up to `grace` again for sealed segments to reach the object store
+    /// (acknowledged records are durable already; those uploads resume at the next start).
+    /// False when something was cut short.
+    pub async fn shutdown(self, grace: std::time::Duration) -> bool {
+        let _ = self.stop.send(true);
+        let answered = tokio::time::timeout(grace, futures::future::join_all(self.servers)).await.is_ok();
+        if !answered {
+            tracing::warn!("requests still in flight after {grace:?}; closing their connections");
+        }
+        let uploaded = tokio::time::timeout(grace, self.broker.archive.flush()).await.is_ok();
+        if !uploaded {
+            tracing::warn!("shutting down with segment uploads still queued; they resume at the next start");
+        }
+        answered && uploaded
+    }
 }

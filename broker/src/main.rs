@@ -38,13 +38,9 @@ async fn main() -> std::process::ExitCode {
                 "streamfabric broker serving"
             );
             shutdown_signal().await;
-            // Acknowledged records are durable already; what is worth waiting for is the
-            // upload of segments sealed but not yet in the object store (bounded).
-            let flushed =
-                tokio::time::timeout(std::time::Duration::from_secs(20), running.broker.archive.flush()).await;
-            if flushed.is_err() {
-                tracing::warn!("shutting down with segment uploads still queued; they resume at the next start");
-            }
+            tracing::info!("stopping: no new connections; finishing the requests in flight");
+            // Within the pods' 30 s termination grace period.
+            running.shutdown(std::time::Duration::from_secs(12)).await;
             tracing::info!("shut down");
             std::process::ExitCode::SUCCESS
         }

@@ -88,11 +88,27 @@ impl Context {
 
     async fn decision(&self, ds: &DataStream, type_: EventType, reason: &str, note: String) {
         self.metrics.decisions.with_label_values(&[reason]).inc();
-        let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+        // The recorder folds events with the same type, reason and action into one series
+        // that keeps its first note: the action names the decision itself, so that a
+        // different decision is an Event of its own and only a repeated one is counted.
+        let action = truncated(&note, MAX_EVENT_ACTION_BYTES).to_string();
+        let event = Event { type_, reason: reason.into(), note: Some(note), action, secondary: None };
         if let Err(e) = self.recorder.publish(&event, &ds.object_ref(&())).await {
             tracing::warn!(datastream = %ds.name_any(), "publishing event {reason}: {e}");
         }
     }
+}
+
+/// The API server's limit on an Event's action.
+const MAX_EVENT_ACTION_BYTES: usize = 128;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 pub async fn reconcile(ds: Arc<DataStream>, ctx: Arc<Context>) -> Result<Action> {
@@ -374,4 +390,13 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, endpoints: BrokerEndpoin
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_actions_are_cut_at_a_character_boundary() {
+        assert_eq!(super::truncated("UpdateShardCount 6 -> 3", 128), "UpdateShardCount 6 -> 3");
+        assert_eq!(super::truncated("ab\u{e9}", 3), "ab", "é is two bytes");
+    }
 }

@@ -252,6 +252,8 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
         expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
     assert_eq!(applied["reason"], "Applied");
     assert!(applied["note"].as_str().unwrap().contains("8 shards"), "{applied}");
+    // The action names the decision, so a different one is not folded into this Event.
+    assert_eq!(applied["action"], applied["note"]);
     let became_ready =
         expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
     assert_eq!(became_ready["reason"], "Ready");

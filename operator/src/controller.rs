@@ -99,6 +99,19 @@ impl Context {
     }
 }
 
+/// In OnDemand mode `spec.shards` is only the starting count: a spec whose count differs
+/// from the open shards is not resharded to it, and the user is told so.
+fn on_demand_shards_note(ds: &DataStream, open: i32) -> Option<String> {
+    let scaling = ds.spec.scaling.as_ref().filter(|_| ds.spec.mode == StreamMode::OnDemand)?;
+    (open > 0 && open != ds.spec.shards).then(|| {
+        format!(
+            "spec.shards {} is only the starting count in mode OnDemand: the autoscaler keeps {open} open, within \
+             scaling.minShards..maxShards ({}..{}); change those bounds, or use mode Provisioned, to set the count",
+            ds.spec.shards, scaling.min_shards, scaling.max_shards
+        )
+    })
+}
+
 /// The API server's limit on an Event's action.
 const MAX_EVENT_ACTION_BYTES: usize = 128;
 
@@ -156,14 +169,13 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
 
     // The stream itself, through its brokers' Kinesis API.
     let endpoint = kinesis::endpoint_for(&ctx.endpoints.api, &ds.name_any(), &ns);
-    let stream =
-        match ctx.kinesis.ensure_stream(&endpoint, &ds.name_any(), ds.spec.shards, ds.spec.retention_hours).await {
-            Ok(state) => Some(state),
-            Err(e) => {
-                tracing::debug!(datastream = %ds.name_any(), "{e}");
-                None
-            }
-        };
+    let stream = match ctx.kinesis.ensure_stream(&endpoint, &ds.name_any(), &kinesis::WantedStream::of(ds)).await {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::debug!(datastream = %ds.name_any(), "{e}");
+            None
+        }
+    };
     if stream.is_some_and(|s| s.created) {
         ctx.decision(
             ds,
@@ -226,6 +238,9 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
             ),
         )
         .await;
+        if let Some(note) = on_demand_shards_note(ds, next.open_shards) {
+            ctx.decision(ds, EventType::Warning, "ShardsSetByAutoscaler", note).await;
+        }
     }
     let was_ready = crate::conditions::is_true(&before.conditions, crate::conditions::READY);
     let is_ready = crate::conditions::is_true(&next.conditions, crate::conditions::READY);
@@ -394,6 +409,18 @@ pub async fn run(client: Client, metrics: Arc<Metrics>, endpoints: BrokerEndpoin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_changed_spec_shards_in_on_demand_mode_is_answered() {
+        use crate::fixtures::DataStreamExt;
+        let mut ds = streamfabric_api::crd::DataStream::test().with_shards(8);
+        assert_eq!(super::on_demand_shards_note(&ds, 4), None, "Provisioned: the reshard follows spec.shards");
+        ds.spec.mode = streamfabric_api::crd::StreamMode::OnDemand;
+        ds.spec.scaling = serde_json::from_value(serde_json::json!({"minShards": 2, "maxShards": 16})).unwrap();
+        let note = super::on_demand_shards_note(&ds, 4).unwrap();
+        assert!(note.contains("spec.shards 8") && note.contains("keeps 4 open") && note.contains("(2..16)"), "{note}");
+        assert_eq!(super::on_demand_shards_note(&ds, 8), None);
+    }
+
     #[test]
     fn event_actions_are_cut_at_a_character_boundary() {
         assert_eq!(super::truncated("UpdateShardCount 6 -> 3", 128), "UpdateShardCount 6 -> 3");

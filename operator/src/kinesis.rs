@@ -12,7 +12,8 @@ use std::time::Duration;
 use streamfabric_api::model::{
     AddTagsToStreamInput, CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput,
     ListTagsForStreamInput, ListTagsForStreamOutput, RemoveTagsFromStreamInput, RetentionPeriodInput, ShardFilter,
-    SplitShardInput, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
+    SplitShardInput, StreamModeDetails, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
+    UpdateStreamModeInput,
 };
 use streamfabric_api::names::PAUSED_TAG;
 use streamfabric_api::{ApiError, ErrorCode, Format};
@@ -27,6 +28,30 @@ pub fn endpoint_for(template: &str, name: &str, namespace: &str) -> String {
 }
 
 /// What the brokers say of the stream.
+/// What the DataStream asks of its stream in the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WantedStream {
+    /// Open shards at creation.
+    pub shards: i32,
+    pub retention_hours: i32,
+    pub on_demand: bool,
+}
+
+impl WantedStream {
+    pub fn of(ds: &streamfabric_api::crd::DataStream) -> WantedStream {
+        WantedStream {
+            shards: ds.spec.shards,
+            retention_hours: ds.spec.retention_hours,
+            on_demand: ds.spec.mode == streamfabric_api::crd::StreamMode::OnDemand,
+        }
+    }
+
+    /// The Kinesis stream mode.
+    fn mode(&self) -> &'static str {
+        if self.on_demand { "ON_DEMAND" } else { "PROVISIONED" }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamState {
     /// This call created it.
@@ -113,15 +138,16 @@ impl KinesisAdmin {
         &self,
         endpoint: &str,
         name: &str,
-        shards: i32,
-        retention_hours: i32,
+        wanted: &WantedStream,
     ) -> Result<StreamState, KinesisError> {
         let by_name = StreamRef { stream_name: Some(name.to_string()), stream_arn: None };
+        let mode = StreamModeDetails { stream_mode: Some(wanted.mode().into()) };
         let summary: DescribeStreamSummaryOutput = match self.call(endpoint, "DescribeStreamSummary", &by_name).await {
             Err(KinesisError::Api(e)) if e.code == ErrorCode::ResourceNotFound => {
                 let create = CreateStreamInput {
                     stream_name: Some(name.to_string()),
-                    shard_count: Some(shards as i64),
+                    shard_count: Some(wanted.shards as i64),
+                    stream_mode_details: Some(mode),
                     ..CreateStreamInput::default()
                 };
                 let _: streamfabric_api::model::Empty = self.call(endpoint, "CreateStream", &create).await?;
@@ -131,9 +157,9 @@ impl KinesisAdmin {
         };
         let s = summary.stream_description_summary;
         let active = s.stream_status == "ACTIVE";
-        let wanted = retention_hours as i64;
-        if active && s.retention_period_hours != wanted {
-            let op = if wanted > s.retention_period_hours {
+        let wanted_hours = wanted.retention_hours as i64;
+        if active && s.retention_period_hours != wanted_hours {
+            let op = if wanted_hours > s.retention_period_hours {
                 "IncreaseStreamRetentionPeriod"
             } else {
                 "DecreaseStreamRetentionPeriod"
@@ -141,9 +167,14 @@ impl KinesisAdmin {
             let input = RetentionPeriodInput {
                 stream_name: Some(name.to_string()),
                 stream_arn: None,
-                retention_period_hours: Some(wanted),
+                retention_period_hours: Some(wanted_hours),
             };
             let _: streamfabric_api::model::Empty = self.call(endpoint, op, &input).await?;
+        }
+        if active && s.stream_mode_details.stream_mode.as_deref() != Some(wanted.mode()) {
+            let input =
+                UpdateStreamModeInput { stream_arn: Some(s.stream_arn.clone()), stream_mode_details: Some(mode) };
+            let _: streamfabric_api::model::Empty = self.call(endpoint, "UpdateStreamMode", &input).await?;
         }
         let shards: ListShardsOutput = self
             .call(

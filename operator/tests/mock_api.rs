@@ -100,7 +100,7 @@ fn events(seen: &[(Method, String, Value)]) -> Vec<&Value> {
 async fn wait_for_open_shards(endpoint: &str, open: i32) {
     let admin = streamfabric_operator::kinesis::KinesisAdmin::default();
     for _ in 0..3000 {
-        let state = admin.ensure_stream(endpoint, "orders", 8, 24).await.unwrap();
+        let state = admin.ensure_stream(endpoint, "orders", &PROVISIONED_8).await.unwrap();
         if state.active && state.open_shards == open {
             return;
         }
@@ -108,6 +108,9 @@ async fn wait_for_open_shards(endpoint: &str, open: i32) {
     }
     panic!("stream orders did not reach {open} open shards");
 }
+
+const PROVISIONED_8: streamfabric_operator::kinesis::WantedStream =
+    streamfabric_operator::kinesis::WantedStream { shards: 8, retention_hours: 24, on_demand: false };
 
 const NO_BROKERS: &str = "http://127.0.0.1:9";
 
@@ -118,7 +121,7 @@ async fn broker_with_orders() -> (streamfabric_broker::Running, tempfile::TempDi
     let endpoint = format!("http://{}", running.api_addr);
     let admin = streamfabric_operator::kinesis::KinesisAdmin::default();
     for _ in 0..2000 {
-        if admin.ensure_stream(&endpoint, "orders", 8, 24).await.unwrap().active {
+        if admin.ensure_stream(&endpoint, "orders", &PROVISIONED_8).await.unwrap().active {
             return (running, dir);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -344,6 +347,9 @@ async fn the_on_demand_autoscaler_applies_its_decision_and_says_so() {
     // The first reconcile takes the first sample: no rate yet, no decision.
     let first = reconcile_answering(&ds, ctx.clone(), &mut api).await;
     assert!(events(&first).iter().all(|e| e["reason"] != "AutoscaleDecision"));
+    // The brokers' stream follows the DataStream's mode (it was created PROVISIONED).
+    let mode = || broker.broker.catalog.get("orders").unwrap().meta().mode;
+    assert_eq!(mode(), streamfabric_broker::catalog::meta::StreamMode::OnDemand);
     // 800 records written: far above 8 shards x 10 records/s x 50%.
     for batch in 0..8 {
         let records: Vec<Value> =

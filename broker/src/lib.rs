@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod broker;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod leases;

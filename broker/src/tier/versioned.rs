@@ -134,6 +134,21 @@ impl VersionedObject {
         }
     }
 
+    /// Writes `doc` as given (the caller sets its generation) if the object is still at
+    /// `expected`; `Conflict` if it changed or vanished. No retry: for a lease whose
+    /// holder must step down the moment another writer wins.
+    pub async fn replace<D: VersionedDoc>(&self, doc: &D, expected: &UpdateVersion) -> Result<UpdateVersion> {
+        let body = serde_json::to_vec_pretty(doc).expect("documents serialise");
+        match self.store.put_opts(&self.path, PutPayload::from(body), PutMode::Update(expected.clone()).into()).await {
+            Ok(r) => Ok(r.into()),
+            Err(e) if is_conflict(&e) => {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+                Err(TierError::Conflict { path: self.path.to_string(), reason: format!("changed since read: {e}") })
+            }
+            Err(e) => Err(TierError::store("put (conditional)", &self.path, e)),
+        }
+    }
+
     /// Read-modify-write: `f` runs on the current document (or `init()` when the
     /// object does not exist) and the result is written conditionally. See the module
     /// documentation for the retry rules.

@@ -39,6 +39,8 @@ pub struct CoordinatorLease {
     pub renewed: u64,
 }
 
+// The document's write counter is `version`; the lease's own `generation` is its epoch.
+#[allow(clippy::misnamed_getters)]
 impl VersionedDoc for CoordinatorLease {
     fn generation(&self) -> u64 {
         self.version

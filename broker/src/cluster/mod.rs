@@ -109,6 +109,23 @@ impl Default for ClusterSettings {
     }
 }
 
+impl ClusterSettings {
+    /// The intervals must nest: several heartbeats fit in `suspect_after`, which is at
+    /// most `member_timeout`; otherwise healthy members would look waiting or dead.
+    pub fn check(&self) -> Result<()> {
+        let ClusterSettings { heartbeat_interval: beat, suspect_after, member_timeout } = self;
+        if beat.is_zero() || *suspect_after < *beat * 2 || suspect_after > member_timeout {
+            return Err(TierError::Rejected {
+                reason: format!(
+                    "cluster timing: need 0 < heartbeat interval ({beat:?}) <= suspect-after / 2 ({suspect_after:?} / 2) \
+                     and suspect-after <= member timeout ({member_timeout:?})"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What the coordinator assigns: the open shards of all streams (and, optionally, their load).
 pub trait ShardSource: Send + Sync + 'static {
     fn open_shards(&self) -> Vec<ShardKey>;
@@ -186,6 +203,7 @@ impl Cluster {
         settings: ClusterSettings,
         shards: Arc<dyn ShardSource>,
     ) -> Result<Cluster> {
+        settings.check()?;
         let membership = Arc::new(Membership::join(&tier, broker_id, advertise).await?);
         let election = Election::new(&tier, broker_id, settings.member_timeout)?;
         let assignments = AssignmentStore::new(&tier);
@@ -220,7 +238,8 @@ impl Cluster {
     }
 
     /// The owner of a shard and its advertised address; None when the shard is not
-    /// assigned or its owner's record is gone.
+    /// assigned, or its owner's record is gone (or not yet read: the first control round
+    /// follows `start` by at most one heartbeat).
     pub fn owner_of(&self, stream: &str, shard: &str) -> Option<(BrokerId, String)> {
         let owner = self.shared.assignment_tx.borrow().owner(&ShardKey::new(stream, shard))?.clone();
         let members = self.shared.members.lock().unwrap();

@@ -62,6 +62,7 @@ macro_rules! storage_tests {
 storage_tests!(
     membership_heartbeats_lists_and_leaves,
     membership_lease_runs_out_when_renewals_stop,
+    election_race_on_a_fresh_store_has_one_winner,
     election_has_one_holder_and_a_successor_with_a_higher_generation,
     assignment_write_refuses_a_stale_coordinator,
     three_brokers_own_two_of_six_shards_each,
@@ -157,6 +158,11 @@ async fn membership_heartbeats_lists_and_leaves(t: TierStore) {
     assert_eq!(ids, ["b"], "a left: its record is gone and its heartbeat does not bring it back");
     assert!(!a.lease_valid(MEMBER_TIMEOUT), "a broker that left holds no lease");
     assert!(Membership::join(&t, "bad/id", "x:1").await.is_err(), "ids become key segments");
+    let slow = ClusterSettings { heartbeat_interval: MEMBER_TIMEOUT, ..settings() };
+    assert!(
+        Cluster::start(t.clone(), "c", "c:1", slow, six_shards()).await.is_err(),
+        "heartbeat slower than suspect-after"
+    );
 }
 
 async fn membership_lease_runs_out_when_renewals_stop(t: TierStore) {
@@ -174,6 +180,26 @@ async fn membership_lease_runs_out_when_renewals_stop(t: TierStore) {
     // A renewal that succeeds again restores it.
     m.renew().await.unwrap();
     assert!(m.lease_valid(MEMBER_TIMEOUT));
+}
+
+async fn election_race_on_a_fresh_store_has_one_winner(t: TierStore) {
+    let elections: Vec<Arc<Election>> =
+        (0..8).map(|i| Arc::new(Election::new(&t, &format!("r{i}"), MEMBER_TIMEOUT).unwrap())).collect();
+    for round in 0..3 {
+        let ticks: Vec<_> = elections
+            .iter()
+            .map(|e| {
+                let e = e.clone();
+                tokio::spawn(async move { e.tick(0).await })
+            })
+            .collect();
+        for tick in ticks {
+            tick.await.unwrap().unwrap();
+        }
+        let holders: Vec<usize> = (0..elections.len()).filter(|i| elections[*i].is_coordinator()).collect();
+        assert_eq!(holders.len(), 1, "round {round}: holders {holders:?}");
+        assert_eq!(elections[holders[0]].generation_held(), Some(1), "renewals keep the generation");
+    }
 }
 
 async fn election_has_one_holder_and_a_successor_with_a_higher_generation(t: TierStore) {

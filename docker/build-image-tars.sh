@@ -35,22 +35,22 @@ release="${RELEASE_DIR:-${CARGO_TARGET_DIR:?source scripts/env.sh or set RELEASE
 mkdir -p "$out"
 
 # The same settings as the Dockerfiles (docker/Dockerfile.*), so the pods see the same image.
-image_args() {
+image_args() {   # one argument of docker/image-tar.py per line
     case $1 in
-        broker) echo --tag "$registry/broker:$version" \
+        broker) printf '%s\n' --tag "$registry/broker:$version" \
                 --file "$release/streamfabric-broker:/usr/local/bin/streamfabric-broker" \
                 --dir /data:65532 --user 65532:65532 \
                 --env STREAMFABRIC_LISTEN=0.0.0.0:4567 --env STREAMFABRIC_ADMIN_LISTEN=0.0.0.0:4568 \
                 --env STREAMFABRIC_DATA_DIR=/data \
                 --entrypoint /usr/local/bin/streamfabric-broker --cmd serve --expose 4567 --expose 4568 ;;
-        operator) echo --tag "$registry/operator:$version" \
+        operator) printf '%s\n' --tag "$registry/operator:$version" \
                 --file "$release/streamfabric-operator:/usr/local/bin/streamfabric-operator" \
                 --file "$release/crdgen:/usr/local/bin/crdgen" --user 65532:65532 \
                 --entrypoint /usr/local/bin/streamfabric-operator --expose 8080 ;;
-        loadgen) echo --tag "$registry/loadgen:$version" \
+        loadgen) printf '%s\n' --tag "$registry/loadgen:$version" \
                 --file "$release/streamfabric-loadgen:/usr/local/bin/streamfabric-loadgen" \
                 --user 65532:65532 --entrypoint /usr/local/bin/streamfabric-loadgen ;;
-        pause) echo --tag localhost/streamfabric/pause:e2e --no-etc \
+        pause) printf '%s\n' --tag localhost/streamfabric/pause:e2e --no-etc \
                 --file "${PAUSE_BIN:?PAUSE_BIN: a static pause binary}:/pause" --user 65535:65535 \
                 --entrypoint /pause ;;
         *) log "unknown image '$1' (broker operator loadgen pause)"; exit 2 ;;
@@ -59,7 +59,7 @@ image_args() {
 
 inputs() {   # the host files an image is made of
     local a prev=""
-    for a in $(image_args "$1"); do
+    image_args "$1" | while read -r a; do
         if [[ $prev == --file ]]; then echo "${a%%:*}"; fi
         prev=$a
     done
@@ -70,8 +70,9 @@ libs_of() {   # the shared libraries ldd lists for a binary (none when static)
 }
 
 for image in "${images[@]}"; do
-    args=($(image_args "$image"))
-    files=($(inputs "$image"))
+    mapfile -t args < <(image_args "$image")
+    mapfile -t files < <(inputs "$image")
+    [[ ${#args[@]} -gt 0 ]] || exit 2
     for f in "${files[@]}"; do [[ -f "$f" ]] || { log "$image: missing $f (build it first)"; exit 1; }; done
     key="$({ printf '%s\n' "${args[@]}"; sha256sum "${files[@]}" "$repo/docker/image-tar.py";
              for f in "${files[@]}"; do libs_of "$f"; done | xargs -r sha256sum

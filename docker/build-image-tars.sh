@@ -37,17 +37,17 @@ mkdir -p "$out"
 # The same settings as the Dockerfiles (docker/Dockerfile.*), so the pods see the same image.
 image_args() {   # one argument of docker/image-tar.py per line
     case $1 in
-        broker) printf '%s\n' --tag "$registry/broker:$version" \
+        broker) printf '%s\n' --tag "$registry/broker:$version" --strip-debug \
                 --file "$release/streamfabric-broker:/usr/local/bin/streamfabric-broker" \
                 --dir /data:65532 --user 65532:65532 \
                 --env STREAMFABRIC_LISTEN=0.0.0.0:4567 --env STREAMFABRIC_ADMIN_LISTEN=0.0.0.0:4568 \
                 --env STREAMFABRIC_DATA_DIR=/data \
                 --entrypoint /usr/local/bin/streamfabric-broker --cmd serve --expose 4567 --expose 4568 ;;
-        operator) printf '%s\n' --tag "$registry/operator:$version" \
+        operator) printf '%s\n' --tag "$registry/operator:$version" --strip-debug \
                 --file "$release/streamfabric-operator:/usr/local/bin/streamfabric-operator" \
                 --file "$release/crdgen:/usr/local/bin/crdgen" --user 65532:65532 \
                 --entrypoint /usr/local/bin/streamfabric-operator --expose 8080 ;;
-        loadgen) printf '%s\n' --tag "$registry/loadgen:$version" \
+        loadgen) printf '%s\n' --tag "$registry/loadgen:$version" --strip-debug \
                 --file "$release/streamfabric-loadgen:/usr/local/bin/streamfabric-loadgen" \
                 --user 65532:65532 --entrypoint /usr/local/bin/streamfabric-loadgen ;;
         pause) printf '%s\n' --tag localhost/streamfabric/pause:e2e --no-etc \

@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
 
 # A minimal /etc like distroless's: the nonroot user the pods run as, and name
 # lookups through files then DNS (the kubelet mounts hosts and resolv.conf).
@@ -54,6 +55,17 @@ def shared_libraries(binary):
         if m:
             libs.append(m.group(1))
     return libs
+
+
+def read_binary(path, strip_debug):
+    if not strip_debug:
+        with open(path, "rb") as f:
+            return f.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "stripped")
+        subprocess.run(["objcopy", "--strip-debug", path, out], check=True)
+        with open(out, "rb") as f:
+            return f.read()
 
 
 class Layer:
@@ -107,6 +119,8 @@ def main():
     ap.add_argument("--expose", action="append", default=[], metavar="PORT")
     ap.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-etc", action="store_true", help="no /etc files (e.g. the pause image)")
+    ap.add_argument("--strip-debug", action="store_true",
+                    help="objcopy --strip-debug each --file, as the Dockerfiles do")
     args = ap.parse_args()
 
     layer = Layer()
@@ -120,8 +134,7 @@ def main():
         layer.add_dir("home/nonroot", 0o755, 65532, 65532)
     for spec in args.file:
         src, dest = spec.split(":", 1)
-        with open(src, "rb") as f:
-            layer.add_file(dest, f.read(), 0o755)
+        layer.add_file(dest, read_binary(src, args.strip_debug), 0o755)
         for lib in shared_libraries(src):
             with open(os.path.realpath(lib), "rb") as f:
                 layer.add_file(lib, f.read(), 0o755)

@@ -50,6 +50,7 @@ stop_pid() {   # stop_pid FILE: TERM, up to 15 s, then KILL
     if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
         kill "$pid" 2>/dev/null || true
         for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if ((i >= 30)); then log "$(basename "$f" .pid) took $((i / 10))s to stop"; fi
         if kill -0 "$pid" 2>/dev/null; then
             log "$(basename "$f" .pid) ($pid) ignored TERM; killing"
             kill -9 "$pid" 2>/dev/null || true
@@ -103,12 +104,14 @@ down() {
     done
     kubepods_cgroups | while read -r d; do rmdir "$d" 2>/dev/null || log "cannot remove cgroup $d"; done
     if [[ -e "$ns_file" ]]; then ip netns delete "$netns" 2>/dev/null || { umount "$ns_file" || true; rm -f "$ns_file"; }; fi
+    # `ip netns add` made /run/netns a mount point; undo that when nothing else is there.
+    if [[ -d /run/netns ]] && [[ -z "$(ls -A /run/netns)" ]]; then umount /run/netns 2>/dev/null || true; rmdir /run/netns 2>/dev/null || true; fi
     # Outside the directory: pod log links, CNI cache, kubelet/containerd defaults.
     if [[ -d /var/log/containers ]]; then
         find /var/log/containers -maxdepth 1 -type l -lname "$dir/*" -delete
         rmdir /var/log/containers 2>/dev/null || true
     fi
-    rm -rf "/var/lib/cni/networks/$cni_net" /var/lib/cni/results/"$cni_net"-*
+    rm -rf "/var/lib/cni/networks/$cni_net" /var/lib/cni/results/"$cni_net"-* /var/lib/cni/results/cni-loopback-*
     rmdir /var/lib/cni/results /var/lib/cni/networks /var/lib/cni 2>/dev/null || true
     for d in /var/lib/kubelet /run/containerd; do
         if [[ -d $d ]] && ! findmnt -rn -o TARGET | grep -q "^$d"; then rm -rf "$d"; fi

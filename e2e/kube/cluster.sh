@@ -43,20 +43,28 @@ log() { echo "cluster: $*" >&2; }
 in_ns() { nsenter --net="$ns_file" "$@"; }
 
 # ---- down --------------------------------------------------------------------------
-stop_pid() {   # stop_pid FILE: TERM, up to 15 s, then KILL
-    local f=$1 pid i
-    [[ -f "$f" ]] || return 0
-    pid="$(cat "$f")"
-    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if ((i >= 30)); then log "$(basename "$f" .pid) took $((i / 10))s to stop"; fi
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$(basename "$f" .pid) ($pid) ignored TERM; killing"
-            kill -9 "$pid" 2>/dev/null || true
+stop_pids() {   # stop_pids FILE...: TERM to all at once, up to 15 s for all, then KILL
+    local f pid i alive=() names=()
+    for f in "$@"; do
+        [[ -f "$f" ]] || continue
+        pid="$(cat "$f")"
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            alive+=("$pid"); names+=("$(basename "$f" .pid)")
         fi
-    fi
-    rm -f "$f"
+        rm -f "$f"
+    done
+    for ((i = 0; i < 150; i++)); do
+        for pid in "${alive[@]}"; do kill -0 "$pid" 2>/dev/null && break; pid=""; done
+        [[ -z "${pid:-}" ]] && return 0
+        sleep 0.1
+    done
+    for i in "${!alive[@]}"; do
+        if kill -0 "${alive[$i]}" 2>/dev/null; then
+            log "${names[$i]} (${alive[$i]}) ignored TERM for 15s; killing"
+            kill -9 "${alive[$i]}" 2>/dev/null || true
+        fi
+    done
 }
 
 kubepods_cgroups() {   # every kubepods cgroup directory, deepest first
@@ -67,13 +75,31 @@ kubepods_cgroups() {   # every kubepods cgroup directory, deepest first
     return 0
 }
 
-kill_pods() {   # every process in a kubepods cgroup, and the shims by their pid files
-    local i pids f
+shim_pids() {   # the pod shims: parents of the container processes containerd recorded
+    local f pid
+    for f in "$dir"/containerd/state/io.containerd.runtime.v2.task/*/*/init.pid; do
+        [[ -f "$f" ]] || continue
+        pid="$(cat "$f")"
+        [[ -r /proc/$pid/stat ]] && awk '{print $4}' "/proc/$pid/stat"
+    done
+    return 0
+}
+
+kill_pods() {   # every pod's processes and shims (with the kubelet stopped)
+    local shims i pids id ctr_=(ctr --address "$dir/containerd.sock" -n k8s.io --timeout 10s)
+    shims="$(shim_pids | sort -u)"
+    # containerd first, so that it ends its shims itself.
+    if [[ -S "$dir/containerd.sock" ]] && "${ctr_[@]}" version >/dev/null 2>&1; then
+        for id in $("${ctr_[@]}" tasks ls -q 2>/dev/null); do
+            "${ctr_[@]}" tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+        done
+        for id in $("${ctr_[@]}" tasks ls -q 2>/dev/null); do
+            "${ctr_[@]}" tasks delete --force "$id" >/dev/null 2>&1 || true
+        done
+    fi
     for ((i = 0; i < 50; i++)); do
         pids="$(kubepods_cgroups | while read -r d; do cat "$d/cgroup.procs" 2>/dev/null; done | sort -u)"
-        for f in "$dir"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
-            [[ -f "$f" ]] && pids+=" $(cat "$f")"
-        done
+        for id in $shims; do kill -0 "$id" 2>/dev/null && pids+=" $id"; done
         [[ -z "${pids//[[:space:]]/}" ]] && return 0
         # shellcheck disable=SC2086
         kill -9 $pids 2>/dev/null || true
@@ -92,10 +118,18 @@ unmount_under() {   # unmount_under PREFIX: every mount below it, deepest first
 
 down() {
     local c d f
-    # The kubelet first: it would restart what is stopped after it.
-    stop_pid "$dir/pids/kubelet.pid"
+    # The kubelet first: it would restart what is stopped after it; then the pods; then
+    # the API server's clients together, the API server, etcd (an API server whose etcd
+    # is gone takes 15 s to stop).
+    stop_pids "$dir/pids/kubelet.pid"
     kill_pods
-    for ((c = ${#COMPONENTS[@]} - 1; c >= 0; c--)); do stop_pid "$dir/pids/${COMPONENTS[$c]}.pid"; done
+    local files=()
+    for c in "${COMPONENTS[@]}"; do
+        [[ $c == etcd || $c == kube-apiserver ]] || files+=("$dir/pids/$c.pid")
+    done
+    stop_pids "${files[@]}"
+    stop_pids "$dir/pids/kube-apiserver.pid"
+    stop_pids "$dir/pids/etcd.pid"
     unmount_under "$dir/"
     for f in /run/netns/cni-*; do
         [[ -e "$f" ]] || continue

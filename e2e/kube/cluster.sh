@@ -118,10 +118,11 @@ unmount_under() {   # unmount_under PREFIX: every mount below it, deepest first
 
 down() {
     local c d f
-    # The kubelet first: it would restart what is stopped after it; then the pods; then
+    # Clients (client-*.pid, e.g. the scenario of a run killed outright) and the kubelet
+    # first: it would restart what is stopped after it; then the pods; then
     # the API server's clients together, the API server, etcd (an API server whose etcd
     # is gone takes 15 s to stop).
-    stop_pids "$dir/pids/kubelet.pid"
+    stop_pids "$dir"/pids/client-*.pid "$dir/pids/kubelet.pid"
     kill_pods
     local files=()
     for c in "${COMPONENTS[@]}"; do

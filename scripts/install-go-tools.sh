@@ -10,8 +10,9 @@
 #   scripts/install-go-tools.sh minio helm kubeconform    # any subset
 #
 # Components: etcd, kube (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl), kwok (kwok, kwokctl), helm, minio, kubeconform;
-# groups: k8s = etcd kube kwok, all (the default).
+# kube-scheduler, kubectl, kubelet, kube-proxy), kwok (kwok, kwokctl), helm,
+# minio, kubeconform, coredns; groups: k8s = etcd kube kwok,
+# kube-node = etcd kube helm coredns (what scripts/e2e-kube needs), all (the default).
 #
 # Each tool is built from a wrapper module of ours under e2e/tools/<name>/
 # (go.mod + go.sum with a `tool` directive, committed), so the build list is
@@ -38,8 +39,9 @@ KWOK_VERSION=v0.8.0                    # its default KubeVersion is 1.36.1
 HELM_VERSION=v3.22.0
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c   # what @latest resolved to (tags are RELEASE.*)
 KUBECONFORM_VERSION=v0.8.0
+COREDNS_VERSION=v1.15.0               # cluster DNS for the real-pods tier (scripts/e2e-kube)
 # Bump when the build commands or ldflags below change.
-BUILD_REV=1
+BUILD_REV=2                            # 2: kubelet and kube-proxy in the kube build
 # -----------------------------------------------------------------------------
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,7 +57,7 @@ log() { echo "install-go-tools: $*" >&2; }
 # name -> wrapper dir, main module it requires, pinned version, tool packages
 declare -A DIR MOD VER PKGS
 DIR[kube]=k8s;  MOD[kube]=k8s.io/kubernetes;  VER[kube]=$K8S_VERSION
-PKGS[kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
+PKGS[kube]="k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy"
 DIR[etcd]=etcd; MOD[etcd]=go.etcd.io/etcd/server/v3; VER[etcd]=$ETCD_VERSION
 PKGS[etcd]="go.etcd.io/etcd/server/v3"
 DIR[kwok]=kwok; MOD[kwok]=sigs.k8s.io/kwok; VER[kwok]=$KWOK_VERSION
@@ -66,7 +68,9 @@ DIR[minio]=minio; MOD[minio]=github.com/minio/minio; VER[minio]=$MINIO_VERSION
 PKGS[minio]="github.com/minio/minio"
 DIR[kubeconform]=kubeconform; MOD[kubeconform]=github.com/yannh/kubeconform; VER[kubeconform]=$KUBECONFORM_VERSION
 PKGS[kubeconform]="github.com/yannh/kubeconform/cmd/kubeconform"
-ALL=(etcd kube kwok helm minio kubeconform)
+DIR[coredns]=coredns; MOD[coredns]=github.com/coredns/coredns; VER[coredns]=$COREDNS_VERSION
+PKGS[coredns]="github.com/coredns/coredns"
+ALL=(etcd kube kwok helm minio kubeconform coredns)
 
 # ---- arguments ---------------------------------------------------------------
 regen=0
@@ -75,6 +79,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         all) selected+=("${ALL[@]}") ;;
         k8s) selected+=(etcd kube kwok) ;;
+        kube-node) selected+=(etcd kube helm coredns) ;;   # what scripts/e2e-kube needs
         apiserver|kube-apiserver) selected+=(kube) ;;
         --regen) regen=1 ;;
         -h|--help) sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -89,10 +94,14 @@ declare -A seen; comps=()
 for c in "${selected[@]}"; do [[ -n "${seen[$c]:-}" ]] || { seen[$c]=1; comps+=("$c"); }; done
 
 # ---- wrapper modules ---------------------------------------------------------
-wrapper_current() {   # does e2e/tools/<dir>/go.mod require the pinned version?
-    local c=$1 gomod="$tools/${DIR[$1]}/go.mod"
+wrapper_current() {   # does e2e/tools/<dir>/go.mod require the pinned version and name every tool?
+    local c=$1 gomod="$tools/${DIR[$1]}/go.mod" p
     [[ -f "$gomod" && -f "$tools/${DIR[$1]}/go.sum" ]] &&
-        grep -qE "^[[:space:]]*(require[[:space:]]+)?${MOD[$c]//./\\.}[[:space:]]+${VER[$c]}([[:space:]]|$)" "$gomod"
+        grep -qE "^[[:space:]]*(require[[:space:]]+)?${MOD[$c]//./\\.}[[:space:]]+${VER[$c]}([[:space:]]|$)" "$gomod" ||
+        return 1
+    for p in ${PKGS[$c]}; do
+        grep -qE "^[[:space:]]*(tool[[:space:]]+)?${p//./\\.}[[:space:]]*$" "$gomod" || return 1
+    done
 }
 
 regen_wrapper() {
@@ -144,7 +153,7 @@ need_build() {   # any selected component missing, or a wrapper out of date?
 compute_key() {
     {
         printf '%s\n' "$K8S_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" "$HELM_VERSION" \
-            "$MINIO_VERSION" "$KUBECONFORM_VERSION" "$BUILD_REV" \
+            "$MINIO_VERSION" "$KUBECONFORM_VERSION" "$COREDNS_VERSION" "$BUILD_REV" \
             "$(go env GOVERSION GOOS GOARCH GOAMD64)"
         local c
         for c in "${ALL[@]}"; do
@@ -184,6 +193,7 @@ ldflags_for() {
             echo "-s -w -X $p.Version=$iso -X $p.ReleaseTag=DEVELOPMENT.${iso//:/-} -X $p.CopyrightYear=${ts:0:4}" \
                  "-X $p.CommitID=$commit -X $p.ShortCommitID=$commit" ;;
         kubeconform) echo "-s -w -X main.version=$KUBECONFORM_VERSION" ;;
+        coredns) echo "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${COREDNS_VERSION}" ;;
     esac
 }
 
@@ -194,6 +204,7 @@ build_one() {
     log "building $c (${MOD[$c]}@${VER[$c]}) ..."
     local out="$tmp/"
     [[ $c == etcd ]] && out="$tmp/etcd"    # the package path ends in /v3
+    [[ $c == coredns ]] && out="$tmp/coredns"
     (cd "$tools/${DIR[$c]}" && go build -trimpath -ldflags "$(ldflags_for "$c")" -o "$out" ${PKGS[$c]})
     if [[ $c == kubeconform ]]; then
         gen_kubeconform_schemas "$(dirname "$dest")/kubeconform-schemas"

@@ -32,10 +32,7 @@ import time
 import urllib.parse
 
 # check name -> the bug it shows (strict: passing is an error, remove the entry then).
-XFAIL = {
-    "short-name": "the CRD's short name `ds` belongs to DaemonSet, so `kubectl get ds` lists "
-                  "DaemonSets (issue 9: pick a short name no built-in resource has)",
-}
+XFAIL = {}
 
 
 class Failed(Exception):

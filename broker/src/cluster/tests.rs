@@ -13,51 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use object_store::path::Path;
 use tokio::time::Instant;
 
 use super::*;
-use crate::tier::{StoreOptions, open_store};
 
-struct Backend {
-    tier: TierStore,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn memory() -> Backend {
-    let (store, _) = open_store("memory://", &StoreOptions::default()).unwrap();
-    Backend { tier: TierStore::new(store, Path::from("cluster-tests/prefix")), _dir: None }
-}
-
-fn file() -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}/store", dir.path().display());
-    let (store, prefix) = open_store(&url, &StoreOptions::default()).unwrap();
-    Backend { tier: TierStore::new(store, prefix), _dir: Some(dir) }
-}
-
-macro_rules! storage_tests {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let b = super::memory();
-                    super::$name(b.tier.clone()).await;
-                }
-            )*
-        }
-        mod file {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let b = super::file();
-                    super::$name(b.tier.clone()).await;
-                }
-            )*
-        }
-    };
-}
+use crate::tier::tests::{file, memory, storage_tests};
 
 storage_tests!(
     membership_heartbeats_lists_and_leaves,

@@ -38,7 +38,7 @@ pub mod versioned;
 pub mod wal;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

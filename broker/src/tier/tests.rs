@@ -16,24 +16,27 @@ use serde_json::json;
 use super::versioned::is_conflict;
 use super::*;
 
-struct Backend {
-    tier: TierStore,
+/// A store for one test; a `file://` one lives in a temporary directory kept with it.
+pub(crate) struct Backend {
+    pub(crate) tier: TierStore,
     _dir: Option<tempfile::TempDir>,
 }
 
-fn memory() -> Backend {
+pub(crate) fn memory() -> Backend {
     let (store, prefix) = open_store("memory://", &StoreOptions::default()).unwrap();
     assert_eq!(prefix, Path::default());
     Backend { tier: TierStore::new(store, Path::from("tier-tests/prefix")), _dir: None }
 }
 
-fn file() -> Backend {
+pub(crate) fn file() -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}/store", dir.path().display());
     let (store, prefix) = open_store(&url, &StoreOptions::default()).unwrap();
     Backend { tier: TierStore::new(store, prefix), _dir: Some(dir) }
 }
 
+/// Runs each `async fn name(t: TierStore)` of the calling module on both backends (the
+/// caller imports `memory` and `file`).
 macro_rules! storage_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -56,6 +59,7 @@ macro_rules! storage_tests {
         }
     };
 }
+pub(crate) use storage_tests;
 
 storage_tests!(
     cluster_token_key_one_winner,

@@ -128,15 +128,21 @@ def remote_reads(args):
             sys.exit(f"put_records failed for {out['FailedRecordCount']} records")
         for e, r in zip(entries, out["Records"]):
             acked.setdefault(r["ShardId"], []).append([r["SequenceNumber"], base64.b64encode(e["Data"]).decode()])
-    # Uploaded, then evicted from local disk (polled, with a generous deadline).
+    # Uploaded, then evicted from local disk by the passes of local retention (polled, with a
+    # generous deadline: a loaded machine runs them late).
+    shards_dir = os.path.join(args.data_dir, "streams", args.stream, "shards")
+
+    def local_files():
+        return {sid: len([f for f in os.listdir(os.path.join(shards_dir, sid)) if f.endswith(".log")]) for sid in acked}
+
     for _ in range(300):
-        if metric(args.admin, "streamfabric_segments_evicted_total") >= 10 and backlog_bytes(args.admin) == 0:
+        if metric(args.admin, "streamfabric_segments_evicted_total") >= 10 and backlog_bytes(args.admin) == 0 \
+                and all(n <= 5 for n in local_files().values()):
             break
         time.sleep(0.2)
     evicted = metric(args.admin, "streamfabric_segments_evicted_total")
     check("uploaded-segments-evicted-from-local-disk", evicted >= 10, f"{evicted} evicted")
-    shards_dir = os.path.join(args.data_dir, "streams", args.stream, "shards")
-    local = {sid: len([f for f in os.listdir(os.path.join(shards_dir, sid)) if f.endswith(".log")]) for sid in acked}
+    local = local_files()
     written = {sid: len(r) * 512 for sid, r in acked.items()}
     check("local-disk-keeps-only-the-newest-segments", all(n <= 5 for n in local.values()),
           f"local segment files per shard: {local}")

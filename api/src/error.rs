@@ -41,6 +41,12 @@ impl ErrorCode {
         Self::LeaseConflict,
     ];
 
+    /// The code a `__type` names (AWS may prefix it with a namespace and `#`).
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        let name = name.rsplit_once('#').map_or(name, |(_, n)| n);
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ResourceNotFound => "ResourceNotFoundException",

@@ -122,6 +122,24 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_BROKER_ID")]
     pub broker_id: Option<String>,
 
+    /// `HOST:PORT` of this broker's Kinesis API as peers and clients reach it (on Kubernetes
+    /// the pod's name under the headless Service). Set, the broker joins the cluster of
+    /// every broker on the same object store and prefix: the streams are shared, each shard
+    /// is owned by one broker, and any broker answers any request (forwarding it to the
+    /// shard's owner). Unset, the broker serves its streams alone.
+    #[arg(long, env = "STREAMFABRIC_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Cluster: how often this broker renews its membership and reads the cluster's
+    /// members, assignment and stream descriptions.
+    #[arg(long, env = "STREAMFABRIC_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Cluster: a broker not seen renewing for this long is dead and its shards are taken
+    /// by others (a restarted pod with its disk comes back within it and keeps them).
+    #[arg(long, env = "STREAMFABRIC_MEMBER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub member_timeout: Duration,
+
     /// When a PutRecord(s) is acknowledged: `local` (after the local group commit) or
     /// `object` (also after a write-ahead object holding its records is in the object
     /// store; needs `--flush always`).
@@ -445,6 +463,9 @@ mod tests {
             upload_backlog_limit: 17,
             orphan_sweep: Duration::from_secs(3600 * 2),
             broker_id: Some("b-7".into()),
+            advertise: Some("b-7.brokers:4567".into()),
+            heartbeat_interval: Duration::from_millis(500),
+            member_timeout: Duration::from_secs(30),
             durability: Durability::Object,
             object_batch_linger: Duration::from_millis(9),
             object_batch_bytes: 18,

@@ -194,6 +194,13 @@ impl Archive {
         let _ = self.meta_jobs.send(MetaJob::Mirror(Box::new(meta.clone())));
     }
 
+    /// Wait until every description change queued so far is in the bucket.
+    pub async fn flush_meta(&self) {
+        let (mirrored, mirrors) = oneshot::channel();
+        let _ = self.meta_jobs.send(MetaJob::Flush(mirrored));
+        let _ = mirrors.await;
+    }
+
     /// A deleted stream must not come back in a restore.
     pub fn forget(&self, name: &str) {
         self.ownership.forget(name);
@@ -232,32 +239,13 @@ impl Archive {
                 continue;
             }
             let stream_dir = streams_dir.join(&name);
+            if write_ahead.is_none() {
+                write_ahead = Some(self.tier.read_all_wal().await?);
+            }
             for shard in &meta.shards {
-                let id = shard_id(shard.index);
-                let dir = stream_dir.join("shards").join(&id);
-                tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error("create", &dir, e))?;
-                let manifest = self.tier.manifest(&name, &id)?.load().await?.map(|(m, _)| m);
-                // Sealed segments stay in the bucket: reads below the local data fetch them.
-                let mut start = manifest.as_ref().and_then(|m| m.segments.first()).map(|s| s.base_offset);
-                let mut end = manifest.as_ref().map_or(0, |m| m.end_offset());
-                if write_ahead.is_none() {
-                    write_ahead = Some(self.tier.read_all_wal().await?);
-                }
-                let tail = records_past(write_ahead.as_deref().unwrap_or_default(), &name, meta.incarnation, &id, end);
-                let replayed = tail.len();
-                for run in contiguous_runs(&tail) {
-                    write_durably(&dir.join(segment_file_name(run[0].offset)), &encode_segment(run)).await?;
-                    start.get_or_insert(run[0].offset);
-                    end = end.max(run[run.len() - 1].offset + 1);
-                }
-                if replayed > 0 {
-                    tracing::info!(stream = %name, shard = %id, replayed, "records replayed from write-ahead objects");
-                }
-                let next = end + RESTORE_OFFSET_GAP;
-                // An empty segment file at the new start is the log's active segment.
-                write_durably(&dir.join(segment_file_name(next)), &[]).await?;
-                let start = start.unwrap_or(next);
-                crate::log::write_start_offset(&dir, start).map_err(|e| io_error("write", &dir, e))?;
+                let dir = stream_dir.join("shards").join(shard_id(shard.index));
+                let replay = write_ahead.as_deref().unwrap_or_default();
+                self.rebuild_shard_dir(&name, meta.incarnation, shard.index, &dir, replay, None).await?;
             }
             let meta_path = stream_dir.join("meta.json");
             meta.store(&meta_path).map_err(|e| io_error("write", &meta_path, e))?;
@@ -268,9 +256,51 @@ impl Archive {
     }
 }
 
+impl Archive {
+    /// Write a shard's log directory from the bucket: the log starts at its first sealed
+    /// segment, which stays in the bucket (reads below the local data fetch it), holds the
+    /// records of `replay` (write-ahead objects) past the sealed ones, and its numbering
+    /// continues at `continue_at` (a release offset: its owner handed it on with everything
+    /// listed) or else past a gap (records of a lost active segment may have been
+    /// acknowledged; their numbers must never be given out again). Returns where it continues.
+    pub async fn rebuild_shard_dir(
+        &self,
+        stream: &str,
+        incarnation: u64,
+        index: u64,
+        dir: &Path,
+        replay: &[WalChunk],
+        continue_at: Option<u64>,
+    ) -> Result<u64, TierError> {
+        let id = shard_id(index);
+        tokio::fs::create_dir_all(dir).await.map_err(|e| io_error("create", dir, e))?;
+        let manifest = self.tier.manifest(stream, &id)?.load().await?.map(|(m, _)| m);
+        let mut start = manifest.as_ref().and_then(|m| m.segments.first()).map(|s| s.base_offset);
+        let mut end = manifest.as_ref().map_or(0, |m| m.end_offset());
+        let tail = records_past(replay, stream, incarnation, &id, end);
+        let replayed = tail.len();
+        for run in contiguous_runs(&tail) {
+            write_durably(&dir.join(segment_file_name(run[0].offset)), &encode_segment(run)).await?;
+            start.get_or_insert(run[0].offset);
+            end = end.max(run[run.len() - 1].offset + 1);
+        }
+        if replayed > 0 {
+            tracing::info!(%stream, shard = %id, replayed, "records replayed from write-ahead objects");
+        }
+        let next = match continue_at {
+            Some(at) => at.max(end),
+            None => end + RESTORE_OFFSET_GAP,
+        };
+        // An empty segment file at the new start is the log's active segment.
+        write_durably(&dir.join(segment_file_name(next)), &[]).await?;
+        crate::log::write_start_offset(dir, start.unwrap_or(next)).map_err(|e| io_error("write", dir, e))?;
+        Ok(next)
+    }
+}
+
 /// The records of `chunks` for one shard (of this incarnation of its stream) at or past
 /// `from`, by offset.
-fn records_past(chunks: &[WalChunk], stream: &str, incarnation: u64, shard: &str, from: u64) -> Vec<StoredRecord> {
+pub fn records_past(chunks: &[WalChunk], stream: &str, incarnation: u64, shard: &str, from: u64) -> Vec<StoredRecord> {
     let mut by_offset = BTreeMap::new();
     for c in chunks.iter().filter(|c| c.stream == stream && c.incarnation == incarnation && c.shard == shard) {
         for (i, r) in c.records.iter().enumerate() {

@@ -34,6 +34,8 @@ pub struct Broker {
     pub wal: WalBatcher,
     /// Reads from the object store below the local data; local retention.
     pub tiers: Arc<Tiers>,
+    /// With `--advertise`: this broker's part in the cluster of its object-store prefix.
+    pub fabric: Option<crate::fabric::Fabric>,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -141,11 +143,15 @@ impl Broker {
             metrics.clone(),
         );
         let id = crate::ownership::broker_id(config.broker_id.as_deref(), &config.data_dir)?;
-        let ownership = Arc::new(Ownership::new(id, metrics.fenced_shards.clone()));
+        // In a cluster the streams are the bucket's (adopted by `fabric::sync`) and shards are
+        // taken by the handoff, not at start.
+        let clustered = config.advertise.is_some();
+        let ownership = Arc::new(Ownership::new(id.clone(), metrics.fenced_shards.clone(), !clustered));
         let archive = Archive::start(tier, config.segment_compression, ownership, metrics.clone());
         let streams_dir = config.data_dir.join("streams");
         let local = local_streams(&streams_dir)?;
-        match archive.restore_missing(&streams_dir, &local).await {
+        let restored = if clustered { Ok(Vec::new()) } else { archive.restore_missing(&streams_dir, &local).await };
+        match restored {
             Ok(restored) if !restored.is_empty() => tracing::info!(?restored, "streams rebuilt from the object store"),
             Ok(_) => {}
             // With local data the broker serves it and uploads resume when the store returns.
@@ -180,9 +186,11 @@ impl Broker {
         };
         let catalog = {
             let (archive, metrics) = (Some(archive.clone()), metrics.clone());
-            tokio::task::spawn_blocking(move || Catalog::open(streams_dir, log_config, archive, limits, metrics))
-                .await
-                .map_err(io::Error::other)??
+            tokio::task::spawn_blocking(move || {
+                Catalog::open(streams_dir, log_config, archive, limits, metrics, !clustered)
+            })
+            .await
+            .map_err(io::Error::other)??
         };
         let catalog = Arc::new(catalog);
         let signer = cluster_signer(&config.data_dir, archive.tier()).await?;
@@ -192,7 +200,19 @@ impl Broker {
             config.local_retention_bytes,
             metrics.clone(),
         ));
+        let fabric = match &config.advertise {
+            Some(advertise) => {
+                let settings = crate::cluster::ClusterSettings {
+                    heartbeat_interval: config.heartbeat_interval,
+                    suspect_after: (config.heartbeat_interval * 3).min(config.member_timeout),
+                    member_timeout: config.member_timeout,
+                };
+                Some(crate::fabric::Fabric::join(archive.tier(), &id, advertise, settings, &catalog).await?)
+            }
+            None => None,
+        };
         let broker = Arc::new(Broker {
+            fabric,
             tiers,
             config,
             catalog,
@@ -203,6 +223,11 @@ impl Broker {
             wal,
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
         });
+        if clustered {
+            // The coordinator finishes what its streams started; shards are taken by the handoff.
+            broker.enforce_retention(Timestamp::now().millis());
+            return Ok(broker);
+        }
         for stream in broker.catalog.all() {
             match stream.status() {
                 StreamStatus::Deleting => broker.catalog.remove(&stream.name)?,
@@ -340,6 +365,8 @@ impl Broker {
                         self.wal.remember(path.clone(), reach.clone());
                         reach
                     }
+                    // Deleted meanwhile (by another broker of the cluster).
+                    Err(TierError::Store { source: object_store::Error::NotFound { .. }, .. }) => continue,
                     Err(e) => {
                         tracing::warn!(%path, "write-ahead object unreadable, kept: {e}");
                         report.kept += 1;
@@ -378,6 +405,9 @@ impl Broker {
                     tracing::warn!(stream = %stream.name, shard = %shard.id, "retention: {e}");
                 }
                 self.archive.trim(&stream.name, &shard.id, cutoff);
+            }
+            if !self.writes_catalog() {
+                continue;
             }
             match self.catalog.drop_expired_closed_shards(&stream, now_ms) {
                 Ok(dropped) if !dropped.is_empty() => {
@@ -424,6 +454,11 @@ impl Broker {
             Operation::UpdateShardCount => run!(update_shard_count),
             Operation::UpdateStreamMode => run!(update_stream_mode),
         })
+    }
+
+    /// Whether this broker writes stream descriptions: alone, or as the cluster's coordinator.
+    pub fn writes_catalog(&self) -> bool {
+        self.fabric.as_ref().is_none_or(|f| f.cluster.is_coordinator())
     }
 
     pub fn arn(&self, name: &str) -> String {

@@ -3,8 +3,10 @@
 //! or CBOR 1.1, answers in the request's encoding; and the admin endpoints.
 
 use crate::broker::Broker;
+use crate::fabric::peers::Relayed;
+use crate::fabric::routes::{Reply, Request};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -28,7 +30,7 @@ type Body = Full<Bytes>;
 /// connections are closed), and return.
 pub async fn serve<H, F>(listener: TcpListener, handler: H, mut stop: watch::Receiver<bool>)
 where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let connections = GracefulShutdown::new();
@@ -70,10 +72,11 @@ fn body_limit(broker: &Broker) -> usize {
     8 * 1024 * 1024 + broker.config.max_record_bytes * 2
 }
 
-pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let format = Format::from_content_type(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let forwarded = req.headers().contains_key(crate::fabric::FORWARDED_HEADER);
     let operation = Target::parse(&target);
     let op_label = operation.map_or("unknown", Target::name);
 
@@ -91,6 +94,15 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
             let limit = body_limit(&broker);
             match Limited::new(req.into_body(), limit).collect().await {
                 Ok(body) => match op {
+                    Target::Kinesis(op) if broker.fabric.is_some() => {
+                        let request = Request { op, format, target: &target, body: body.to_bytes(), forwarded };
+                        match broker.dispatch(request).await {
+                            Reply::Local(answer) => answer,
+                            Reply::Relayed(relayed) => {
+                                return relayed_response(&broker, op_label, started, format, relayed);
+                            }
+                        }
+                    }
                     Target::Kinesis(op) => broker.call(op, format, &body.to_bytes()).await,
                     Target::Leases(op) => broker.call_leases(op, format, &body.to_bytes()).await,
                 },
@@ -118,6 +130,25 @@ pub async fn handle_api(broker: Arc<Broker>, req: Request<Incoming>) -> Response
         .header(header::CONTENT_TYPE, format.content_type())
         .header("x-amzn-RequestId", request_id())
         .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// A peer's answer to a forwarded request, passed on as it came.
+fn relayed_response(
+    broker: &Broker,
+    op_label: &str,
+    started: Instant,
+    format: Format,
+    relayed: Relayed,
+) -> Response<Body> {
+    let code = if relayed.status.is_success() { "OK" } else { "relayed_error" };
+    broker.metrics.requests.with_label_values(&[op_label, code]).inc();
+    broker.metrics.request_seconds.with_label_values(&[op_label]).observe(started.elapsed().as_secs_f64());
+    Response::builder()
+        .status(relayed.status)
+        .header(header::CONTENT_TYPE, format.content_type())
+        .header("x-amzn-RequestId", request_id())
+        .body(Full::new(relayed.body))
         .expect("valid response")
 }
 
@@ -153,7 +184,7 @@ fn request_id() -> String {
 /// `/metrics`, `/healthz`, `/readyz`, `/stats`, `/config` (the settings this process runs with).
 /// `POST /shards/take` with `{"stream", "shard", "fromEpoch"}`: take the shard's ownership in
 /// the object store from that epoch. 200 with the new epoch; 409 if another broker took it first.
-async fn take_shard(broker: &Broker, req: Request<Incoming>) -> (StatusCode, &'static str, Vec<u8>) {
+async fn take_shard(broker: &Broker, req: http::Request<Incoming>) -> (StatusCode, &'static str, Vec<u8>) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Take {
@@ -188,7 +219,7 @@ async fn take_shard(broker: &Broker, req: Request<Incoming>) -> (StatusCode, &'s
     }
 }
 
-pub async fn handle_admin(broker: Arc<Broker>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle_admin(broker: Arc<Broker>, req: http::Request<Incoming>) -> Response<Body> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let (status, content_type, body) = match (method, path.as_str()) {
         (Method::POST, "/shards/take") => take_shard(&broker, req).await,
@@ -197,13 +228,19 @@ pub async fn handle_admin(broker: Arc<Broker>, req: Request<Incoming>) -> Respon
         (_, "/stats") => {
             (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap())
         }
+        (_, "/cluster") => match &broker.fabric {
+            Some(fabric) => {
+                (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&fabric.admin_view(&broker)).unwrap())
+            }
+            None => (StatusCode::NOT_FOUND, "text/plain", b"not in a cluster: start with --advertise\n".to_vec()),
+        },
         (_, "/config") => {
             (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&broker.config.shown()).unwrap())
         }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            b"not found: try /metrics, /healthz, /readyz, /stats, /config or POST /shards/take\n".to_vec(),
+            b"not found: try /metrics, /healthz, /readyz, /stats, /config, /cluster or POST /shards/take\n".to_vec(),
         ),
     };
     Response::builder()

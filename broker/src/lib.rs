@@ -5,6 +5,7 @@ pub mod broker;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod fabric;
 pub mod http;
 pub mod leases;
 pub mod log;
@@ -40,6 +41,7 @@ pub async fn start(config: BrokerConfig) -> std::io::Result<Running> {
     let admin = TcpListener::bind(config.admin_listen).await?;
     let broker = Broker::open(config).await?;
     broker.spawn_background();
+    fabric::spawn(&broker);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (api_addr, admin_addr) = (api.local_addr()?, admin.local_addr()?);
     let b = broker.clone();
@@ -68,10 +70,15 @@ impl Running {
         if !answered {
             tracing::warn!("requests still in flight after {grace:?}; closing their connections");
         }
+        // A cluster member hands its shards on (sealed and uploaded) and leaves.
+        let left = tokio::time::timeout(grace, fabric::leave(&self.broker)).await.is_ok();
+        if !left {
+            tracing::warn!("shards not all handed on after {grace:?}; peers take them after the member timeout");
+        }
         let uploaded = tokio::time::timeout(grace, self.broker.archive.flush()).await.is_ok();
         if !uploaded {
             tracing::warn!("shutting down with segment uploads still queued; they resume at the next start");
         }
-        answered && uploaded
+        answered && left && uploaded
     }
 }

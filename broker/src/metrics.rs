@@ -21,6 +21,9 @@ pub struct Metrics {
     pub object_store_errors: IntCounter,
     pub upload_backlog_bytes: IntGauge,
     pub fenced_shards: IntGauge,
+    /// Cluster shard moves by kind: taken (fresh, released by its owner, over from a dead
+    /// owner, kept after a restart) and released (handed on).
+    pub handoffs: IntCounterVec,
     pub segment_orphans_deleted: IntCounter,
     pub segment_uploads_abandoned: IntCounter,
     /// Lease operations by operation (and SyncLeases' steps) and outcome: won, conflict, error.
@@ -222,6 +225,12 @@ impl Metrics {
             object_store_errors,
             upload_backlog_bytes,
             fenced_shards,
+            handoffs: counter(
+                &registry,
+                "streamfabric_shard_handoffs_total",
+                "Cluster shard moves: taken fresh, taken released, taken over from a dead broker, kept, released",
+                &["kind"],
+            ),
             segment_uploads_abandoned: plain(
                 "streamfabric_segment_uploads_abandoned_total",
                 "Sealed segments the object store kept refusing (a conflict, not an outage), left on local disk",

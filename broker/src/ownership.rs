@@ -17,19 +17,30 @@ enum Claim {
     },
     /// Another broker took the shard at a later epoch.
     Fenced,
+    /// This broker handed the shard on (cluster): it writes it no more.
+    Released,
 }
 
 pub struct Ownership {
     broker_id: String,
     shards: Mutex<HashMap<(String, String), Claim>>,
+    /// A shard this broker has no claim on is claimed at its first upload (one broker
+    /// alone); in a cluster only the assignment's handoff takes shards, so it is not.
+    claim_on_demand: bool,
     /// Fast path for the write path: no lookup while nothing is fenced.
     any_fenced: AtomicBool,
     fenced_gauge: prometheus::IntGauge,
 }
 
 impl Ownership {
-    pub fn new(broker_id: String, fenced_gauge: prometheus::IntGauge) -> Ownership {
-        Ownership { broker_id, shards: Mutex::default(), any_fenced: AtomicBool::new(false), fenced_gauge }
+    pub fn new(broker_id: String, fenced_gauge: prometheus::IntGauge, claim_on_demand: bool) -> Ownership {
+        Ownership {
+            broker_id,
+            shards: Mutex::default(),
+            claim_on_demand,
+            any_fenced: AtomicBool::new(false),
+            fenced_gauge,
+        }
     }
 
     pub fn broker_id(&self) -> &str {
@@ -55,7 +66,8 @@ impl Ownership {
         let known = self.shards.lock().unwrap().get(&(stream.to_string(), shard.to_string())).copied();
         match known {
             Some(Claim::Owned { epoch }) => Ok(Some(epoch)),
-            Some(Claim::Fenced) => Ok(None),
+            Some(Claim::Fenced | Claim::Released) => Ok(None),
+            None if !self.claim_on_demand => Ok(None),
             None => match self.claim(tier, stream, shard).await {
                 Ok(epoch) => Ok(Some(epoch)),
                 Err(TierError::Conflict { reason, .. }) => {
@@ -92,6 +104,24 @@ impl Ownership {
         shards.insert((stream.into(), shard.into()), Claim::Fenced);
         self.fenced_gauge.set(shards.values().filter(|c| **c == Claim::Fenced).count() as i64);
         self.any_fenced.store(true, Ordering::Release);
+    }
+
+    /// The epoch this broker holds the shard at, if it owns it.
+    pub fn owned_epoch(&self, stream: &str, shard: &str) -> Option<u64> {
+        match self.shards.lock().unwrap().get(&(stream.to_string(), shard.to_string())) {
+            Some(Claim::Owned { epoch }) => Some(*epoch),
+            _ => None,
+        }
+    }
+
+    /// Record that this broker holds the shard at `epoch` (taken through the manifest).
+    pub fn owned(&self, stream: &str, shard: &str, epoch: u64) {
+        self.shards.lock().unwrap().insert((stream.into(), shard.into()), Claim::Owned { epoch });
+    }
+
+    /// This broker handed the shard on: no more uploads, retention or sweeps of it here.
+    pub fn release(&self, stream: &str, shard: &str) {
+        self.shards.lock().unwrap().insert((stream.into(), shard.into()), Claim::Released);
     }
 
     pub fn is_fenced(&self, stream: &str, shard: &str) -> bool {

@@ -125,7 +125,12 @@ impl Tiers {
     ) -> Result<RemoteRead, TierError> {
         let until = shard.log.local_start_offset();
         let req = RemoteReadRequest { from, until, max_records, max_bytes, min_timestamp_ms };
-        let manifest = self.manifest(stream, shard, false).await?;
+        let mut manifest = self.manifest(stream, shard, false).await?;
+        if from < until && from >= manifest.end_offset() {
+            // Cached before the segments holding `from` were listed (by this broker's
+            // predecessor as the shard's owner, say): the bucket knows more now.
+            manifest = self.manifest(stream, shard, true).await?;
+        }
         if manifest.version == 0 && from < until {
             // Evicted segments were listed before they left local disk.
             return Err(unreadable(&stream.name, &shard.id, "the shard has no manifest".into()));

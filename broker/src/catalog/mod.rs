@@ -26,6 +26,19 @@ pub struct Shard {
     pub log: ShardLog,
     pub throttle: ShardThrottle,
     pub metrics: ShardMetrics,
+    /// This broker appends to and reads this log. Always, for a broker alone; in a cluster
+    /// only while it owns the shard (the others forward to the owner).
+    serving: AtomicBool,
+}
+
+impl Shard {
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
+    }
 }
 
 pub struct Stream {
@@ -139,6 +152,8 @@ pub struct Catalog {
     limits: ShardLimits,
     metrics: Arc<Metrics>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Shards serve as they open (a broker alone), or once taken (a cluster's handoff).
+    serve_on_open: bool,
 }
 
 impl Catalog {
@@ -149,9 +164,11 @@ impl Catalog {
         archive: Option<Archive>,
         limits: ShardLimits,
         metrics: Arc<Metrics>,
+        serve_on_open: bool,
     ) -> io::Result<Catalog> {
         std::fs::create_dir_all(&dir)?;
-        let catalog = Catalog { dir, log_config, archive, limits, metrics, streams: RwLock::new(BTreeMap::new()) };
+        let catalog =
+            Catalog { dir, log_config, archive, limits, metrics, streams: RwLock::new(BTreeMap::new()), serve_on_open };
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(&catalog.dir)? {
             let stream_dir = entry?.path();
@@ -186,6 +203,7 @@ impl Catalog {
             range: s.range,
             log,
             throttle: ShardThrottle::new(self.limits),
+            serving: AtomicBool::new(self.serve_on_open),
         }))
     }
 
@@ -355,6 +373,81 @@ impl Catalog {
         }
         *stream.topology.write().unwrap() = Arc::new(stream.with_meta(|m| Topology::new(m, all)));
         Ok(expired)
+    }
+
+    /// Where a shard's log lives.
+    pub fn shard_dir(&self, stream: &str, index: u64) -> PathBuf {
+        shard_dir(&self.dir.join(stream), index)
+    }
+
+    /// Take the cluster's description of a stream (written by the coordinator) as this
+    /// broker's: a new stream is opened, a changed one updated (new shards opened, closed
+    /// ones closed, removed ones dropped), one of an earlier incarnation replaced. Nothing
+    /// is mirrored back. Shards open not serving until the handoff takes them.
+    pub fn adopt(&self, meta: StreamMeta) -> io::Result<()> {
+        let current = self.get(&meta.name);
+        if let Some(stream) = &current {
+            if stream.incarnation == meta.incarnation {
+                return self.adopt_change(stream, meta);
+            }
+            self.remove(&meta.name)?;
+        }
+        let dir = self.dir.join(&meta.name);
+        meta.store(&meta_path(&dir))?;
+        let stream = Arc::new(self.open_stream(dir, meta)?);
+        let mut streams = self.streams.write().unwrap();
+        streams.insert(stream.name.clone(), stream);
+        self.metrics.streams.set(streams.len() as i64);
+        Ok(())
+    }
+
+    fn adopt_change(&self, stream: &Stream, meta: StreamMeta) -> io::Result<()> {
+        if stream.meta() == meta {
+            return Ok(());
+        }
+        let topology = stream.topology();
+        let mut all = BTreeMap::new();
+        for s in &meta.shards {
+            let shard = match topology.all.get(&s.index) {
+                Some(shard) => shard.clone(),
+                None => self.open_shard(&stream.dir, &stream.name, s)?,
+            };
+            if s.closed.is_some() {
+                shard.log.close()?;
+            }
+            all.insert(s.index, shard);
+        }
+        for (index, shard) in &topology.all {
+            if !all.contains_key(index) {
+                self.metrics.forget_shard(&stream.name, &shard.id);
+                let _ = shard.log.clone().destroy();
+            }
+        }
+        let mut current = stream.meta.lock().unwrap();
+        meta.store(&meta_path(&stream.dir))?;
+        if let Some(archive) = &self.archive {
+            archive.set_compression(&stream.name, compression(&meta));
+        }
+        stream.paused.store(paused(&meta), Ordering::Relaxed);
+        *stream.topology.write().unwrap() = Arc::new(Topology::new(&meta, all));
+        *current = meta;
+        Ok(())
+    }
+
+    /// Open a shard's log afresh from its directory (rebuilt from the bucket by a handoff)
+    /// in place of the one the stream holds, whose files must be gone; not serving yet.
+    pub fn reopen_shard(&self, stream: &Stream, index: u64) -> io::Result<Arc<Shard>> {
+        let s = stream
+            .with_meta(|m| m.shards.iter().find(|s| s.index == index).cloned())
+            .ok_or_else(|| io::Error::other(format!("shard {index} of {} is not described", stream.name)))?;
+        let shard = self.open_shard(&stream.dir, &stream.name, &s)?;
+        shard.set_serving(false);
+        let meta = stream.meta();
+        let mut topology = stream.topology.write().unwrap();
+        let mut all = topology.all.clone();
+        all.insert(index, shard.clone());
+        *topology = Arc::new(Topology::new(&meta, all));
+        Ok(shard)
     }
 
     /// Forget a stream and delete its files.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -46,12 +46,19 @@ pub struct Membership {
     /// When the last successful renewal was *issued*: a reader can only have seen that
     /// write after this instant, so our lease ends no later than theirs.
     last_success: Mutex<Option<Instant>>,
+    /// Renewals that succeeded after the lease had run out (a pause, an outage): peers may
+    /// have taken this broker's shards meanwhile, so what it owned must be checked again.
+    lapses: AtomicU64,
     left: AtomicBool,
 }
 
 /// Part of `member_timeout` by which a broker's own lease ends before any reader can
 /// judge it dead: covers the gap between checking the lease and acting on it.
 const LEASE_SAFETY_FRACTION: u32 = 10;
+
+fn lease_length(member_timeout: Duration) -> Duration {
+    member_timeout.saturating_sub(member_timeout / LEASE_SAFETY_FRACTION)
+}
 
 impl Membership {
     /// Writes the first record. The counter continues from a record left by an earlier
@@ -74,6 +81,7 @@ impl Membership {
             path,
             record: tokio::sync::Mutex::new(record),
             last_success: Mutex::new(None),
+            lapses: AtomicU64::new(0),
             left: AtomicBool::new(false),
         };
         membership.renew().await?;
@@ -86,6 +94,12 @@ impl Membership {
 
     /// One heartbeat: bump the counter and write the record.
     pub async fn renew(&self) -> Result<()> {
+        self.renew_within(None).await
+    }
+
+    /// `renew`, counting a lapse when the previous success is older than the lease of
+    /// `member_timeout` (see `lease_valid`).
+    async fn renew_within(&self, member_timeout: Option<Duration>) -> Result<()> {
         if self.left.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -96,20 +110,25 @@ impl Membership {
         let issued = Instant::now();
         self.store.put(&self.path, PutPayload::from(body)).await.map_err(|e| TierError::store("put", &self.path, e))?;
         let mut last = self.last_success.lock().unwrap();
+        if let (Some(previous), Some(timeout)) = (*last, member_timeout)
+            && issued.saturating_duration_since(previous) >= lease_length(timeout)
+        {
+            self.lapses.fetch_add(1, Ordering::AcqRel);
+        }
         *last = Some(last.map_or(issued, |t| t.max(issued)));
         Ok(())
     }
 
     /// Renews every `interval` until the task is aborted; failures are logged and the
     /// lease runs out on its own ([`Membership::lease_valid`]).
-    pub fn spawn_heartbeat(self: &Arc<Self>, interval: Duration) -> JoinHandle<()> {
+    pub fn spawn_heartbeat(self: &Arc<Self>, interval: Duration, member_timeout: Duration) -> JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = me.renew().await {
+                if let Err(e) = me.renew_within(Some(member_timeout)).await {
                     tracing::warn!(path = %me.path, "membership heartbeat failed: {e}");
                 }
             }
@@ -121,8 +140,12 @@ impl Membership {
     /// the store finds this false before any peer may judge it dead and take its shards,
     /// and must not acknowledge writes until a renewal succeeds again.
     pub fn lease_valid(&self, member_timeout: Duration) -> bool {
-        let margin = member_timeout / LEASE_SAFETY_FRACTION;
-        self.last_success.lock().unwrap().is_some_and(|t| t.elapsed() < member_timeout.saturating_sub(margin))
+        self.last_success.lock().unwrap().is_some_and(|t| t.elapsed() < lease_length(member_timeout))
+    }
+
+    /// How many times the lease ran out and was renewed again (counted by the heartbeat task).
+    pub fn lapses(&self) -> u64 {
+        self.lapses.load(Ordering::Acquire)
     }
 
     /// Leaves cleanly: deletes the record (peers see the broker gone at their next read,

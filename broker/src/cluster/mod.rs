@@ -171,7 +171,7 @@ pub(crate) fn unix_ms() -> u64 {
 /// leaving (as a crash would); [`Cluster::leave`] leaves cleanly.
 pub struct Cluster {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 struct Shared {
@@ -224,9 +224,9 @@ impl Cluster {
             watching_since: Instant::now(),
             settings,
         });
-        let heartbeat = membership.spawn_heartbeat(shared.settings.heartbeat_interval);
+        let heartbeat = membership.spawn_heartbeat(shared.settings.heartbeat_interval, shared.settings.member_timeout);
         let control = tokio::spawn(Shared::control_loop(shared.clone()));
-        Ok(Cluster { shared, tasks: vec![heartbeat, control] })
+        Ok(Cluster { shared, tasks: Mutex::new(vec![heartbeat, control]) })
     }
 
     pub fn broker_id(&self) -> &str {
@@ -260,6 +260,36 @@ impl Cluster {
     /// `member_timeout`: it must not acknowledge writes then (peers may be taking its shards).
     pub fn lease_valid(&self) -> bool {
         self.shared.membership.lease_valid(self.shared.settings.member_timeout)
+    }
+
+    /// How many times this broker's lease ran out and was renewed again: whatever it owned
+    /// before a lapse must be checked against the object store before it is served again.
+    pub fn lease_lapses(&self) -> u64 {
+        self.shared.membership.lapses()
+    }
+
+    /// The advertised address of a member as last read (None: not a member).
+    pub fn address_of(&self, broker: &str) -> Option<String> {
+        let members = self.shared.members.lock().unwrap();
+        members.latest.iter().find(|m| m.record.id == broker).map(|m| m.record.address.clone())
+    }
+
+    /// How this broker last judged a member (None: no record, it left or never joined).
+    pub fn liveness_of(&self, broker: &str) -> Option<Liveness> {
+        self.shared.members.lock().unwrap().latest.iter().find(|m| m.record.id == broker).map(|m| m.liveness)
+    }
+
+    /// How long this broker has been reading the cluster's members: a broker with no record
+    /// is known to be gone only once this exceeds the member timeout.
+    pub fn watched_for(&self) -> Duration {
+        self.shared.watching_since.elapsed()
+    }
+
+    /// The coordinator's id and address, as last read.
+    pub fn coordinator(&self) -> Option<(BrokerId, String)> {
+        let holder = self.shared.election.last_seen()?.holder?;
+        let address = self.address_of(&holder)?;
+        Some((holder, address))
     }
 
     /// Members as this broker last judged them.
@@ -307,8 +337,9 @@ impl Cluster {
 
     /// Leaves cleanly: stops the tasks, frees the coordinator lease if held, deletes the
     /// membership record.
-    pub async fn leave(mut self) -> Result<()> {
-        for task in self.tasks.drain(..) {
+    pub async fn leave(&self) -> Result<()> {
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+        for task in tasks {
             task.abort();
             let _ = task.await;
         }
@@ -320,7 +351,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.get_mut().unwrap().iter() {
             task.abort();
         }
     }

@@ -93,7 +93,7 @@ async fn three(t: &TierStore) -> (Vec<Cluster>, Assignment) {
 async fn membership_heartbeats_lists_and_leaves(t: TierStore) {
     let a = Arc::new(Membership::join(&t, "a", "a.brokers:4567").await.unwrap());
     let b = Arc::new(Membership::join(&t, "b", "b.brokers:4567").await.unwrap());
-    let _beats = [a.spawn_heartbeat(HEARTBEAT), b.spawn_heartbeat(HEARTBEAT)];
+    let _beats = [a.spawn_heartbeat(HEARTBEAT, MEMBER_TIMEOUT), b.spawn_heartbeat(HEARTBEAT, MEMBER_TIMEOUT)];
     let first = membership::list(&t).await.unwrap();
     assert_eq!(first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(first[0].address, "a.brokers:4567");
@@ -128,18 +128,20 @@ async fn membership_heartbeats_lists_and_leaves(t: TierStore) {
 async fn membership_lease_runs_out_when_renewals_stop(t: TierStore) {
     let m = Arc::new(Membership::join(&t, "paused", "p:1").await.unwrap());
     assert!(m.lease_valid(MEMBER_TIMEOUT));
-    let beat = m.spawn_heartbeat(HEARTBEAT);
+    let beat = m.spawn_heartbeat(HEARTBEAT, MEMBER_TIMEOUT);
     tokio::time::sleep(HEARTBEAT * 3).await;
     assert!(m.lease_valid(MEMBER_TIMEOUT), "renewing: the lease holds");
+    assert_eq!(m.lapses(), 0);
     // As a SIGSTOPped process: no renewal succeeds from now on.
     beat.abort();
     let _ = beat.await;
     let last = membership::list(&t).await.unwrap()[0].heartbeat;
     wait_for("the lease to run out", || async { (!m.lease_valid(MEMBER_TIMEOUT)).then_some(()) }).await;
     assert_eq!(membership::list(&t).await.unwrap()[0].heartbeat, last, "nothing renewed meanwhile");
-    // A renewal that succeeds again restores it.
-    m.renew().await.unwrap();
-    assert!(m.lease_valid(MEMBER_TIMEOUT));
+    // A renewal that succeeds again restores it, and is counted as following a lapse.
+    let _beat = m.spawn_heartbeat(HEARTBEAT, MEMBER_TIMEOUT);
+    wait_for("the lease to hold again", || async { m.lease_valid(MEMBER_TIMEOUT).then_some(()) }).await;
+    assert_eq!(m.lapses(), 1, "the renewal after the pause is a lapse");
 }
 
 async fn election_race_on_a_fresh_store_has_one_winner(t: TierStore) {

@@ -18,13 +18,6 @@ use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::Blob;
 use streamfabric_api::{ApiError, ErrorCode};
 
-/// A validated record on its way to a shard.
-struct Routed {
-    hash: u128,
-    key: String,
-    data: Blob,
-}
-
 /// Field paths for errors: `partitionKey` for PutRecord, `records.N.member.partitionKey`
 /// for entry N (1-based) of PutRecords.
 fn field(entry: Option<usize>, name: &str) -> String {
@@ -94,26 +87,83 @@ impl Broker {
         })
     }
 
+    /// In a cluster, a write begins only while the membership lease holds (see `fabric`).
+    fn begin_write(&self) -> Result<u64, ApiError> {
+        self.fabric.as_ref().map_or(Ok(0), |f| f.begin_write())
+    }
+
+    /// In a cluster, only while this broker's membership lease holds and has held since
+    /// `mark` (see `fabric`).
+    fn check_may_acknowledge(&self, mark: u64) -> Result<(), ApiError> {
+        self.fabric.as_ref().map_or(Ok(()), |f| f.check_may_acknowledge(mark))
+    }
+
     fn object_durability(&self) -> bool {
         self.config.durability == Durability::Object
     }
 
-    fn validate_record(
+    /// Check one record and give its hash key (explicit, or the MD5 of its partition key).
+    fn record_hash(
         &self,
         entry: Option<usize>,
-        data: Option<Blob>,
-        key: Option<String>,
+        data: Option<&Blob>,
+        key: Option<&str>,
         explicit_hash_key: Option<&str>,
-    ) -> Result<Routed, ApiError> {
+    ) -> Result<u128, ApiError> {
         let data = data.ok_or_else(|| ApiError::missing(&field(entry, "data")))?;
         let key = key.ok_or_else(|| ApiError::missing(&field(entry, "partitionKey")))?;
-        validate::partition_key(&field(entry, "partitionKey"), &key)?;
+        validate::partition_key(&field(entry, "partitionKey"), key)?;
         validate::record_data(&field(entry, "data"), data.0.len(), self.config.max_record_bytes)?;
-        let hash = match explicit_hash_key {
-            Some(h) => parse_explicit_hash_key(&field(entry, "explicitHashKey"), h)?,
-            None => hash_of_partition_key(&key),
-        };
-        Ok(Routed { hash, key, data })
+        match explicit_hash_key {
+            Some(h) => parse_explicit_hash_key(&field(entry, "explicitHashKey"), h),
+            None => Ok(hash_of_partition_key(key)),
+        }
+    }
+
+    /// Check a PutRecords request as a whole (entries, size, each record) and give each
+    /// record's hash key, in request order.
+    pub(crate) fn check_put_records(&self, entries: &[PutRecordsRequestEntry]) -> Result<Vec<u128>, ApiError> {
+        if entries.is_empty() {
+            return Err(ApiError::validation("records", "[]", "Member must have length greater than or equal to 1"));
+        }
+        if entries.len() > MAX_PUT_RECORDS_ENTRIES {
+            return Err(ApiError::validation(
+                "records",
+                format!("<{} entries>", entries.len()),
+                &format!("Member must have length less than or equal to {MAX_PUT_RECORDS_ENTRIES}"),
+            ));
+        }
+        let total: usize = entries
+            .iter()
+            .map(|e| e.data.as_ref().map_or(0, |d| d.0.len()) + e.partition_key.as_ref().map_or(0, |k| k.len()))
+            .sum();
+        if total > MAX_PUT_RECORDS_BYTES {
+            return Err(ApiError::invalid(format!(
+                "Records size exceeds the limit: the request carries {total} bytes of data and partition keys; PutRecords accepts at most {MAX_PUT_RECORDS_BYTES} bytes (5 MiB)."
+            )));
+        }
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                self.record_hash(Some(i), e.data.as_ref(), e.partition_key.as_deref(), e.explicit_hash_key.as_deref())
+            })
+            .collect()
+    }
+
+    /// The hash key of a PutRecord's record.
+    pub(crate) fn check_put_record(&self, input: &PutRecordInput) -> Result<u128, ApiError> {
+        let hash = self.record_hash(
+            None,
+            input.data.as_ref(),
+            input.partition_key.as_deref(),
+            input.explicit_hash_key.as_deref(),
+        )?;
+        if let Some(s) = &input.sequence_number_for_ordering {
+            // Ordering is per shard already; the value must still be well formed.
+            SequenceNumber::parse("sequenceNumberForOrdering", s)?;
+        }
+        Ok(hash)
     }
 
     /// A paused stream (spec.paused of its DataStream) takes no writes; reads go on.
@@ -128,8 +178,12 @@ impl Broker {
         Ok(())
     }
 
-    /// A shard another broker has taken in the object store is not written here any more.
+    /// A shard another broker has taken in the object store is not written here any more;
+    /// in a cluster, neither is one this broker does not serve (now).
     fn fenced(&self, stream: &Stream, shard: &Shard) -> Option<ApiError> {
+        if !shard.is_serving() {
+            return Some(crate::fabric::routes::moving(&stream.name, &shard.id));
+        }
         self.archive.ownership.is_fenced(&stream.name, &shard.id).then(|| {
             ApiError::internal(format!(
                 "Shard {} in stream {} is owned by another broker now (its object-store epoch moved on); \
@@ -152,31 +206,30 @@ impl Broker {
     }
 
     pub(crate) async fn put_record(&self, input: PutRecordInput) -> Result<PutRecordOutput, ApiError> {
-        let routed = self.validate_record(None, input.data, input.partition_key, input.explicit_hash_key.as_deref())?;
-        if let Some(s) = &input.sequence_number_for_ordering {
-            // Ordering is per shard already; the value must still be well formed.
-            SequenceNumber::parse("sequenceNumberForOrdering", s)?;
-        }
+        let hash = self.check_put_record(&input)?;
+        let (key, data) = (input.partition_key.unwrap_or_default(), input.data.unwrap_or_default());
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         self.check_not_paused(&stream)?;
         self.check_upload_backlog()?;
+        let mark = self.begin_write()?;
         let _writing = stream.write_gate.read().await;
         let topology = stream.topology();
-        let shard = topology.route(routed.hash);
+        let shard = topology.route(hash);
         if let Some(e) = self.fenced(&stream, shard) {
             return Err(e);
         }
-        let size = routed.data.0.len() + routed.key.len();
+        let size = data.0.len() + key.len();
         if shard.throttle.admit_writes(std::iter::once(size)) == 0 {
             shard.metrics.write_throttled.inc();
             return Err(self.throttled(&stream, shard));
         }
-        let records = vec![NewRecord { partition_key: routed.key, data: routed.data.0 }];
+        let records = vec![NewRecord { partition_key: key, data: data.0 }];
         let kept = self.object_durability().then(|| records.clone());
         let appended = append(&self.metrics, shard, records).await?;
         if let Some(records) = kept {
             self.write_ahead(vec![chunk_of(&stream, shard, appended, records)]).await?;
         }
+        self.check_may_acknowledge(mark)?;
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
             sequence_number: SequenceNumber::new(shard.index, appended.first_offset).to_string(),
@@ -186,40 +239,18 @@ impl Broker {
 
     pub(crate) async fn put_records(&self, input: PutRecordsInput) -> Result<PutRecordsOutput, ApiError> {
         let entries = input.records.ok_or_else(|| ApiError::missing("records"))?;
-        if entries.is_empty() {
-            return Err(ApiError::validation("records", "[]", "Member must have length greater than or equal to 1"));
-        }
-        if entries.len() > MAX_PUT_RECORDS_ENTRIES {
-            return Err(ApiError::validation(
-                "records",
-                format!("<{} entries>", entries.len()),
-                &format!("Member must have length less than or equal to {MAX_PUT_RECORDS_ENTRIES}"),
-            ));
-        }
-        let total: usize = entries
-            .iter()
-            .map(|e| e.data.as_ref().map_or(0, |d| d.0.len()) + e.partition_key.as_ref().map_or(0, |k| k.len()))
-            .sum();
-        if total > MAX_PUT_RECORDS_BYTES {
-            return Err(ApiError::invalid(format!(
-                "Records size exceeds the limit: the request carries {total} bytes of data and partition keys; PutRecords accepts at most {MAX_PUT_RECORDS_BYTES} bytes (5 MiB)."
-            )));
-        }
-        let routed = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| self.validate_record(Some(i), e.data, e.partition_key, e.explicit_hash_key.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let hashes = self.check_put_records(&entries)?;
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         self.check_not_paused(&stream)?;
         self.check_upload_backlog()?;
+        let mark = self.begin_write()?;
         let _writing = stream.write_gate.read().await;
         let topology = stream.topology();
 
         // Group by shard, keeping each record's position in the request.
         let mut groups: Vec<(Arc<Shard>, Vec<usize>, Vec<NewRecord>)> = Vec::new();
-        for (i, r) in routed.into_iter().enumerate() {
-            let shard = topology.route(r.hash);
+        for (i, (e, hash)) in entries.into_iter().zip(hashes).enumerate() {
+            let shard = topology.route(hash);
             let g = match groups.iter().position(|g| Arc::ptr_eq(&g.0, shard)) {
                 Some(g) => g,
                 None => {
@@ -228,7 +259,10 @@ impl Broker {
                 }
             };
             groups[g].1.push(i);
-            groups[g].2.push(NewRecord { partition_key: r.key, data: r.data.0 });
+            groups[g].2.push(NewRecord {
+                partition_key: e.partition_key.unwrap_or_default(),
+                data: e.data.unwrap_or_default().0,
+            });
         }
         let mut results = vec![PutRecordsResultEntry::default(); groups.iter().map(|g| g.1.len()).sum()];
         let mut failed = 0;
@@ -297,6 +331,7 @@ impl Broker {
         }
         // One write-ahead object holds every shard's records of the request (and others').
         self.write_ahead(chunks).await?;
+        self.check_may_acknowledge(mark)?;
         Ok(PutRecordsOutput { failed_record_count: failed as i64, records: results, encryption_type: "NONE".into() })
     }
 }

@@ -17,6 +17,7 @@ use streamfabric_api::ApiError;
 use streamfabric_api::hashkey::parse_explicit_hash_key;
 use streamfabric_api::limits::MAX_UPDATE_SHARD_COUNT_TARGET;
 use streamfabric_api::model::*;
+use streamfabric_api::names::shard_id;
 use streamfabric_api::types::Timestamp;
 
 impl Broker {
@@ -111,6 +112,21 @@ impl Broker {
         let accepted = stream.update_meta(|m| {
             require_active(m)?;
             let changes = plan(m)?;
+            // A shard closes at its end in its owner's log: this broker must be that owner.
+            let elsewhere: Vec<String> = reshard::closes_open(m, &changes)
+                .into_iter()
+                .filter(|&i| stream.shard(i).is_none_or(|s| !s.is_serving()))
+                .map(shard_id)
+                .collect();
+            if !elsewhere.is_empty() {
+                return Err(ApiError::in_use(format!(
+                    "Stream {} cannot be resharded now: shards {} are served by other brokers of the cluster, \
+                     and a reshard closes shards only at the broker serving them (the cluster's coordinator). \
+                     Resharding a stream spread over several brokers is not supported yet.",
+                    m.name,
+                    elsewhere.join(", ")
+                )));
+            }
             let mut after = m.clone();
             reshard::apply(&mut after, &changes, |_| 0, 0)?;
             let open_after = after.open_shard_count() as i64;

@@ -67,6 +67,12 @@ pub struct Manifest {
     /// Offsets below this were removed by retention.
     #[serde(default)]
     pub trimmed_before_offset: u64,
+    /// Set when the owner of `epoch` handed the shard on: it appends no more, and every
+    /// record it held is in `segments`, which end here. The next owner continues at this
+    /// offset (no gap); without it, the next owner takes over from a broker that may have
+    /// records nobody else has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<u64>,
 }
 
 impl VersionedDoc for Manifest {
@@ -89,6 +95,7 @@ impl Manifest {
             owner: None,
             segments: Vec::new(),
             trimmed_before_offset: 0,
+            released_at: None,
         }
     }
 
@@ -125,7 +132,28 @@ impl Manifest {
         }
         self.epoch = seen + 1;
         self.owner = Some(owner.to_string());
+        self.released_at = None;
         Ok(self.epoch)
+    }
+
+    /// The owner of `epoch` hands the shard on, every record it holds below `end` being
+    /// listed (offsets past the listed segments are a gap: nothing was written there).
+    pub fn release(&mut self, epoch: u64, end: u64) -> Result<()> {
+        if epoch != self.epoch {
+            return Err(TierError::StaleEpoch {
+                what: format!("shard {} manifest", self.shard),
+                current: self.epoch,
+                attempted: epoch,
+            });
+        }
+        if end < self.end_offset() {
+            return Err(TierError::Conflict {
+                path: format!("shard {} manifest", self.shard),
+                reason: format!("released at {end} below the end of its segments ({})", self.end_offset()),
+            });
+        }
+        self.released_at = Some(end);
+        Ok(())
     }
 
     /// Inserts `seg` in offset order. Returns false when an identical entry is already
@@ -297,6 +325,12 @@ impl ManifestStore {
     /// new epoch is then the fencing token of every write of this owner.
     pub async fn take_ownership(&self, owner: &str, seen: u64) -> Result<u64> {
         Ok(self.update(|m| m.take_ownership(owner, seen)).await?.value)
+    }
+
+    /// Hand the shard on as the owner of `epoch` (see `Manifest::release`).
+    pub async fn release(&self, epoch: u64, end: u64) -> Result<()> {
+        self.update(|m| m.release(epoch, end)).await?;
+        Ok(())
     }
 
     /// Appends (inserts) a segment as the owner of `epoch`; returns whether it was

@@ -1,0 +1,154 @@
+//! The fabric: the brokers of one object-store prefix serve its streams together.
+//!
+//! * The coordinator (`cluster`) is the one writer of stream descriptions: control
+//!   operations received elsewhere are forwarded to it, and the other brokers adopt what it
+//!   mirrored to the bucket (`sync`).
+//! * Each shard is served by the broker the assignment names; a shard moves by a
+//!   cooperative handoff (seal, upload, release in the manifest, next epoch), or is taken
+//!   from a broker dead for `--member-timeout` (`handoff`).
+//! * Any broker answers any request: data operations for a shard it does not serve go to
+//!   the owner in one hop (`routes`, `peers`).
+//! * A broker acknowledges a write only while its membership lease holds and it has seen
+//!   no lapse it has not yet recovered from: peers take a broker's shards only after its
+//!   lease has run out, so an acknowledged write is never one the next owner lacks.
+
+mod handoff;
+pub mod peers;
+pub mod routes;
+mod sync;
+
+use crate::broker::Broker;
+use crate::catalog::Catalog;
+use crate::cluster::{Cluster, ClusterSettings, ShardKey, ShardSource};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use streamfabric_api::{ApiError, ErrorCode};
+
+pub use peers::FORWARDED_HEADER;
+
+pub struct Fabric {
+    pub cluster: Cluster,
+    pub peers: peers::Peers,
+    /// Lease lapses already recovered from: every shard served before a lapse is taken
+    /// again through its manifest (another broker may own it now).
+    recovered_lapses: AtomicU64,
+    /// Shutting down: shards are handed on, none taken.
+    leaving: AtomicBool,
+}
+
+/// Every shard of every stream, closed ones too (their owner keeps serving their reads).
+struct CatalogShards(Weak<Catalog>);
+
+impl ShardSource for CatalogShards {
+    fn open_shards(&self) -> Vec<ShardKey> {
+        let Some(catalog) = self.0.upgrade() else { return Vec::new() };
+        catalog
+            .all()
+            .into_iter()
+            .flat_map(|stream| {
+                stream.shards().into_iter().map(move |shard| ShardKey::new(stream.name.clone(), shard.id.clone()))
+            })
+            .collect()
+    }
+}
+
+impl Fabric {
+    /// Join the cluster of the broker's object store as `id`, reachable at `advertise`.
+    pub async fn join(
+        tier: &crate::tier::TierStore,
+        id: &str,
+        advertise: &str,
+        settings: ClusterSettings,
+        catalog: &Arc<Catalog>,
+    ) -> std::io::Result<Fabric> {
+        let shards = Arc::new(CatalogShards(Arc::downgrade(catalog)));
+        let cluster = Cluster::start(tier.clone(), id, advertise, settings, shards)
+            .await
+            .map_err(|e| std::io::Error::other(format!("joining the cluster: {e}")))?;
+        Ok(Fabric {
+            peers: peers::Peers::new(id),
+            recovered_lapses: AtomicU64::new(cluster.lease_lapses()),
+            leaving: AtomicBool::new(false),
+            cluster,
+        })
+    }
+
+    /// A write begins: refused while the lease does not hold or a lapse is not yet
+    /// recovered from (shards served before it are being checked); else the mark that
+    /// `check_may_acknowledge` compares with.
+    pub fn begin_write(&self) -> Result<u64, ApiError> {
+        // Recovery un-serves every shard before it counts the lapse as recovered: a write
+        // that reads the new count finds those shards not served.
+        let recovered = self.recovered_lapses.load(Ordering::Acquire);
+        if self.cluster.lease_valid() && self.cluster.lease_lapses() == recovered {
+            return Ok(recovered);
+        }
+        Err(self.lease_lapsed())
+    }
+
+    /// Refuse to acknowledge a write when the lease does not hold, or lapsed since the
+    /// write began (`mark`): a paused broker's shards may have been taken meanwhile, and
+    /// the new owner may lack this write. The records stay in the log unacknowledged, as
+    /// after a failed write; a client retry may store them twice, as with Kinesis.
+    pub fn check_may_acknowledge(&self, mark: u64) -> Result<(), ApiError> {
+        if self.cluster.lease_valid() && self.cluster.lease_lapses() == mark {
+            return Ok(());
+        }
+        Err(self.lease_lapsed())
+    }
+
+    fn lease_lapsed(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            format!(
+                "Broker {} could not renew its cluster membership in the object store in time, so it acknowledges no writes now. Retry later.",
+                self.cluster.broker_id()
+            ),
+        )
+    }
+
+    /// The `/cluster` admin view: the control plane's, and the shards this broker serves.
+    pub fn admin_view(&self, broker: &Broker) -> serde_json::Value {
+        let mut view = self.cluster.admin_view();
+        let serving: Vec<String> = broker
+            .catalog
+            .all()
+            .iter()
+            .flat_map(|s| s.shards().into_iter().filter(|sh| sh.is_serving()).map(|sh| format!("{}/{}", s.name, sh.id)))
+            .collect();
+        view["serving"] = serde_json::json!(serving);
+        view
+    }
+}
+
+/// Keep the catalog and the shards this broker serves in step with the cluster: at every
+/// heartbeat and at every new assignment, while the broker lives.
+pub fn spawn(broker: &Arc<Broker>) {
+    let Some(fabric) = &broker.fabric else { return };
+    let period = fabric.cluster.settings().heartbeat_interval;
+    let mut assignments = fabric.cluster.assignments();
+    let weak = Arc::downgrade(broker);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                changed = assignments.changed() => if changed.is_err() { return },
+            }
+            let Some(broker) = weak.upgrade() else { return };
+            if let Err(e) = sync::sync_catalog(&broker).await {
+                tracing::warn!("reading the cluster's stream descriptions: {e}");
+            }
+            handoff::reconcile(&broker).await;
+        }
+    });
+}
+
+/// Hand on every shard this broker serves (a clean shutdown), then leave the cluster.
+pub async fn leave(broker: &Broker) {
+    let Some(fabric) = &broker.fabric else { return };
+    fabric.leaving.store(true, Ordering::Release);
+    handoff::hand_on_all(broker).await;
+    if let Err(e) = fabric.cluster.leave().await {
+        tracing::warn!("leaving the cluster: {e}");
+    }
+}

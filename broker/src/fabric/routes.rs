@@ -1,0 +1,277 @@
+//! Where a request is answered in a cluster: data operations by the broker serving their
+//! shard (forwarded there in one hop; PutRecords split by owner and put back together in
+//! request order), control operations by the coordinator (the one writer of stream
+//! descriptions), everything else here.
+
+use super::peers::Relayed;
+use crate::broker::Broker;
+use crate::catalog::Shard;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use streamfabric_api::model::*;
+use streamfabric_api::names::parse_shard_id;
+use streamfabric_api::types::Timestamp;
+use streamfabric_api::{ApiError, ErrorCode, Format};
+
+/// An answer: made here, or relayed as the peer gave it.
+pub enum Reply {
+    Local(Result<Vec<u8>, ApiError>),
+    Relayed(Relayed),
+}
+
+/// One Kinesis request, as received.
+pub struct Request<'a> {
+    pub op: Operation,
+    pub format: Format,
+    pub target: &'a str,
+    pub body: Bytes,
+    /// Sent by another broker: answered here or refused, never forwarded again.
+    pub forwarded: bool,
+}
+
+/// The retryable answer for a shard that has no serving owner at this moment.
+pub fn moving(stream: &str, shard: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        format!("Shard {shard} of stream {stream} is moving between brokers of the cluster. Retry shortly."),
+    )
+}
+
+/// Where one shard's requests go.
+enum Route {
+    Here,
+    Peer(String),
+    Unavailable(ApiError),
+}
+
+fn route(broker: &Broker, stream: &str, shard: &Shard, forwarded: bool) -> Route {
+    if shard.is_serving() {
+        return Route::Here;
+    }
+    let fabric = broker.fabric.as_ref().expect("cluster mode");
+    match fabric.cluster.owner_of(stream, &shard.id) {
+        Some((owner, address)) if !forwarded && owner != fabric.cluster.broker_id() => Route::Peer(address),
+        _ => Route::Unavailable(moving(stream, &shard.id)),
+    }
+}
+
+fn is_control(op: Operation) -> bool {
+    use Operation::*;
+    matches!(
+        op,
+        CreateStream
+            | DeleteStream
+            | IncreaseStreamRetentionPeriod
+            | DecreaseStreamRetentionPeriod
+            | AddTagsToStream
+            | RemoveTagsFromStream
+            | SplitShard
+            | MergeShards
+            | UpdateShardCount
+            | UpdateStreamMode
+    )
+}
+
+impl Broker {
+    /// Answer one request in cluster mode.
+    pub async fn dispatch(self: &Arc<Self>, req: Request<'_>) -> Reply {
+        match req.op {
+            Operation::PutRecord => self.route_put_record(req).await,
+            Operation::PutRecords => self.route_put_records(req).await,
+            Operation::GetShardIterator => self.route_get_shard_iterator(req).await,
+            Operation::GetRecords => self.route_get_records(req).await,
+            op if is_control(op) => self.route_control(req).await,
+            _ => self.here(&req).await,
+        }
+    }
+
+    async fn here(&self, req: &Request<'_>) -> Reply {
+        Reply::Local(self.call(req.op, req.format, &req.body).await)
+    }
+
+    async fn relay(&self, req: &Request<'_>, address: &str) -> Reply {
+        let fabric = self.fabric.as_ref().expect("cluster mode");
+        match fabric.peers.forward(address, req.target, req.format, req.body.clone()).await {
+            Ok(relayed) => Reply::Relayed(relayed),
+            Err(e) => Reply::Local(Err(e)),
+        }
+    }
+
+    /// A request for one shard: where it is served.
+    async fn to_shard(&self, req: Request<'_>, stream: &str, shard: &Shard) -> Reply {
+        match route(self, stream, shard, req.forwarded) {
+            Route::Here => self.here(&req).await,
+            Route::Peer(address) => self.relay(&req, &address).await,
+            Route::Unavailable(e) => Reply::Local(Err(e)),
+        }
+    }
+
+    async fn route_put_record(&self, req: Request<'_>) -> Reply {
+        // Anything malformed is refused here, with the same answer a broker alone gives.
+        let Ok(input) = req.format.decode::<PutRecordInput>(&req.body) else { return self.here(&req).await };
+        let Ok(hash) = self.check_put_record(&input) else { return self.here(&req).await };
+        let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
+            return self.here(&req).await;
+        };
+        let shard = stream.topology().route(hash).clone();
+        self.to_shard(req, &stream.name, &shard).await
+    }
+
+    async fn route_get_shard_iterator(&self, req: Request<'_>) -> Reply {
+        let Ok(input) = req.format.decode::<GetShardIteratorInput>(&req.body) else { return self.here(&req).await };
+        let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
+            return self.here(&req).await;
+        };
+        let Some(shard) = input.shard_id.as_deref().and_then(parse_shard_id).and_then(|i| stream.shard(i)) else {
+            return self.here(&req).await;
+        };
+        self.to_shard(req, &stream.name, &shard).await
+    }
+
+    async fn route_get_records(&self, req: Request<'_>) -> Reply {
+        let Ok(input) = req.format.decode::<GetRecordsInput>(&req.body) else { return self.here(&req).await };
+        let token = input.shard_iterator.as_deref().map(|it| self.signer.parse_iterator(it, Timestamp::now().millis()));
+        let Some(Ok(token)) = token else { return self.here(&req).await };
+        let shard = self.catalog.get(&token.stream).filter(|s| s.incarnation == token.incarnation);
+        let Some(shard) = shard.as_ref().and_then(|s| s.shard(token.shard_index)) else {
+            return self.here(&req).await;
+        };
+        self.to_shard(req, &token.stream, &shard).await
+    }
+
+    /// Split by the broker serving each record's shard; put the answers back in request order.
+    async fn route_put_records(&self, req: Request<'_>) -> Reply {
+        let Ok(input) = req.format.decode::<PutRecordsInput>(&req.body) else { return self.here(&req).await };
+        let Some(entries) = input.records.as_deref() else { return self.here(&req).await };
+        let Ok(hashes) = self.check_put_records(entries) else { return self.here(&req).await };
+        let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
+            return self.here(&req).await;
+        };
+        let topology = stream.topology();
+        // Per destination (None: here), the positions of its entries.
+        let mut groups: BTreeMap<Option<String>, Vec<usize>> = BTreeMap::new();
+        let mut refused: Vec<(usize, ApiError)> = Vec::new();
+        for (i, hash) in hashes.iter().enumerate() {
+            match route(self, &stream.name, topology.route(*hash), req.forwarded) {
+                Route::Here => groups.entry(None).or_default().push(i),
+                Route::Peer(address) => groups.entry(Some(address)).or_default().push(i),
+                Route::Unavailable(e) => refused.push((i, e)),
+            }
+        }
+        if refused.is_empty() && groups.len() == 1 {
+            return match groups.into_keys().next().expect("one group") {
+                None => self.here(&req).await,
+                Some(address) => self.relay(&req, &address).await,
+            };
+        }
+        let mut results = vec![PutRecordsResultEntry::default(); entries.len()];
+        let fail = |results: &mut Vec<PutRecordsResultEntry>, positions: &[usize], code: &str, message: &str| {
+            for &p in positions {
+                results[p].error_code = Some(code.to_string());
+                results[p].error_message = Some(message.to_string());
+            }
+        };
+        for (i, e) in &refused {
+            fail(&mut results, &[*i], e.code.as_str(), &e.message);
+        }
+        let req = &req;
+        let parts = groups.into_iter().map(|(destination, positions)| {
+            let part = PutRecordsInput {
+                stream_name: input.stream_name.clone(),
+                stream_arn: input.stream_arn.clone(),
+                records: Some(positions.iter().map(|&p| entries[p].clone()).collect()),
+            };
+            async move { (positions, self.put_part(req, destination, part).await) }
+        });
+        for (positions, answer) in futures::future::join_all(parts).await {
+            match answer {
+                Ok(out) if out.records.len() == positions.len() => {
+                    for (&p, r) in positions.iter().zip(out.records) {
+                        results[p] = r;
+                    }
+                }
+                Ok(out) => {
+                    let message =
+                        format!("a broker answered {} results for {} records", out.records.len(), positions.len());
+                    fail(&mut results, &positions, ErrorCode::InternalFailure.as_str(), &message);
+                }
+                Err(e) => fail(&mut results, &positions, e.code.as_str(), &e.message),
+            }
+        }
+        let failed = results.iter().filter(|r| r.error_code.is_some()).count() as i64;
+        let out = PutRecordsOutput { failed_record_count: failed, records: results, encryption_type: "NONE".into() };
+        Reply::Local(Ok(req.format.encode(&out)))
+    }
+
+    /// One part of a split PutRecords, here or at a peer.
+    async fn put_part(
+        &self,
+        req: &Request<'_>,
+        destination: Option<String>,
+        part: PutRecordsInput,
+    ) -> Result<PutRecordsOutput, ApiError> {
+        let Some(address) = destination else { return self.put_records(part).await };
+        let fabric = self.fabric.as_ref().expect("cluster mode");
+        let relayed = fabric.peers.forward(&address, req.target, req.format, req.format.encode(&part).into()).await?;
+        if relayed.status.is_success() {
+            return req.format.decode(&relayed.body);
+        }
+        Err(relayed_error(req.format, &relayed))
+    }
+
+    /// Control operations run at the coordinator; once it answered, this broker adopts the
+    /// stream's new description before answering (a Describe here sees the change).
+    async fn route_control(&self, req: Request<'_>) -> Reply {
+        let fabric = self.fabric.as_ref().expect("cluster mode");
+        if fabric.cluster.is_coordinator() {
+            let answer = self.call(req.op, req.format, &req.body).await;
+            // The description is in the bucket before the answer: every broker can adopt it.
+            self.archive.flush_meta().await;
+            return Reply::Local(answer);
+        }
+        let coordinator = fabric.cluster.coordinator().filter(|(id, _)| id != fabric.cluster.broker_id());
+        let Some((_, address)) = coordinator.filter(|_| !req.forwarded) else {
+            return Reply::Local(Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The cluster has no coordinator at the moment (one is being elected). Retry shortly.",
+            )));
+        };
+        let reply = self.relay(&req, &address).await;
+        if let Some(name) = stream_named(req.format, &req.body)
+            && let Err(e) = super::sync::sync_stream(self, &name).await
+        {
+            tracing::warn!(stream = %name, "adopting the stream's new description: {e}");
+        }
+        reply
+    }
+}
+
+/// The stream a control request names (StreamName, else the name in StreamARN).
+fn stream_named(format: Format, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Named {
+        stream_name: Option<String>,
+        #[serde(rename = "StreamARN")]
+        stream_arn: Option<String>,
+    }
+    let named: Named = format.decode(body).ok()?;
+    named.stream_name.or_else(|| named.stream_arn.and_then(|arn| arn.rsplit_once('/').map(|(_, n)| n.to_string())))
+}
+
+/// A peer's error answer as an error here (its code and message).
+fn relayed_error(format: Format, relayed: &Relayed) -> ApiError {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+        message: Option<String>,
+    }
+    let body: Option<ErrorBody> = format.decode(&relayed.body).ok();
+    let code = body.as_ref().and_then(|b| b.kind.as_deref()).and_then(ErrorCode::from_name).unwrap_or(
+        if relayed.status.is_server_error() { ErrorCode::ServiceUnavailable } else { ErrorCode::InternalFailure },
+    );
+    let message = body.and_then(|b| b.message).unwrap_or_else(|| format!("a peer answered HTTP {}", relayed.status));
+    ApiError::new(code, message)
+}

@@ -1,0 +1,409 @@
+//! The fabric with real broker processes on one `file://` object store: a stream created at
+//! one broker is served by all, writes and reads through any broker, iterators from one
+//! broker work at another. Then, under load: a broker SIGKILLed and restarted on its disk;
+//! a fourth broker joining (shards handed on to it); a broker paused (SIGSTOP) until its
+//! shards were taken, then resumed; a broker killed for good (its shards taken over after
+//! the member timeout). At the end every acknowledged record is read back exactly once, in
+//! order per shard, and every refused entry was refused retryably.
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const STREAM: &str = "fabric";
+const SHARDS: usize = 6;
+const MEMBER_TIMEOUT: &str = "3s";
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+struct Node {
+    id: String,
+    dir: PathBuf,
+    api: SocketAddr,
+    admin: SocketAddr,
+    child: Child,
+}
+
+impl Node {
+    async fn start(id: &str, dir: &Path, store: &str, api: SocketAddr, admin: SocketAddr) -> Node {
+        let child = Command::new(env!("CARGO_BIN_EXE_streamfabric-broker"))
+            .args(["serve", "--listen", &api.to_string(), "--admin-listen", &admin.to_string()])
+            .args(["--broker-id", id, "--advertise", &api.to_string(), "--object-store", store])
+            .args(["--durability", "object", "--segment-bytes", "32768", "--status-delay", "50ms"])
+            .args(["--heartbeat-interval", "200ms", "--member-timeout", MEMBER_TIMEOUT])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("STREAMFABRIC_LOG", std::env::var("CLUSTER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            // The broker logs to stdout: warnings (or CLUSTER_TEST_LOG's filter) show with the test's.
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(api).await.is_err() {
+            assert!(Instant::now() < deadline, "broker {id} did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Node { id: id.into(), dir: dir.into(), api, admin, child }
+    }
+
+    async fn restart(&mut self, store: &str) {
+        *self = Node::start(&self.id, &self.dir.clone(), store, self.api, self.admin).await;
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    async fn cluster(&self) -> Value {
+        match get(self.admin, "/cluster").await {
+            Some((200, body)) => serde_json::from_str(&body).unwrap(),
+            _ => Value::Null,
+        }
+    }
+
+    async fn serving(&self) -> BTreeSet<String> {
+        let view = self.cluster().await;
+        view["serving"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request; None when the broker cannot be reached (killed, paused, restarting).
+async fn post(api: SocketAddr, op: &str, body: &Value) -> Option<(u16, Value)> {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(api).await.ok()?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::post("/")
+            .header("host", api.to_string())
+            .header("x-amz-target", format!("Kinesis_20131202.{op}"))
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())))
+            .unwrap();
+        let resp = sender.send_request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+        Some((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt).await.ok().flatten()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", addr.to_string()).body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req)).await.ok()?.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn wait_for<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Every shard is served by exactly one of `nodes`, each of which serves at least one.
+async fn all_served_once(nodes: &[&Node]) -> bool {
+    let mut count = BTreeMap::new();
+    for node in nodes {
+        let serving = node.serving().await;
+        if serving.is_empty() {
+            return false;
+        }
+        for s in serving {
+            *count.entry(s).or_insert(0) += 1;
+        }
+    }
+    count.len() == SHARDS && count.values().all(|&c| c == 1)
+}
+
+#[derive(Default)]
+struct Outcome {
+    /// data -> (shard, sequence number), for every acknowledged record.
+    acked: BTreeMap<String, (String, String)>,
+    /// Error codes of refused entries and requests.
+    refused: BTreeMap<String, u64>,
+}
+
+/// Writers that each PutRecords through the brokers in `targets` (rotating on a broker
+/// that cannot be reached), with fresh data per batch, until `stop` (at most 5,000 batches).
+fn start_writers(
+    targets: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    outcome: Arc<Mutex<Outcome>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..3)
+        .map(|w| {
+            let (targets, stop, outcome) = (targets.clone(), stop.clone(), outcome.clone());
+            tokio::spawn(async move {
+                let mut pick = w;
+                for n in 0..5_000 {
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let api = {
+                        let targets = targets.lock().unwrap();
+                        targets[pick % targets.len()]
+                    };
+                    let batch: Vec<String> = (0..20).map(|i| format!("w{w}-{n}-{i}")).collect();
+                    let records: Vec<Value> =
+                        batch.iter().map(|d| json!({"PartitionKey": d, "Data": b64(d)})).collect();
+                    let answer = post(api, "PutRecords", &json!({"StreamName": STREAM, "Records": records})).await;
+                    {
+                        let mut outcome = outcome.lock().unwrap();
+                        match answer {
+                            Some((200, answer)) => {
+                                for (d, r) in batch.iter().zip(answer["Records"].as_array().unwrap()) {
+                                    match r["SequenceNumber"].as_str() {
+                                        Some(seq) => {
+                                            let shard = r["ShardId"].as_str().unwrap().to_string();
+                                            assert!(outcome.acked.insert(d.clone(), (shard, seq.into())).is_none());
+                                        }
+                                        None => {
+                                            let code = r["ErrorCode"].as_str().unwrap_or("?").to_string();
+                                            *outcome.refused.entry(code).or_default() += 1;
+                                        }
+                                    }
+                                }
+                            }
+                            Some((status, error)) => {
+                                let code = format!("{status} {}", error["__type"].as_str().unwrap_or("?"));
+                                *outcome.refused.entry(code).or_default() += 1;
+                            }
+                            None => {
+                                *outcome.refused.entry("unreachable".into()).or_default() += 1;
+                                pick += 1;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Every record of the stream, read through `readers` in turn (each iterator used at the
+/// next broker), as (shard, sequence number, data) in read order.
+async fn read_all(readers: &[SocketAddr]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for i in 0..SHARDS {
+        let shard = format!("shardId-{i:012}");
+        let request = json!({"StreamName": STREAM, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"});
+        let (status, it) = post(readers[i % readers.len()], "GetShardIterator", &request).await.unwrap();
+        assert_eq!(status, 200, "{it}");
+        let mut it = it["ShardIterator"].as_str().unwrap().to_string();
+        let mut at = i + 1;
+        loop {
+            let (status, page) = post(readers[at % readers.len()], "GetRecords", &json!({"ShardIterator": it}))
+                .await
+                .expect("a reader's broker answers");
+            assert_eq!(status, 200, "{page}");
+            at += 1;
+            let records = page["Records"].as_array().unwrap();
+            for r in records {
+                let data = base64::engine::general_purpose::STANDARD.decode(r["Data"].as_str().unwrap()).unwrap();
+                let seq = r["SequenceNumber"].as_str().unwrap().to_string();
+                out.push((shard.clone(), seq, String::from_utf8(data).unwrap()));
+            }
+            if records.is_empty() && page["MillisBehindLatest"] == 0 {
+                break;
+            }
+            it = page["NextShardIterator"].as_str().unwrap().to_string();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and_deaths() {
+    let root = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", root.path().join("objects").display());
+    std::fs::create_dir_all(root.path().join("objects")).unwrap();
+    let dir = |id: &str| root.path().join(id);
+    let mut nodes = Vec::new();
+    for id in ["b1", "b2", "b3"] {
+        nodes.push(Node::start(id, &dir(id), &store, free_addr(), free_addr()).await);
+    }
+    wait_for("three live members and a coordinator", Duration::from_secs(20), || async {
+        let view = nodes[0].cluster().await;
+        let live = view["members"].as_array().into_iter().flatten().filter(|m| m["liveness"] == "live").count();
+        live == 3 && view["coordinator"]["holder"].is_string()
+    })
+    .await;
+
+    // Created through b1, whichever broker coordinates; visible at every broker.
+    let (status, answer) =
+        post(nodes[0].api, "CreateStream", &json!({"StreamName": STREAM, "ShardCount": SHARDS})).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    for node in &nodes {
+        wait_for("the stream ACTIVE at every broker", Duration::from_secs(10), || async {
+            let summary = post(node.api, "DescribeStreamSummary", &json!({"StreamName": STREAM})).await;
+            summary.is_some_and(|(s, v)| s == 200 && v["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
+        })
+        .await;
+    }
+    let (status, again) =
+        post(nodes[1].api, "CreateStream", &json!({"StreamName": STREAM, "ShardCount": 1})).await.unwrap();
+    assert_eq!((status, again["__type"].as_str()), (400, Some("ResourceInUseException")), "one catalog: {again}");
+    wait_for("every shard served by one broker, each broker serving some", Duration::from_secs(20), || async {
+        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
+    })
+    .await;
+
+    let targets = Arc::new(Mutex::new(nodes.iter().map(|n| n.api).collect::<Vec<_>>()));
+    let (stop, outcome) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Outcome::default())));
+    let writers = start_writers(targets.clone(), stop.clone(), outcome.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Iterators from one broker read at another; a forged one is refused at all.
+    let readers: Vec<SocketAddr> = nodes.iter().map(|n| n.api).collect();
+    let early = read_all(&readers).await;
+    assert!(early.len() > 100, "records were written through every broker: {}", early.len());
+    let request = json!({"StreamName": STREAM, "ShardId": "shardId-000000000000", "ShardIteratorType": "LATEST"});
+    let (_, it) = post(nodes[0].api, "GetShardIterator", &request).await.unwrap();
+    let mut forged = it["ShardIterator"].as_str().unwrap().to_string();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    for node in &nodes {
+        let (status, error) = post(node.api, "GetRecords", &json!({"ShardIterator": forged})).await.unwrap();
+        assert_eq!((status, error["__type"].as_str()), (400, Some("InvalidArgumentException")), "{error}");
+    }
+
+    // b2 SIGKILLed under load and restarted on its disk within the member timeout: it keeps
+    // its shards (they wait for it) and loses nothing acknowledged.
+    nodes[1].child.kill().unwrap();
+    nodes[1].child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[1].restart(&store).await;
+    wait_for("b2 serving again after its restart", Duration::from_secs(20), || async {
+        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A fourth broker joins: shards are handed on to it.
+    nodes.push(Node::start("b4", &dir("b4"), &store, free_addr(), free_addr()).await);
+    targets.lock().unwrap().push(nodes[3].api);
+    let joined = wait_for("b4 serving shards", Duration::from_secs(30), || async {
+        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
+    })
+    .await;
+    eprintln!("a joining broker served its shards {joined:?} after it started");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // b3 paused until its shards are taken by the others, then resumed: it acknowledges
+    // nothing for them (writes sent to it are forwarded, or refused retryably).
+    eprintln!("pausing b3");
+    nodes[2].signal("-STOP");
+    let others = [&nodes[0], &nodes[1], &nodes[3]];
+    let taken =
+        wait_for("b3's shards taken over", Duration::from_secs(30), || async { all_served_once(&others).await }).await;
+    eprintln!("the shards of a paused broker were served by others {taken:?} after the pause");
+    eprintln!("resuming b3");
+    nodes[2].signal("-CONT");
+    wait_for("b3 serving again", Duration::from_secs(30), || async {
+        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // b2 killed for good: after the member timeout its shards are served by the others.
+    targets.lock().unwrap().retain(|a| *a != nodes[1].api);
+    eprintln!("killing b2");
+    let killed = Instant::now();
+    nodes[1].child.kill().unwrap();
+    let survivors = [&nodes[0], &nodes[2], &nodes[3]];
+    wait_for("b2's shards taken over", Duration::from_secs(30), || async { all_served_once(&survivors).await }).await;
+    eprintln!("the shards of a killed broker were served by others {:?} after the kill", killed.elapsed());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stop.store(true, Ordering::Release);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let outcome = std::mem::take(&mut *outcome.lock().unwrap());
+    let readers = [nodes[0].api, nodes[2].api, nodes[3].api];
+    let read = read_all(&readers).await;
+
+    // Every acknowledged record exactly once, where its answer said; order per shard.
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut placed: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    let mut last_seq: BTreeMap<&str, u128> = BTreeMap::new();
+    for (shard, seq, data) in &read {
+        *seen.entry(data.as_str()).or_default() += 1;
+        placed.insert(data.as_str(), (shard.as_str(), seq.as_str()));
+        let n: u128 = seq.parse().unwrap();
+        if let Some(previous) = last_seq.insert(shard.as_str(), n) {
+            assert!(previous < n, "shard {shard}: sequence numbers out of order ({previous} then {n})");
+        }
+    }
+    let mut missing = 0;
+    let mut missing_by_shard: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (data, (shard, seq)) in &outcome.acked {
+        match seen.get(data.as_str()) {
+            None => {
+                missing += 1;
+                missing_by_shard.entry(shard.as_str()).or_default().push(seq.as_str());
+            }
+            Some(&count) => {
+                assert_eq!(count, 1, "{data} read {count} times");
+                assert_eq!(placed[data.as_str()], (shard.as_str(), seq.as_str()), "{data} where its answer said");
+            }
+        }
+    }
+    eprintln!(
+        "{} records acknowledged, {} read, refused entries and requests: {:?}",
+        outcome.acked.len(),
+        read.len(),
+        outcome.refused
+    );
+    for (shard, seqs) in &missing_by_shard {
+        let (min, max) = (seqs.iter().min().unwrap(), seqs.iter().max().unwrap());
+        eprintln!("{shard}: {} missing, {min}..={max}; last read {:?}", seqs.len(), last_seq.get(shard));
+    }
+    assert_eq!(missing, 0, "acknowledged records missing after the restarts, join, pause and death");
+    assert!(outcome.acked.len() > 1_000, "the writers got work done: {}", outcome.acked.len());
+    let retryable = ["ServiceUnavailable", "InternalFailure", "ProvisionedThroughputExceededException", "unreachable"];
+    for code in outcome.refused.keys() {
+        assert!(
+            retryable.iter().any(|r| code.ends_with(r)),
+            "a refusal that a client would not retry: {code} ({:?})",
+            outcome.refused
+        );
+    }
+}

@@ -224,7 +224,8 @@ impl Broker {
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
         });
         if clustered {
-            // The coordinator finishes what its streams started; shards are taken by the handoff.
+            // Shards are taken by the handoff, not here.
+            crate::fabric::sync::initial(&broker).await;
             broker.enforce_retention(Timestamp::now().millis());
             return Ok(broker);
         }

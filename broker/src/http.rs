@@ -224,7 +224,13 @@ pub async fn handle_admin(broker: Arc<Broker>, req: http::Request<Incoming>) -> 
     let (status, content_type, body) = match (method, path.as_str()) {
         (Method::POST, "/shards/take") => take_shard(&broker, req).await,
         (_, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", broker.metrics.render()),
-        (_, "/healthz" | "/readyz") => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        (_, "/readyz") => match broker.fabric.as_ref().map(|f| f.readiness(&broker)) {
+            Some(Err(why)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n").into_bytes())
+            }
+            _ => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        },
+        (_, "/healthz") => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         (_, "/stats") => {
             (StatusCode::OK, "application/json", serde_json::to_vec_pretty(&crate::stats::collect(&broker)).unwrap())
         }

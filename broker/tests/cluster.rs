@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 const STREAM: &str = "fabric";
 const SHARDS: usize = 6;
+const OBJECT: &str = "object";
+const LOCAL: &str = "local";
 const MEMBER_TIMEOUT: &str = "3s";
 
 fn free_addr() -> SocketAddr {
@@ -32,6 +34,7 @@ fn b64(s: &str) -> String {
 
 struct Node {
     id: String,
+    durability: &'static str,
     dir: PathBuf,
     api: SocketAddr,
     admin: SocketAddr,
@@ -39,11 +42,22 @@ struct Node {
 }
 
 impl Node {
-    async fn start(id: &str, dir: &Path, store: &str, api: SocketAddr, admin: SocketAddr) -> Node {
+    async fn start(id: &str, durability: &'static str, dir: &Path, store: &str) -> Node {
+        Node::start_on(id, durability, dir, store, free_addr(), free_addr()).await
+    }
+
+    async fn start_on(
+        id: &str,
+        durability: &'static str,
+        dir: &Path,
+        store: &str,
+        api: SocketAddr,
+        admin: SocketAddr,
+    ) -> Node {
         let child = Command::new(env!("CARGO_BIN_EXE_streamfabric-broker"))
             .args(["serve", "--listen", &api.to_string(), "--admin-listen", &admin.to_string()])
             .args(["--broker-id", id, "--advertise", &api.to_string(), "--object-store", store])
-            .args(["--durability", "object", "--segment-bytes", "32768", "--status-delay", "50ms"])
+            .args(["--durability", durability, "--segment-bytes", "32768", "--status-delay", "50ms"])
             .args(["--heartbeat-interval", "200ms", "--member-timeout", MEMBER_TIMEOUT])
             .arg("--data-dir")
             .arg(dir)
@@ -58,11 +72,11 @@ impl Node {
             assert!(Instant::now() < deadline, "broker {id} did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Node { id: id.into(), dir: dir.into(), api, admin, child }
+        Node { id: id.into(), durability, dir: dir.into(), api, admin, child }
     }
 
     async fn restart(&mut self, store: &str) {
-        *self = Node::start(&self.id, &self.dir.clone(), store, self.api, self.admin).await;
+        *self = Node::start_on(&self.id, self.durability, &self.dir.clone(), store, self.api, self.admin).await;
     }
 
     fn signal(&self, signal: &str) {
@@ -131,6 +145,22 @@ where
     let started = Instant::now();
     while !check().await {
         assert!(started.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// Wait until every shard is served by exactly one of `nodes`, each serving some; on a
+/// timeout, show how every broker sees the cluster.
+async fn wait_served(what: &str, within: Duration, nodes: &[&Node]) -> Duration {
+    let started = Instant::now();
+    while !all_served_once(nodes).await {
+        if started.elapsed() > within {
+            for node in nodes {
+                eprintln!("{}: {:#}", node.id, node.cluster().await);
+            }
+            panic!("timed out after {within:?} waiting for {what}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     started.elapsed()
@@ -257,33 +287,9 @@ async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and
     let dir = |id: &str| root.path().join(id);
     let mut nodes = Vec::new();
     for id in ["b1", "b2", "b3"] {
-        nodes.push(Node::start(id, &dir(id), &store, free_addr(), free_addr()).await);
+        nodes.push(Node::start(id, OBJECT, &dir(id), &store).await);
     }
-    wait_for("three live members and a coordinator", Duration::from_secs(20), || async {
-        let view = nodes[0].cluster().await;
-        let live = view["members"].as_array().into_iter().flatten().filter(|m| m["liveness"] == "live").count();
-        live == 3 && view["coordinator"]["holder"].is_string()
-    })
-    .await;
-
-    // Created through b1, whichever broker coordinates; visible at every broker.
-    let (status, answer) =
-        post(nodes[0].api, "CreateStream", &json!({"StreamName": STREAM, "ShardCount": SHARDS})).await.unwrap();
-    assert_eq!(status, 200, "{answer}");
-    for node in &nodes {
-        wait_for("the stream ACTIVE at every broker", Duration::from_secs(10), || async {
-            let summary = post(node.api, "DescribeStreamSummary", &json!({"StreamName": STREAM})).await;
-            summary.is_some_and(|(s, v)| s == 200 && v["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
-        })
-        .await;
-    }
-    let (status, again) =
-        post(nodes[1].api, "CreateStream", &json!({"StreamName": STREAM, "ShardCount": 1})).await.unwrap();
-    assert_eq!((status, again["__type"].as_str()), (400, Some("ResourceInUseException")), "one catalog: {again}");
-    wait_for("every shard served by one broker, each broker serving some", Duration::from_secs(20), || async {
-        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
-    })
-    .await;
+    form_cluster(&nodes).await;
 
     let targets = Arc::new(Mutex::new(nodes.iter().map(|n| n.api).collect::<Vec<_>>()));
     let (stop, outcome) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Outcome::default())));
@@ -310,19 +316,13 @@ async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and
     nodes[1].child.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     nodes[1].restart(&store).await;
-    wait_for("b2 serving again after its restart", Duration::from_secs(20), || async {
-        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
-    })
-    .await;
+    wait_served("b2 serving again after its restart", Duration::from_secs(20), &nodes.iter().collect::<Vec<_>>()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // A fourth broker joins: shards are handed on to it.
-    nodes.push(Node::start("b4", &dir("b4"), &store, free_addr(), free_addr()).await);
+    nodes.push(Node::start("b4", OBJECT, &dir("b4"), &store).await);
     targets.lock().unwrap().push(nodes[3].api);
-    let joined = wait_for("b4 serving shards", Duration::from_secs(30), || async {
-        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
-    })
-    .await;
+    let joined = wait_served("b4 serving shards", Duration::from_secs(30), &nodes.iter().collect::<Vec<_>>()).await;
     eprintln!("a joining broker served its shards {joined:?} after it started");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -331,15 +331,11 @@ async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and
     eprintln!("pausing b3");
     nodes[2].signal("-STOP");
     let others = [&nodes[0], &nodes[1], &nodes[3]];
-    let taken =
-        wait_for("b3's shards taken over", Duration::from_secs(30), || async { all_served_once(&others).await }).await;
+    let taken = wait_served("b3's shards taken over", Duration::from_secs(30), &others).await;
     eprintln!("the shards of a paused broker were served by others {taken:?} after the pause");
     eprintln!("resuming b3");
     nodes[2].signal("-CONT");
-    wait_for("b3 serving again", Duration::from_secs(30), || async {
-        all_served_once(&nodes.iter().collect::<Vec<_>>()).await
-    })
-    .await;
+    wait_served("b3 serving again", Duration::from_secs(30), &nodes.iter().collect::<Vec<_>>()).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // b2 killed for good: after the member timeout its shards are served by the others.
@@ -348,7 +344,7 @@ async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and
     let killed = Instant::now();
     nodes[1].child.kill().unwrap();
     let survivors = [&nodes[0], &nodes[2], &nodes[3]];
-    wait_for("b2's shards taken over", Duration::from_secs(30), || async { all_served_once(&survivors).await }).await;
+    wait_served("b2's shards taken over", Duration::from_secs(30), &survivors).await;
     eprintln!("the shards of a killed broker were served by others {:?} after the kill", killed.elapsed());
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -360,11 +356,99 @@ async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and
     let readers = [nodes[0].api, nodes[2].api, nodes[3].api];
     let read = read_all(&readers).await;
 
+    check_every_acknowledged_record(&outcome, &read);
+}
+
+/// Durability `local`: shards move only by cooperative handoffs here (a broker joining, a
+/// broker stopped with SIGTERM, which hands its shards on before it leaves), and those
+/// lose nothing acknowledged; nobody waits for the member timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_durability_handoffs_on_join_and_clean_shutdown_lose_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", root.path().join("objects").display());
+    std::fs::create_dir_all(root.path().join("objects")).unwrap();
+    let dir = |id: &str| root.path().join(id);
+    let mut nodes =
+        vec![Node::start("a", LOCAL, &dir("a"), &store).await, Node::start("b", LOCAL, &dir("b"), &store).await];
+    form_cluster(&nodes).await;
+    let targets = Arc::new(Mutex::new(nodes.iter().map(|n| n.api).collect::<Vec<_>>()));
+    let (stop, outcome) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Outcome::default())));
+    let writers = start_writers(targets.clone(), stop.clone(), outcome.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    nodes.push(Node::start("c", LOCAL, &dir("c"), &store).await);
+    targets.lock().unwrap().push(nodes[2].api);
+    wait_served("c serving shards", Duration::from_secs(30), &nodes.iter().collect::<Vec<_>>()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // a stopped cleanly: its shards are served by the others well within the member timeout.
+    targets.lock().unwrap().retain(|api| *api != nodes[0].api);
+    let stopping = Instant::now();
+    nodes[0].signal("-TERM");
+    let rest = [&nodes[1], &nodes[2]];
+    let moved = wait_served("a's shards handed on", Duration::from_secs(20), &rest).await;
+    eprintln!("the shards of a broker stopped with SIGTERM were served by others {moved:?} after the signal");
+    assert!(stopping.elapsed() < Duration::from_secs(3), "handed on, not taken after the member timeout");
+    assert!(nodes[0].child.wait().unwrap().success(), "a clean shutdown");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    stop.store(true, Ordering::Release);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let outcome = std::mem::take(&mut *outcome.lock().unwrap());
+    let read = read_all(&[nodes[1].api, nodes[2].api]).await;
+    check_every_acknowledged_record(&outcome, &read);
+}
+
+/// Wait until `nodes` are live members with a coordinator; create the stream through the
+/// first; wait until it is ACTIVE at every broker and its shards are spread over them.
+async fn form_cluster(nodes: &[Node]) {
+    wait_for("live members and a coordinator", Duration::from_secs(20), || async {
+        let view = nodes[0].cluster().await;
+        let live = view["members"].as_array().into_iter().flatten().filter(|m| m["liveness"] == "live").count();
+        live == nodes.len() && view["coordinator"]["holder"].is_string()
+    })
+    .await;
+    // Created through the first broker, whichever broker coordinates; visible at every broker.
+    let (status, answer) =
+        post(nodes[0].api, "CreateStream", &json!({"StreamName": STREAM, "ShardCount": SHARDS})).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    for node in nodes {
+        wait_for("the stream ACTIVE at every broker", Duration::from_secs(10), || async {
+            let summary = post(node.api, "DescribeStreamSummary", &json!({"StreamName": STREAM})).await;
+            summary.is_some_and(|(s, v)| s == 200 && v["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
+        })
+        .await;
+    }
+    let last = nodes.last().unwrap();
+    let (status, again) =
+        post(last.api, "CreateStream", &json!({"StreamName": STREAM, "ShardCount": 1})).await.unwrap();
+    assert_eq!((status, again["__type"].as_str()), (400, Some("ResourceInUseException")), "one catalog: {again}");
+    wait_served(
+        "every shard served by one broker, each broker serving some",
+        Duration::from_secs(20),
+        &nodes.iter().collect::<Vec<_>>(),
+    )
+    .await;
+    for node in nodes {
+        // Ready once it serves every shard assigned to it (the assignment may still be
+        // read a heartbeat late).
+        wait_for("every broker ready", Duration::from_secs(5), || async {
+            get(node.admin, "/readyz").await.is_some_and(|(status, _)| status == 200)
+        })
+        .await;
+    }
+}
+
+/// Every acknowledged record read exactly once, where its answer said; order per shard;
+/// every refusal one a client retries.
+fn check_every_acknowledged_record(outcome: &Outcome, read: &[(String, String, String)]) {
     // Every acknowledged record exactly once, where its answer said; order per shard.
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut placed: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
     let mut last_seq: BTreeMap<&str, u128> = BTreeMap::new();
-    for (shard, seq, data) in &read {
+    for (shard, seq, data) in read {
         *seen.entry(data.as_str()).or_default() += 1;
         placed.insert(data.as_str(), (shard.as_str(), seq.as_str()));
         let n: u128 = seq.parse().unwrap();

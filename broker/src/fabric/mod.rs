@@ -15,7 +15,7 @@
 mod handoff;
 pub mod peers;
 pub mod routes;
-mod sync;
+pub(crate) mod sync;
 
 use crate::broker::Broker;
 use crate::catalog::Catalog;
@@ -105,6 +105,30 @@ impl Fabric {
                 self.cluster.broker_id()
             ),
         )
+    }
+
+    /// Ready: every shard the assignment gives this broker is served here (a broker taking
+    /// shards, or handing them on at shutdown, is not). Else what is missing.
+    pub fn readiness(&self, broker: &Broker) -> Result<(), String> {
+        if self.leaving.load(Ordering::Acquire) {
+            return Err("leaving the cluster".into());
+        }
+        let me = self.cluster.broker_id();
+        let assignment = self.cluster.assignments().borrow().clone();
+        let waiting: Vec<String> = broker
+            .catalog
+            .all()
+            .iter()
+            .flat_map(|stream| {
+                let assignment = &assignment;
+                stream.shards().into_iter().filter_map(move |shard| {
+                    let key = ShardKey::new(stream.name.clone(), shard.id.clone());
+                    let mine = assignment.owner(&key).is_some_and(|owner| owner == me);
+                    (mine && !shard.is_serving()).then(|| key.to_string())
+                })
+            })
+            .collect();
+        if waiting.is_empty() { Ok(()) } else { Err(format!("taking shards: {}", waiting.join(", "))) }
     }
 
     /// The `/cluster` admin view: the control plane's, and the shards this broker serves.

@@ -12,6 +12,19 @@ pub async fn sync_catalog(broker: &Broker) -> Result<(), TierError> {
     if fabric.cluster.is_coordinator() {
         return Ok(());
     }
+    adopt_all(broker).await
+}
+
+/// Before a broker serves: the cluster's streams, so that it answers no request for one
+/// of them with ResourceNotFoundException (as a coordinator too: the bucket holds what it
+/// mirrored before a restart).
+pub async fn initial(broker: &Broker) {
+    if let Err(e) = adopt_all(broker).await {
+        tracing::warn!("reading the cluster's stream descriptions at start, serving the local ones: {e}");
+    }
+}
+
+async fn adopt_all(broker: &Broker) -> Result<(), TierError> {
     let tier = broker.archive.tier();
     let names = tier.list_streams().await?;
     for name in &names {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards"),
     printcolumn(name = "Open", type_ = "integer", json_path = ".status.openShards"),
     printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.readyBrokers"),
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -319,4 +320,11 @@ pub struct DataStreamStatus {
     pub write_bytes_per_second: i64,
     #[serde(default)]
     pub write_records_per_second: i64,
+    /// Brokers serving the stream, as their stats last answered: with `spec.objectStore`
+    /// they form one cluster and share its shards; without, one broker serves them all.
+    #[serde(default)]
+    pub members: i32,
+    /// Open shards each broker (by pod name) serves.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub shards_per_broker: std::collections::BTreeMap<String, i32>,
 }

@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BrokerStats {
+    /// In a cluster: this broker's id, and `streams` list only the shards it serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
     pub streams: Vec<StreamStats>,
 }
 

@@ -145,7 +145,14 @@ impl Broker {
         let id = crate::ownership::broker_id(config.broker_id.as_deref(), &config.data_dir)?;
         // In a cluster the streams are the bucket's (adopted by `fabric::sync`) and shards are
         // taken by the handoff, not at start.
-        let clustered = config.advertise.is_some();
+        // Peers share streams only through a shared store, not the default one inside the data directory.
+        let clustered = config.advertise.is_some() && config.object_store.is_some();
+        if config.advertise.is_some() && !clustered {
+            tracing::warn!(
+                "--advertise without --object-store: the store is a directory inside this broker's data directory, \
+                 so no other broker can share its streams; serving alone"
+            );
+        }
         let ownership = Arc::new(Ownership::new(id.clone(), metrics.fenced_shards.clone(), !clustered));
         let archive = Archive::start(tier, config.segment_compression, ownership, metrics.clone());
         let streams_dir = config.data_dir.join("streams");
@@ -201,7 +208,7 @@ impl Broker {
             metrics.clone(),
         ));
         let fabric = match &config.advertise {
-            Some(advertise) => {
+            Some(advertise) if clustered => {
                 let settings = crate::cluster::ClusterSettings {
                     heartbeat_interval: config.heartbeat_interval,
                     suspect_after: (config.heartbeat_interval * 3).min(config.member_timeout),
@@ -209,7 +216,7 @@ impl Broker {
                 };
                 Some(crate::fabric::Fabric::join(archive.tier(), &id, advertise, settings, &catalog).await?)
             }
-            None => None,
+            _ => None,
         };
         let broker = Arc::new(Broker {
             fabric,

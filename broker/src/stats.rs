@@ -3,7 +3,10 @@
 use crate::broker::Broker;
 use streamfabric_api::stats::{BrokerStats, ShardStats, StreamStats};
 
+/// Every shard of every stream; in a cluster, those this broker serves (their counters are
+/// its own), so that summing every broker's counts each shard once.
 pub fn collect(broker: &Broker) -> BrokerStats {
+    let clustered = broker.fabric.is_some();
     let streams = broker
         .catalog
         .all()
@@ -14,6 +17,7 @@ pub fn collect(broker: &Broker) -> BrokerStats {
                 .shards
                 .iter()
                 .filter_map(|m| stream.shard(m.index).map(|s| (m, s)))
+                .filter(|(_, s)| !clustered || s.is_serving())
                 .map(|(m, s)| {
                     let bounds = s.log.bounds();
                     ShardStats {
@@ -31,5 +35,6 @@ pub fn collect(broker: &Broker) -> BrokerStats {
             StreamStats { name: meta.name, status: meta.status.as_str().to_string(), shards }
         })
         .collect();
-    BrokerStats { streams }
+    let id = broker.fabric.as_ref().map(|f| f.cluster.broker_id().to_string());
+    BrokerStats { broker: id, streams }
 }

@@ -22,12 +22,13 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use streamfabric_api::crd::StreamMode;
 use streamfabric_api::crd::{DataStream, DeletionPolicy};
+use streamfabric_api::stats::{BrokerStats, StreamStats};
 
 pub const FIELD_MANAGER: &str = "streamfabric-operator";
 pub const FINALIZER: &str = "streamfabric.io/cleanup";
@@ -42,6 +43,9 @@ const MIN_SAMPLE_SECS: f64 = 10.0;
 pub struct BrokerEndpoints {
     pub api: String,
     pub admin: String,
+    /// One broker pod's admin port, over `{pod}`, `{headless}` and `{namespace}`: brokers of
+    /// a cluster each report the shards they serve.
+    pub pod_admin: String,
 }
 
 impl Default for BrokerEndpoints {
@@ -49,6 +53,7 @@ impl Default for BrokerEndpoints {
         BrokerEndpoints {
             api: kinesis::DEFAULT_ENDPOINT_TEMPLATE.into(),
             admin: kinesis::DEFAULT_ADMIN_TEMPLATE.into(),
+            pod_admin: kinesis::DEFAULT_POD_ADMIN_TEMPLATE.into(),
         }
     }
 }
@@ -199,9 +204,10 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
             Err(e) => tracing::debug!(datastream = %ds.name_any(), "pausing: {e}"),
         }
     }
+    let stats = broker_stats(ds, &ns, ctx).await;
     let (write_rate, resharding_to) = match stream {
-        Some(state) if state.active => {
-            let (rate, autoscale) = observe_writes(ds, &ns, state.open_shards, ctx).await;
+        Some(state) if state.active && !stats.is_empty() => {
+            let (rate, autoscale) = observe_writes(ds, &ns, state.open_shards, ctx, &merged(&stats)).await;
             (rate, reshard(ds, ctx, &endpoint, state.open_shards, autoscale).await)
         }
         _ => (None, None),
@@ -214,7 +220,11 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         resharding_to,
     };
     let before = ds.status.clone().unwrap_or_default();
-    let next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
+    let mut next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
+    if !stats.is_empty() {
+        next.members = stats.len() as i32;
+        next.shards_per_broker = shards_per_broker(&stats, &ds.name_any());
+    }
     if next != before {
         let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
         let patch = serde_json::json!({
@@ -252,23 +262,78 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
 }
 
 /// Sample the brokers' write counters; with a previous sample, report the rate and, in
+/// Every broker's stats, by pod name: from each pod when several serve the stream (each
+/// reports the shards it serves), else from the client Service. Brokers that do not answer
+/// are left out.
+async fn broker_stats(ds: &DataStream, ns: &str, ctx: &Context) -> Vec<(String, BrokerStats)> {
+    let names = Names::of(ds);
+    let brokers = manifests::serving_brokers(ds);
+    let ask = |pod: String, url: String| async move {
+        match ctx.kinesis.stats(&url).await {
+            Ok(stats) => Some((pod, stats)),
+            Err(e) => {
+                tracing::debug!(datastream = %ds.name_any(), "{e}");
+                None
+            }
+        }
+    };
+    let asks: Vec<_> = if brokers <= 1 {
+        let url = kinesis::endpoint_for(&ctx.endpoints.admin, &ds.name_any(), ns);
+        vec![ask(format!("{}-0", names.brokers), url)]
+    } else {
+        (0..brokers)
+            .map(|i| {
+                let pod = format!("{}-{i}", names.brokers);
+                let url = kinesis::pod_endpoint_for(&ctx.endpoints.pod_admin, &pod, &names.headless, ns);
+                ask(pod, url)
+            })
+            .collect()
+    };
+    futures::future::join_all(asks).await.into_iter().flatten().collect()
+}
+
+/// One view of every broker's stats: each shard once (a shard that moved is counted where
+/// it has written most, its current owner's counters being the ones that grow).
+fn merged(stats: &[(String, BrokerStats)]) -> BrokerStats {
+    let mut streams: BTreeMap<String, StreamStats> = BTreeMap::new();
+    for (_, broker) in stats {
+        for stream in &broker.streams {
+            let merged = streams
+                .entry(stream.name.clone())
+                .or_insert_with(|| StreamStats { shards: Vec::new(), ..stream.clone() });
+            for shard in &stream.shards {
+                match merged.shards.iter_mut().find(|s| s.shard_id == shard.shard_id) {
+                    Some(known) if known.incoming_records >= shard.incoming_records => {}
+                    Some(known) => *known = shard.clone(),
+                    None => merged.shards.push(shard.clone()),
+                }
+            }
+        }
+    }
+    BrokerStats { broker: None, streams: streams.into_values().collect() }
+}
+
+/// Open shards of `stream` each broker reported serving.
+fn shards_per_broker(stats: &[(String, BrokerStats)], stream: &str) -> BTreeMap<String, i32> {
+    stats
+        .iter()
+        .map(|(pod, broker)| {
+            let open = broker.streams.iter().filter(|s| s.name == stream).flat_map(|s| &s.shards).filter(|s| s.open);
+            (pod.clone(), open.count() as i32)
+        })
+        .collect()
+}
+
 /// OnDemand mode, the autoscaler's decision (not Hold) with what it was based on.
 async fn observe_writes(
     ds: &DataStream,
     ns: &str,
     open_shards: i32,
     ctx: &Context,
+    stats: &BrokerStats,
 ) -> (Option<(i64, i64)>, Option<(Decision, String)>) {
-    let admin = kinesis::endpoint_for(&ctx.endpoints.admin, &ds.name_any(), ns);
-    let stats = match ctx.kinesis.stats(&admin).await {
-        Ok(stats) => stats,
-        Err(e) => {
-            tracing::debug!(datastream = %ds.name_any(), "{e}");
-            return (None, None);
-        }
-    };
     let now = k8s_openapi::jiff::Timestamp::now();
-    let Some(sample) = Sample::of(&stats, &ds.name_any(), now.as_millisecond() as f64 / 1000.0) else {
+    let Some(sample) = Sample::of(stats, &ds.name_any(), now.as_millisecond() as f64 / 1000.0) else {
         return (None, None);
     };
     let key = format!("{ns}/{}", ds.name_any());

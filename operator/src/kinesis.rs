@@ -27,6 +27,19 @@ pub fn endpoint_for(template: &str, name: &str, namespace: &str) -> String {
     template.replace("{name}", name).replace("{namespace}", namespace)
 }
 
+/// One broker pod's admin port, through the headless Service.
+pub const DEFAULT_POD_ADMIN_TEMPLATE: &str = "http://{pod}.{headless}.{namespace}.svc:4568";
+
+/// `{ordinal}` is the pod's index in its StatefulSet (tests map it onto loopback addresses).
+pub fn pod_endpoint_for(template: &str, pod: &str, headless: &str, namespace: &str) -> String {
+    let ordinal = pod.rsplit_once('-').map_or("0", |(_, n)| n);
+    template
+        .replace("{pod}", pod)
+        .replace("{ordinal}", ordinal)
+        .replace("{headless}", headless)
+        .replace("{namespace}", namespace)
+}
+
 /// What the brokers say of the stream.
 /// What the DataStream asks of its stream in the brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

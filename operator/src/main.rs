@@ -22,6 +22,11 @@ struct Args {
     #[arg(long, env = "STREAMFABRIC_OPERATOR_BROKER_ADMIN", default_value = streamfabric_operator::kinesis::DEFAULT_ADMIN_TEMPLATE)]
     broker_admin_template: String,
 
+    /// Where one broker pod's admin port answers (brokers sharing a stream each report the
+    /// shards they serve), over `{pod}`, `{headless}` and `{namespace}`.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_BROKER_POD_ADMIN", default_value = streamfabric_operator::kinesis::DEFAULT_POD_ADMIN_TEMPLATE)]
+    broker_pod_admin_template: String,
+
     /// Elect one leader among the operator's replicas through a Lease (false: reconcile
     /// right away, for a single replica).
     #[arg(long, env = "STREAMFABRIC_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
@@ -88,8 +93,11 @@ async fn main() -> std::process::ExitCode {
     };
     tokio::spawn(admin::serve(listener, metrics.clone()));
     tracing::info!(metrics = %args.metrics_listen, "streamfabric operator running");
-    let endpoints =
-        controller::BrokerEndpoints { api: args.broker_endpoint_template, admin: args.broker_admin_template };
+    let endpoints = controller::BrokerEndpoints {
+        api: args.broker_endpoint_template,
+        admin: args.broker_admin_template,
+        pod_admin: args.broker_pod_admin_template,
+    };
     if !args.leader_election {
         controller::run(client, metrics, endpoints).await;
         return std::process::ExitCode::SUCCESS;

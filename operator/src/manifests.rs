@@ -137,15 +137,24 @@ pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
     }
 }
 
-/// Brokers of one DataStream do not share its stream yet: each would serve an unrelated copy
-/// behind the one client Service, and most acknowledged records would be unreadable through
-/// it. Until the broker cluster (one owner per shard, forwarding) lands, one broker serves
-/// every shard, whatever `broker_replicas` would size.
-pub const MAX_SERVING_BROKERS: i32 = 1;
-
-/// The broker pods the StatefulSet runs.
+/// The broker pods the StatefulSet runs. Brokers share a stream through its object store:
+/// with `spec.objectStore` they form one cluster (each shard served by one of them, any of
+/// them answering any request), sized by `broker_replicas`. Without, each pod's store would
+/// be a directory on its own volume and the pods would serve unrelated copies of the stream
+/// behind one Service: one broker serves every shard.
 pub fn serving_brokers(ds: &DataStream) -> i32 {
-    broker_replicas(&ds.spec, planned_shards(ds)).min(MAX_SERVING_BROKERS)
+    match ds.spec.object_store {
+        Some(_) => broker_replicas(&ds.spec, planned_shards(ds)),
+        None => 1,
+    }
+}
+
+/// The address a broker pod advertises to its peers (and they forward to): its stable name
+/// under the headless Service; `$(…)` expands the broker id (the pod name) set before it.
+fn advertised_address(ds: &DataStream) -> String {
+    let names = Names::of(ds);
+    let namespace = ds.namespace().unwrap_or_else(|| "default".into());
+    format!("$({}).{}.{namespace}.svc:{API_PORT}", BrokerConfig::env_name("broker_id"), names.headless)
 }
 
 /// Broker settings, as the environment variables `streamfabric-broker serve` reads.
@@ -189,6 +198,14 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
     // The pod name is the broker's name in shard manifests: stable across restarts and disks.
     let mut env =
         vec![from_field("POD_IP", "status.podIP"), from_field(&BrokerConfig::env_name("broker_id"), "metadata.name")];
+    if spec.object_store.is_some() {
+        // Brokers on one object store form a cluster; each is reached at its own pod name.
+        env.push(EnvVar {
+            name: BrokerConfig::env_name("advertise"),
+            value: Some(advertised_address(ds)),
+            ..EnvVar::default()
+        });
+    }
     if let Some(secret) = spec.object_store.as_ref().and_then(|o| o.credentials_secret_ref.as_ref()) {
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
             env.push(EnvVar {

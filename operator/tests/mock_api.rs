@@ -50,7 +50,7 @@ fn context(api: &str, admin: &str) -> (Arc<Context>, Handle) {
 fn context_for_tests(api: &str, admin: &str) -> (Context, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let endpoints = BrokerEndpoints { api: api.into(), admin: admin.into() };
+    let endpoints = BrokerEndpoints { api: api.into(), admin: admin.into(), pod_admin: admin.into() };
     (Context::new(client, Arc::new(Metrics::new()), endpoints), handle)
 }
 
@@ -222,12 +222,15 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
         APPLY,
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "orders-broker"},
                "spec": {"selector": {}, "serviceName": "orders-broker-headless", "template": {}},
-               "status": {"replicas": 1, "readyReplicas": 1}}),
+               "status": {"replicas": 2, "readyReplicas": 2}}),
     )
     .await;
+    assert_eq!(sts["spec"]["replicas"], 2, "8 shards at 4 per broker, sharing the stream through its object store");
+    let env = &sts["spec"]["template"]["spec"]["containers"][0]["env"];
+    let advertise = env.as_array().unwrap().iter().find(|e| e["name"] == "STREAMFABRIC_ADVERTISE").unwrap();
     assert_eq!(
-        sts["spec"]["replicas"], 1,
-        "8 shards would size 2 brokers; one serves them until brokers share a stream"
+        advertise["value"], "$(STREAMFABRIC_BROKER_ID).orders-broker-headless.streams.svc:4567",
+        "each broker is reached at its pod name"
     );
     assert_eq!(sts["spec"]["template"]["spec"]["containers"][0]["args"], json!(["serve"]));
     let pdb = expect(
@@ -247,7 +250,8 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
         serde_json::to_value(&ds).unwrap(),
     )
     .await;
-    assert_eq!(status["status"]["readyBrokers"], 1);
+    assert_eq!(status["status"]["readyBrokers"], 2);
+    assert_eq!(status["status"]["members"], 2, "both pods' stats answered");
     assert_eq!(status["status"]["openShards"], 8, "read from the brokers");
     assert_eq!(status["status"]["observedGeneration"], 3);
     let ready = status["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();

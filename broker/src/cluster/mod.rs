@@ -132,6 +132,11 @@ pub trait ShardSource: Send + Sync + 'static {
     fn shard_weights(&self) -> Option<ShardWeights> {
         None
     }
+    /// Shards the coordinator assigns to itself whatever the plan says (the parents of a
+    /// reshard it is about to apply: a shard closes at the broker serving it).
+    fn pinned_to_coordinator(&self) -> Vec<ShardKey> {
+        Vec::new()
+    }
 }
 
 impl<F: Fn() -> Vec<ShardKey> + Send + Sync + 'static> ShardSource for F {
@@ -411,12 +416,19 @@ impl Shared {
         }
         let open = self.shards.open_shards();
         let weights = self.shards.shard_weights();
+        let pinned = self.shards.pinned_to_coordinator();
         let written = self
             .assignments
             .write_as_coordinator(
                 generation,
                 || self.election.generation_held() == Some(generation),
-                |current| plan(current, &open, &live, &waiting, weights.as_ref()).shards,
+                |current| {
+                    let mut shards = plan(current, &open, &live, &waiting, weights.as_ref()).shards;
+                    for key in pinned.iter().filter(|k| open.contains(k)) {
+                        shards.insert(key.clone(), self.broker_id.clone());
+                    }
+                    shards
+                },
             )
             .await;
         match written {

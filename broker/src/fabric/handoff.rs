@@ -39,36 +39,49 @@ pub async fn reconcile(broker: &Broker) {
         }
         fabric.recovered_lapses.store(lapses, Ordering::Release);
     }
+    if !fabric.cluster.lease_valid() {
+        // Peers may be taking this broker's shards: it neither takes nor hands on any (the
+        // renewal that ends this counts as a lapse, and the next round starts afresh).
+        return;
+    }
     let me = fabric.cluster.broker_id().to_string();
     let assignment = fabric.cluster.assignments().borrow().clone();
+    // Shards move independently: one waiting for its uploads holds up no other.
+    let mut moves = Vec::new();
     for stream in broker.catalog.all() {
         for shard in stream.shards() {
             let assigned = assignment.owner(&ShardKey::new(stream.name.clone(), shard.id.clone()));
             let mine = assigned.is_some_and(|owner| *owner == me);
-            if mine && !shard.is_serving() && fabric.cluster.lease_valid() {
-                if let Err(e) = take(broker, &stream, &shard).await {
-                    tracing::warn!(stream = %stream.name, shard = %shard.id, "taking the shard: {e}");
-                }
-            } else if !mine
-                && assigned.is_some()
-                && shard.is_serving()
-                && let Err(e) = release(broker, &stream, &shard).await
-            {
-                tracing::warn!(stream = %stream.name, shard = %shard.id, "handing the shard on: {e}");
+            let stream = stream.clone();
+            if mine && !shard.is_serving() {
+                moves.push(futures::future::Either::Left(async move {
+                    if let Err(e) = take(broker, &stream, &shard).await {
+                        tracing::warn!(stream = %stream.name, shard = %shard.id, "taking the shard: {e}");
+                    }
+                }));
+            } else if !mine && assigned.is_some() && shard.is_serving() {
+                moves.push(futures::future::Either::Right(async move {
+                    if let Err(e) = release(broker, &stream, &shard).await {
+                        tracing::warn!(stream = %stream.name, shard = %shard.id, "handing the shard on: {e}");
+                    }
+                }));
             }
         }
     }
+    futures::future::join_all(moves).await;
 }
 
 /// Hand on every shard served here (a clean shutdown).
 pub async fn hand_on_all(broker: &Broker) {
-    for stream in broker.catalog.all() {
-        for shard in stream.shards().into_iter().filter(|s| s.is_serving()) {
-            if let Err(e) = release(broker, &stream, &shard).await {
+    let streams = broker.catalog.all();
+    let releases = streams.iter().flat_map(|stream| {
+        stream.shards().into_iter().filter(|s| s.is_serving()).map(move |shard| async move {
+            if let Err(e) = release(broker, stream, &shard).await {
                 tracing::warn!(stream = %stream.name, shard = %shard.id, "handing the shard on at shutdown: {e}");
             }
-        }
-    }
+        })
+    });
+    futures::future::join_all(releases).await;
 }
 
 /// How the next owner's log continues.
@@ -180,6 +193,10 @@ async fn release(broker: &Broker, stream: &Stream, shard: &Shard) -> Result<(), 
     let end = shard.log.bounds().end_offset;
     let sealed_end = shard.log.sealed_segments().last().map_or(0, |s| s.end_offset);
     while broker.archive.uploaded_end(&stream.name, &shard.id).await? < sealed_end {
+        if ownership.owned_epoch(&stream.name, &shard.id) != Some(epoch) {
+            // Fenced meanwhile: another broker took the shard, nothing to hand on.
+            return Ok(());
+        }
         if started.elapsed() > UPLOAD_WAIT {
             shard.set_serving(true);
             return Err(TierError::Rejected {

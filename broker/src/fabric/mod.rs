@@ -20,8 +20,9 @@ pub(crate) mod sync;
 use crate::broker::Broker;
 use crate::catalog::Catalog;
 use crate::cluster::{Cluster, ClusterSettings, ShardKey, ShardSource};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use streamfabric_api::{ApiError, ErrorCode};
 
 pub use peers::FORWARDED_HEADER;
@@ -29,6 +30,8 @@ pub use peers::FORWARDED_HEADER;
 pub struct Fabric {
     pub cluster: Cluster,
     pub peers: peers::Peers,
+    /// Parents of reshards this broker (as coordinator) is applying.
+    pub pins: Pins,
     /// Lease lapses already recovered from: every shard served before a lapse is taken
     /// again through its manifest (another broker may own it now).
     recovered_lapses: AtomicU64,
@@ -36,10 +39,17 @@ pub struct Fabric {
     leaving: AtomicBool,
 }
 
+/// Shards the coordinator keeps for itself while it applies a reshard of them.
+pub type Pins = Arc<Mutex<BTreeSet<ShardKey>>>;
+
 /// Every shard of every stream, closed ones too (their owner keeps serving their reads).
-struct CatalogShards(Weak<Catalog>);
+struct CatalogShards(Weak<Catalog>, Pins);
 
 impl ShardSource for CatalogShards {
+    fn pinned_to_coordinator(&self) -> Vec<ShardKey> {
+        self.1.lock().unwrap().iter().cloned().collect()
+    }
+
     fn open_shards(&self) -> Vec<ShardKey> {
         let Some(catalog) = self.0.upgrade() else { return Vec::new() };
         catalog
@@ -61,11 +71,13 @@ impl Fabric {
         settings: ClusterSettings,
         catalog: &Arc<Catalog>,
     ) -> std::io::Result<Fabric> {
-        let shards = Arc::new(CatalogShards(Arc::downgrade(catalog)));
+        let pins = Pins::default();
+        let shards = Arc::new(CatalogShards(Arc::downgrade(catalog), pins.clone()));
         let cluster = Cluster::start(tier.clone(), id, advertise, settings, shards)
             .await
             .map_err(|e| std::io::Error::other(format!("joining the cluster: {e}")))?;
         Ok(Fabric {
+            pins,
             peers: peers::Peers::new(id),
             recovered_lapses: AtomicU64::new(cluster.lease_lapses()),
             leaving: AtomicBool::new(false),

@@ -11,6 +11,8 @@ use crate::broker::Broker;
 use crate::catalog::meta::{StreamMeta, StreamMode, StreamStatus};
 use crate::catalog::reshard::{self, Change};
 use crate::catalog::{Catalog, Stream};
+use crate::cluster::ShardKey;
+use crate::fabric::Pins;
 use std::sync::Arc;
 use std::time::Duration;
 use streamfabric_api::ApiError;
@@ -112,21 +114,6 @@ impl Broker {
         let accepted = stream.update_meta(|m| {
             require_active(m)?;
             let changes = plan(m)?;
-            // A shard closes at its end in its owner's log: this broker must be that owner.
-            let elsewhere: Vec<String> = reshard::closes_open(m, &changes)
-                .into_iter()
-                .filter(|&i| stream.shard(i).is_none_or(|s| !s.is_serving()))
-                .map(shard_id)
-                .collect();
-            if !elsewhere.is_empty() {
-                return Err(ApiError::in_use(format!(
-                    "Stream {} cannot be resharded now: shards {} are served by other brokers of the cluster, \
-                     and a reshard closes shards only at the broker serving them (the cluster's coordinator). \
-                     Resharding a stream spread over several brokers is not supported yet.",
-                    m.name,
-                    elsewhere.join(", ")
-                )));
-            }
             let mut after = m.clone();
             reshard::apply(&mut after, &changes, |_| 0, 0)?;
             let open_after = after.open_shard_count() as i64;
@@ -143,7 +130,15 @@ impl Broker {
             Ok(!m.pending_reshard.is_empty())
         })?;
         if accepted {
-            tokio::spawn(apply_later(self.catalog.clone(), stream.clone(), self.config.status_delay));
+            // In a cluster a shard closes at the broker serving it: the coordinator (this
+            // broker) takes the parents first.
+            let parents = self.fabric.as_ref().map(|fabric| {
+                let parents = stream.with_meta(|m| reshard::closes_open(m, &m.pending_reshard));
+                let mut pins = fabric.pins.lock().unwrap();
+                pins.extend(parents.iter().map(|&i| ShardKey::new(stream.name.clone(), shard_id(i))));
+                (fabric.pins.clone(), parents)
+            });
+            tokio::spawn(apply_later(self.catalog.clone(), stream.clone(), self.config.status_delay, parents));
         }
         Ok(())
     }
@@ -160,11 +155,44 @@ fn require_active(meta: &StreamMeta) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Apply the stream's pending reshard after `delay`, with no append in flight.
-async fn apply_later(catalog: Arc<Catalog>, stream: Arc<Stream>, delay: Duration) {
+/// How long a coordinator waits to serve the parents of a reshard (handed on to it by
+/// their owners) before the reshard fails.
+const PARENTS_WAIT: Duration = Duration::from_secs(60);
+
+/// Apply the stream's pending reshard after `delay`, with no append in flight; in a cluster
+/// once this broker serves every parent (`pinned`, unpinned when done).
+async fn apply_later(catalog: Arc<Catalog>, stream: Arc<Stream>, delay: Duration, pinned: Option<(Pins, Vec<u64>)>) {
     tokio::time::sleep(delay).await;
+    if let Some((pins, parents)) = pinned {
+        let started = std::time::Instant::now();
+        let served = |i: &u64| stream.shard(*i).is_some_and(|s| s.is_serving());
+        while !parents.iter().all(served) && started.elapsed() < PARENTS_WAIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ready = parents.iter().all(served);
+        if ready {
+            let _no_appends = stream.write_gate.write().await;
+            apply_now(&catalog, &stream).await;
+        } else {
+            tracing::error!(stream = %stream.name, "reshard dropped: its shards were not handed on within {PARENTS_WAIT:?}");
+            let _ = stream.update_meta(|m| {
+                m.status = StreamStatus::Active;
+                m.pending_reshard.clear();
+                Ok(())
+            });
+        }
+        let mut pins = pins.lock().unwrap();
+        for i in parents {
+            pins.remove(&ShardKey::new(stream.name.clone(), shard_id(i)));
+        }
+        return;
+    }
     let _no_appends = stream.write_gate.write().await;
-    let (catalog, stream_ref) = (catalog, stream.clone());
+    apply_now(&catalog, &stream).await;
+}
+
+async fn apply_now(catalog: &Arc<Catalog>, stream: &Arc<Stream>) {
+    let (catalog, stream_ref) = (catalog.clone(), stream.clone());
     let applied =
         tokio::task::spawn_blocking(move || catalog.apply_pending_reshard(&stream_ref, Timestamp::now().millis()))
             .await;

@@ -192,6 +192,8 @@ struct Shared {
     /// them for `suspect_after` (until then every member looks waiting).
     watching_since: Instant,
     members: Mutex<Members>,
+    /// Wakes the control loop before its next tick (new shards to assign).
+    nudged: tokio::sync::Notify,
 }
 
 struct Members {
@@ -227,6 +229,7 @@ impl Cluster {
             shards,
             assignment_tx,
             watching_since: Instant::now(),
+            nudged: tokio::sync::Notify::new(),
             settings,
         });
         let heartbeat = membership.spawn_heartbeat(shared.settings.heartbeat_interval, shared.settings.member_timeout);
@@ -255,6 +258,11 @@ impl Cluster {
     /// The latest assignment, and every later one.
     pub fn assignments(&self) -> watch::Receiver<Arc<Assignment>> {
         self.shared.assignment_tx.subscribe()
+    }
+
+    /// Run a control round now (as coordinator: plan shards the catalog just gained).
+    pub fn nudge(&self) {
+        self.shared.nudged.notify_one();
     }
 
     pub fn is_coordinator(&self) -> bool {
@@ -367,7 +375,10 @@ impl Shared {
         let mut tick = tokio::time::interval(self.settings.heartbeat_interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.nudged.notified() => {}
+            }
             self.control_tick().await;
         }
     }

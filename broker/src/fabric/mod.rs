@@ -157,6 +157,29 @@ impl Fabric {
     }
 }
 
+/// Wait (up to `limit`) until every one of `shards` of `stream` has an owner in its
+/// manifest: a new stream turns ACTIVE once its shards can be written.
+pub async fn wait_until_owned(
+    tier: &crate::tier::TierStore,
+    stream: &str,
+    shards: &[String],
+    limit: std::time::Duration,
+) {
+    let started = tokio::time::Instant::now();
+    for shard in shards {
+        loop {
+            let owned = match tier.manifest(stream, shard) {
+                Ok(manifest) => manifest.load().await.ok().flatten().is_some_and(|(m, _)| m.owner.is_some()),
+                Err(_) => true,
+            };
+            if owned || started.elapsed() > limit {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// Keep the catalog and the shards this broker serves in step with the cluster: at every
 /// heartbeat and at every new assignment, while the broker lives.
 pub fn spawn(broker: &Arc<Broker>) {

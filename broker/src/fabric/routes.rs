@@ -115,7 +115,12 @@ impl Broker {
             return self.here(&req).await;
         };
         let shard = stream.topology().route(hash).clone();
-        self.to_shard(req, &stream.name, &shard).await
+        match route(self, &stream.name, &shard, req.forwarded) {
+            // Decoded once: the broker alone's path from here.
+            Route::Here => Reply::Local(self.put_record(input).await.map(|out| req.format.encode(&out))),
+            Route::Peer(address) => self.relay(&req, &address).await,
+            Route::Unavailable(e) => Reply::Local(Err(e)),
+        }
     }
 
     async fn route_get_shard_iterator(&self, req: Request<'_>) -> Reply {
@@ -142,7 +147,7 @@ impl Broker {
 
     /// Split by the broker serving each record's shard; put the answers back in request order.
     async fn route_put_records(&self, req: Request<'_>) -> Reply {
-        let Ok(input) = req.format.decode::<PutRecordsInput>(&req.body) else { return self.here(&req).await };
+        let Ok(mut input) = req.format.decode::<PutRecordsInput>(&req.body) else { return self.here(&req).await };
         let Some(entries) = input.records.as_deref() else { return self.here(&req).await };
         let Ok(hashes) = self.check_put_records(entries) else { return self.here(&req).await };
         let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
@@ -161,7 +166,12 @@ impl Broker {
         }
         if refused.is_empty() && groups.len() == 1 {
             return match groups.into_keys().next().expect("one group") {
-                None => self.here(&req).await,
+                // Decoded and checked once: the broker alone's path from here.
+                None => {
+                    let entries = input.records.take().unwrap_or_default();
+                    let put = self.put_checked_records(input, entries, hashes).await;
+                    Reply::Local(put.map(|out| req.format.encode(&out)))
+                }
                 Some(address) => self.relay(&req, &address).await,
             };
         }

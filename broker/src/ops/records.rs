@@ -237,9 +237,19 @@ impl Broker {
         })
     }
 
-    pub(crate) async fn put_records(&self, input: PutRecordsInput) -> Result<PutRecordsOutput, ApiError> {
-        let entries = input.records.ok_or_else(|| ApiError::missing("records"))?;
+    pub(crate) async fn put_records(&self, mut input: PutRecordsInput) -> Result<PutRecordsOutput, ApiError> {
+        let entries = input.records.take().ok_or_else(|| ApiError::missing("records"))?;
         let hashes = self.check_put_records(&entries)?;
+        self.put_checked_records(input, entries, hashes).await
+    }
+
+    /// PutRecords of entries already checked (`check_put_records`), with their hash keys.
+    pub(crate) async fn put_checked_records(
+        &self,
+        input: PutRecordsInput,
+        entries: Vec<PutRecordsRequestEntry>,
+        hashes: Vec<u128>,
+    ) -> Result<PutRecordsOutput, ApiError> {
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         self.check_not_paused(&stream)?;
         self.check_upload_backlog()?;

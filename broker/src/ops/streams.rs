@@ -73,6 +73,24 @@ impl Broker {
                 .collect(),
         };
         let stream = self.catalog.create(meta, self.config.shard_limit)?;
+        if let Some(fabric) = &self.fabric {
+            // In a cluster ACTIVE also means every shard has a broker serving it.
+            fabric.cluster.nudge();
+            let (tier, delay) = (self.archive.tier().clone(), self.config.status_delay);
+            let limit = fabric.cluster.settings().member_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let shards: Vec<String> = stream.shards().iter().map(|s| s.id.clone()).collect();
+                crate::fabric::wait_until_owned(&tier, &stream.name, &shards, limit).await;
+                let _ = stream.update_meta(|m| {
+                    if m.status == StreamStatus::Creating {
+                        m.status = StreamStatus::Active;
+                    }
+                    Ok(())
+                });
+            });
+            return Ok(Empty {});
+        }
         // CREATING for a moment, as in AWS, so that clients that wait for ACTIVE are exercised.
         run_after(self.config.status_delay, move || {
             let _ = stream.update_meta(|m| {

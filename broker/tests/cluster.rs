@@ -58,8 +58,13 @@ impl Node {
         api: SocketAddr,
         admin: SocketAddr,
     ) -> Node {
-        let child = Command::new(env!("CARGO_BIN_EXE_streamfabric-broker"))
-            .args(["serve", "--listen", &api.to_string(), "--admin-listen", &admin.to_string()])
+        let mut command = Command::new(env!("CARGO_BIN_EXE_streamfabric-broker"));
+        command.args(["serve", "--listen", &api.to_string(), "--admin-listen", &admin.to_string()]);
+        if store.starts_with("s3://") {
+            let endpoint = std::env::var("STREAMFABRIC_TEST_S3_ENDPOINT").expect("STREAMFABRIC_TEST_S3_ENDPOINT");
+            command.args(["--object-store-endpoint", &endpoint]);
+        }
+        let child = command
             .args(["--broker-id", id, "--advertise", &api.to_string(), "--object-store", store])
             .args(["--durability", durability, "--segment-bytes", "32768", "--status-delay", "50ms"])
             .args(["--heartbeat-interval", "200ms", "--member-timeout", MEMBER_TIMEOUT])
@@ -301,7 +306,23 @@ async fn brokers_on_one_store_serve_one_stream_through_restarts_joins_pauses_and
     let root = tempfile::tempdir().unwrap();
     let store = format!("file://{}", root.path().join("objects").display());
     std::fs::create_dir_all(root.path().join("objects")).unwrap();
-    let dir = |id: &str| root.path().join(id);
+    restarts_joins_pauses_and_deaths(root.path(), store).await;
+}
+
+/// The same against MinIO (`STREAMFABRIC_TEST_S3_URL`, a fresh prefix; the credentials and
+/// the endpoint from the environment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MinIO; run by scripts/e2e-objects"]
+async fn brokers_on_minio_serve_one_stream_through_restarts_joins_pauses_and_deaths() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let root = tempfile::tempdir().unwrap();
+    let store = std::env::var("STREAMFABRIC_TEST_S3_URL").expect("STREAMFABRIC_TEST_S3_URL (see scripts/e2e-objects)");
+    restarts_joins_pauses_and_deaths(root.path(), store).await;
+}
+
+/// Durability `object`, three brokers then four on `store`: see the module's comment.
+async fn restarts_joins_pauses_and_deaths(root: &Path, store: String) {
+    let dir = |id: &str| root.join(id);
     let mut nodes = Vec::new();
     for id in ["b1", "b2", "b3"] {
         nodes.push(Node::start(id, OBJECT, &dir(id), &store).await);

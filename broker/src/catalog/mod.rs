@@ -154,6 +154,8 @@ pub struct Catalog {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Shards serve as they open (a broker alone), or once taken (a cluster's handoff).
     serve_on_open: bool,
+    /// One adoption at a time: two would open the same new stream's logs twice.
+    adopting: Mutex<()>,
 }
 
 impl Catalog {
@@ -167,8 +169,16 @@ impl Catalog {
         serve_on_open: bool,
     ) -> io::Result<Catalog> {
         std::fs::create_dir_all(&dir)?;
-        let catalog =
-            Catalog { dir, log_config, archive, limits, metrics, streams: RwLock::new(BTreeMap::new()), serve_on_open };
+        let catalog = Catalog {
+            dir,
+            log_config,
+            archive,
+            limits,
+            metrics,
+            streams: RwLock::new(BTreeMap::new()),
+            serve_on_open,
+            adopting: Mutex::new(()),
+        };
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(&catalog.dir)? {
             let stream_dir = entry?.path();
@@ -385,6 +395,7 @@ impl Catalog {
     /// ones closed, removed ones dropped), one of an earlier incarnation replaced. Nothing
     /// is mirrored back. Shards open not serving until the handoff takes them.
     pub fn adopt(&self, meta: StreamMeta) -> io::Result<()> {
+        let _one = self.adopting.lock().unwrap();
         let current = self.get(&meta.name);
         if let Some(stream) = &current {
             if stream.incarnation == meta.incarnation {

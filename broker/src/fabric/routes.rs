@@ -5,7 +5,7 @@
 
 use super::peers::Relayed;
 use crate::broker::Broker;
-use crate::catalog::Shard;
+use crate::catalog::{Shard, Stream};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +86,22 @@ impl Broker {
         }
     }
 
+    /// `resolve_serving`, reading the stream's description from the bucket first when this
+    /// broker does not know it as serving (yet): it may have been created or turned ACTIVE
+    /// at the coordinator since this broker's last sync.
+    async fn resolve_fresh(&self, name: &Option<String>, arn: &Option<String>) -> Result<Arc<Stream>, ApiError> {
+        let known = self.resolve_serving(name, arn);
+        let coordinator = self.fabric.as_ref().is_some_and(|f| f.cluster.is_coordinator());
+        if known.is_ok() || coordinator {
+            return known;
+        }
+        let Ok(named) = crate::ops::validate::stream_name(name, arn) else { return known };
+        if let Err(e) = super::sync::sync_stream(self, &named).await {
+            tracing::debug!(stream = %named, "reading the stream's description: {e}");
+        }
+        self.resolve_serving(name, arn)
+    }
+
     async fn here(&self, req: &Request<'_>) -> Reply {
         Reply::Local(self.call(req.op, req.format, &req.body).await)
     }
@@ -111,7 +127,7 @@ impl Broker {
         // Anything malformed is refused here, with the same answer a broker alone gives.
         let Ok(input) = req.format.decode::<PutRecordInput>(&req.body) else { return self.here(&req).await };
         let Ok(hash) = self.check_put_record(&input) else { return self.here(&req).await };
-        let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
+        let Ok(stream) = self.resolve_fresh(&input.stream_name, &input.stream_arn).await else {
             return self.here(&req).await;
         };
         let shard = stream.topology().route(hash).clone();
@@ -125,7 +141,7 @@ impl Broker {
 
     async fn route_get_shard_iterator(&self, req: Request<'_>) -> Reply {
         let Ok(input) = req.format.decode::<GetShardIteratorInput>(&req.body) else { return self.here(&req).await };
-        let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
+        let Ok(stream) = self.resolve_fresh(&input.stream_name, &input.stream_arn).await else {
             return self.here(&req).await;
         };
         let Some(shard) = input.shard_id.as_deref().and_then(parse_shard_id).and_then(|i| stream.shard(i)) else {
@@ -150,7 +166,7 @@ impl Broker {
         let Ok(mut input) = req.format.decode::<PutRecordsInput>(&req.body) else { return self.here(&req).await };
         let Some(entries) = input.records.as_deref() else { return self.here(&req).await };
         let Ok(hashes) = self.check_put_records(entries) else { return self.here(&req).await };
-        let Ok(stream) = self.resolve_serving(&input.stream_name, &input.stream_arn) else {
+        let Ok(stream) = self.resolve_fresh(&input.stream_name, &input.stream_arn).await else {
             return self.here(&req).await;
         };
         let topology = stream.topology();

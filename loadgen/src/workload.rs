@@ -297,12 +297,10 @@ impl Worker {
             }
             // Keep the failed entries (in order) for another attempt; acknowledge the rest.
             let (mut retry_counters, mut retry_entries) = (Vec::new(), Vec::new());
-            let mut throttled = false;
             for ((result, counter), entry) in answer.records.iter().zip(counters).zip(entries) {
                 match &result.error_code {
                     None => self.ack(counter),
                     Some(code) => {
-                        throttled |= client::is_throttle_code(code);
                         self.stats.throttled_records += u64::from(client::is_throttle_code(code));
                         retry_counters.push(counter);
                         retry_entries.push(entry);
@@ -318,9 +316,9 @@ impl Worker {
                 return Ok(());
             }
             self.stats.retried_records += retry_entries.len() as u64;
-            if throttled {
-                tokio::time::sleep(backoff(entry_attempt - 1)).await;
-            }
+            // Throttled or not: a shard moving between brokers refuses writes for a second
+            // or two, and immediate retries would use up every attempt in milliseconds.
+            tokio::time::sleep(backoff(entry_attempt - 1)).await;
             (counters, entries) = (retry_counters, retry_entries);
         }
     }

@@ -14,7 +14,7 @@
 # 4. replicas > 1 renders with leader election (and its Role) and is refused without it;
 # 5. with a kubeconfig: `kubectl apply --dry-run=server` of the CRD, then of the
 #    rendered chart, then (if the cluster has the DataStream CRD installed, so the
-#    API server can check its schema and CEL rules) of examples/datastream.yaml.
+#    API server can check its schema and CEL rules) of examples/*.yaml.
 #
 # helm comes from scripts/install-go-tools.sh helm (built from Go modules, cached)
 # unless HELM names a binary; kubectl is KUBECTL, else the one on PATH, else built
@@ -181,10 +181,12 @@ if [[ -n "$kubeconfig" ]]; then
     dry_run "the CRD" "$chart/crds/datastream.yaml"
     [[ -f "$rendered" ]] && dry_run "rendered chart, namespace $namespace" "$rendered"
     if k get crd datastreams.streamfabric.io >/dev/null 2>&1; then
-        # The example without a namespace of its own goes to the kubeconfig's namespace.
-        dry_run "examples/datastream.yaml (schema and CEL rules)" "$repo/examples/datastream.yaml"
+        # The examples have no namespace of their own: they go to the kubeconfig's namespace.
+        for example in "$repo"/examples/*.yaml; do
+            dry_run "examples/${example##*/} (schema and CEL rules)" "$example"
+        done
     else
-        log "skipped: examples/datastream.yaml needs the CRD installed in the cluster to be checked"
+        log "skipped: examples/*.yaml need the CRD installed in the cluster to be checked"
     fi
 fi
 

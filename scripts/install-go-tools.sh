@@ -12,7 +12,7 @@
 # Components: etcd, kube (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kubelet, kube-proxy), kwok (kwok, kwokctl), helm,
 # minio, kubeconform, coredns; groups: k8s = etcd kube kwok,
-# kube-node = etcd kube helm coredns (what scripts/e2e-kube needs), all (the default).
+# kube-node = etcd kube helm coredns minio (what scripts/e2e-kube needs), all (the default).
 #
 # Each tool is built from a wrapper module of ours under e2e/tools/<name>/
 # (go.mod + go.sum with a `tool` directive, committed), so the build list is
@@ -79,7 +79,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         all) selected+=("${ALL[@]}") ;;
         k8s) selected+=(etcd kube kwok) ;;
-        kube-node) selected+=(etcd kube helm coredns) ;;   # what scripts/e2e-kube needs
+        kube-node) selected+=(etcd kube helm coredns minio) ;;   # what scripts/e2e-kube needs
         apiserver|kube-apiserver) selected+=(kube) ;;
         --regen) regen=1 ;;
         -h|--help) sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Open", type_ = "integer", json_path = ".status.openShards"),
     printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.readyBrokers"),
     printcolumn(name = "Members", type_ = "integer", json_path = ".status.members"),
+    printcolumn(name = "Handoffs", type_ = "integer", json_path = ".status.handoffs", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -327,4 +328,7 @@ pub struct DataStreamStatus {
     /// Open shards each broker (by pod name) serves.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub shards_per_broker: std::collections::BTreeMap<String, i32>,
+    /// Shards a broker is taking over and does not serve yet (handoffs under way).
+    #[serde(default)]
+    pub handoffs: i32,
 }

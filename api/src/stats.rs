@@ -16,6 +16,10 @@ pub struct StreamStats {
     pub name: String,
     pub status: String,
     pub shards: Vec<ShardStats>,
+    /// In a cluster: shards assigned to this broker that it does not serve yet (a handoff
+    /// or takeover under way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taking: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

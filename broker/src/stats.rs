@@ -7,6 +7,7 @@ use streamfabric_api::stats::{BrokerStats, ShardStats, StreamStats};
 /// its own), so that summing every broker's counts each shard once.
 pub fn collect(broker: &Broker) -> BrokerStats {
     let clustered = broker.fabric.is_some();
+    let taking = broker.fabric.as_ref().map(|f| f.taking(broker)).unwrap_or_default();
     let streams = broker
         .catalog
         .all()
@@ -32,7 +33,8 @@ pub fn collect(broker: &Broker) -> BrokerStats {
                     }
                 })
                 .collect();
-            StreamStats { name: meta.name, status: meta.status.as_str().to_string(), shards }
+            let taking = taking.iter().filter(|k| k.stream == meta.name).map(|k| k.shard.clone()).collect();
+            StreamStats { name: meta.name, status: meta.status.as_str().to_string(), shards, taking }
         })
         .collect();
     let id = broker.fabric.as_ref().map(|f| f.cluster.broker_id().to_string());

@@ -354,7 +354,7 @@ provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Retain
 EOF
-    for i in $(seq 1 "${E2E_KUBE_VOLUMES:-6}"); do
+    for i in $(seq 1 "${E2E_KUBE_VOLUMES:-8}"); do
         mkdir -p "$dir/volumes/pv-$i"
         chown 65532:65532 "$dir/volumes/pv-$i"
         cat <<EOF

@@ -10,6 +10,24 @@
             network: boto3 puts records and reads each back exactly once.
   loadgen   a pod running `streamfabric-loadgen run --verify` against status.endpoint:
             every acknowledged record comes back exactly once.
+  ondemand  a bounded load at twice the target utilisation: the example (OnDemand) grows
+            within maxShards (AutoscaleDecision Event); with the stabilisation window patched
+            to 20 s it shrinks again once the load stopped.
+  paused    spec.paused: PutRecord refused with ResourceInUseException, GetRecords goes on,
+            Paused Event; unpaused: writes accepted, Resumed Event.
+  minio     e2e/kube/minio.yaml: MinIO erasure coded over 4 drives, and the bucket that
+            examples/datastream-object-store.yaml names.
+  fabric    `kubectl apply -f examples/datastream-object-store.yaml` (unchanged): Ready with
+            every broker pod a member and the shards spread evenly; loadgen --verify through
+            the Service (any broker answers, forwarding to the owner); write-ahead objects
+            and membership records in the bucket.
+  disruptions  under load, one broker process SIGKILLed (restarts on its volume) and
+            another pod deleted (its shards handed over, then back): loadgen --verify.
+  lost-volume  a broker pod deleted with its volume claim: every record boto3 wrote before
+            is read back once (served from the bucket).
+  scale     `kubectl scale datastream` adds shards; the brokers follow (shardsPerBroker);
+            loadgen --verify again.
+  drive-wipe  one of MinIO's four drives wiped from the node under load: loadgen --verify.
 
 Run it inside the cluster network with KUBECONFIG set and kubectl and helm on PATH
 (scripts/e2e-kube does: e2e/kube/in-cluster-net python scenario.py ...); boto3 must be
@@ -26,6 +44,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -44,10 +63,13 @@ def log(msg):
 
 
 class Scenario:
+    FABRIC_EXAMPLE = "examples/datastream-object-store.yaml"
+
     def __init__(self, args):
         self.a = args
         self.ns = args.namespace
         self.stream = None          # the example's DataStream name, read from the file
+        self.fabric = None          # the object-store example's DataStream name
         self.endpoint = None
         self.timings = []
         self.xfailed = []
@@ -139,6 +161,8 @@ class Scenario:
         # Printer columns: every column of the CRD filled in (the table as a user sees it).
         version = next(v for v in self.crd["spec"]["versions"] if v.get("served"))
         columns = [c["name"].upper() for c in version.get("additionalPrinterColumns", [])]
+        # Columns with a priority show only with -o wide.
+        narrow = [c["name"].upper() for c in version.get("additionalPrinterColumns", []) if not c.get("priority")]
         table = self.kubectl("get", "datastreams", "-n", self.ns, "-o", "wide")
         log("kubectl get datastreams -o wide:\n" + table.rstrip())
         row = self._table_row(table, self.stream)
@@ -148,7 +172,7 @@ class Scenario:
         for short in self.crd["spec"]["names"].get("shortNames", []):
             p = self.run("kubectl", "get", short, "-n", self.ns, check=False)
             ok = p.returncode == 0 and self.stream in p.stdout and "daemonset" not in p.stderr.lower() \
-                and all(c in p.stdout.splitlines()[0] for c in columns if c != "ENDPOINT")
+                and all(c in p.stdout.splitlines()[0] for c in narrow)
             self.check("short-name", ok, f"`kubectl get {short}` -> {p.stdout.strip()!r} {p.stderr.strip()!r}")
 
         events = self.kjson("get", "events", "-n", self.ns, "--field-selector",
@@ -190,51 +214,66 @@ class Scenario:
         return svc, ns, self.wait(f"a ready endpoint behind Service {ns}/{svc}", ready_addresses, 60)
 
     def step_boto3(self):
-        import boto3
-        from botocore.config import Config
-
         sts = self.kjson("get", "statefulset", f"{self.stream}-broker", "-n", self.ns)
         if sts["spec"]["replicas"] != 1:
-            raise Failed(f"this slice needs one broker (fabric not in place); {self.stream} has "
+            raise Failed(f"the README's example should start with one broker; {self.stream} has "
                          f"{sts['spec']['replicas']}")
         svc, ns, addrs = self._client_service()
         log(f"endpoint {self.endpoint}: Service {ns}/{svc} -> {addrs}")
-        k = boto3.client("kinesis", endpoint_url=self.endpoint, region_name="us-east-1",
-                         aws_access_key_id="e2e", aws_secret_access_key="e2e",
-                         config=Config(connect_timeout=5, read_timeout=20,
-                                       retries={"max_attempts": 3, "mode": "standard"}))
+        k = self.kinesis(self.endpoint)
         summary = k.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"]
         if summary["StreamStatus"] != "ACTIVE":
             raise Failed(f"stream {self.stream} is {summary['StreamStatus']}")
         run = f"e2e-kube-{os.getpid()}-{int(time.time())}"
+        want = self.put_tagged(k, self.stream, run)
+        shards = self.read_back(k, self.stream, run, want)
+        log(f"boto3: {len(want)} records put over {shards} shards, each read back once at its sequence number")
+
+    @staticmethod
+    def kinesis(endpoint):
+        import boto3
+        from botocore.config import Config
+        return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id="e2e", aws_secret_access_key="e2e",
+                            config=Config(connect_timeout=5, read_timeout=20,
+                                          retries={"max_attempts": 5, "mode": "standard"}))
+
+    @staticmethod
+    def put_tagged(k, stream, run, batches=4, per_batch=100):
+        """Records tagged with run, by PutRecords and one PutRecord: data -> (shard, sequence)."""
         want = {}
-        for batch in range(4):
+        for batch in range(batches):
             records = [{"Data": f"{run}-{batch}-{i}".encode(), "PartitionKey": f"key-{batch}-{i}"}
-                       for i in range(100)]
-            out = k.put_records(StreamName=self.stream, Records=records)
+                       for i in range(per_batch)]
+            out = k.put_records(StreamName=stream, Records=records)
             if out.get("FailedRecordCount"):
-                raise Failed(f"PutRecords refused {out['FailedRecordCount']} of 100: "
+                raise Failed(f"PutRecords refused {out['FailedRecordCount']} of {per_batch}: "
                              f"{[r for r in out['Records'] if 'ErrorCode' in r][:3]}")
             for rec, res in zip(records, out["Records"]):
                 want[rec["Data"]] = (res["ShardId"], res["SequenceNumber"])
-        one = k.put_record(StreamName=self.stream, PartitionKey="single", Data=f"{run}-single".encode())
+        one = k.put_record(StreamName=stream, PartitionKey="single", Data=f"{run}-single".encode())
         want[f"{run}-single".encode()] = (one["ShardId"], one["SequenceNumber"])
+        return want
 
+    @staticmethod
+    def read_back(k, stream, run, want, timeout=90):
+        """Reads every shard from TRIM_HORIZON; each record of want must be there once, at
+        its shard and sequence number. Returns the number of shards read."""
         shards, token = [], None
         while True:
-            page = k.list_shards(NextToken=token) if token else k.list_shards(StreamName=self.stream)
+            page = k.list_shards(NextToken=token) if token else k.list_shards(StreamName=stream)
             shards += page["Shards"]
             token = page.get("NextToken")
             if not token:
                 break
         seen = {}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         for shard in shards:
-            it = k.get_shard_iterator(StreamName=self.stream, ShardId=shard["ShardId"],
+            it = k.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-            for _ in range(200):
+            for _ in range(500):
                 if time.monotonic() > deadline:
-                    raise Failed("reading the records back: not within 60s")
+                    raise Failed(f"reading the records back: not within {timeout}s")
                 out = k.get_records(ShardIterator=it, Limit=1000)
                 for r in out["Records"]:
                     if r["Data"].startswith(run.encode()):
@@ -243,56 +282,386 @@ class Scenario:
                 if not it or (not out["Records"] and out.get("MillisBehindLatest", 0) == 0):
                     break
             else:
-                raise Failed(f"shard {shard['ShardId']}: not caught up after 200 GetRecords")
+                raise Failed(f"shard {shard['ShardId']}: not caught up after 500 GetRecords")
         missing = [d for d in want if d not in seen]
         twice = {d: s for d, s in seen.items() if len(s) > 1}
         wrong = {d: (want[d], s) for d, s in seen.items() if d in want and s[0] != want[d]}
         if missing or twice or wrong:
             raise Failed(f"boto3 read-back: {len(missing)} missing (e.g. {missing[:3]}), "
                          f"{len(twice)} duplicated, {len(wrong)} at another position (e.g. {list(wrong.items())[:2]})")
-        log(f"boto3: {len(want)} records put over {len(shards)} shards, each read back once at its sequence number")
+        return len(shards)
+
+    def datastream_events(self, name):
+        return self.kjson("get", "events", "-n", self.ns, "--field-selector",
+                          f"involvedObject.kind=DataStream,involvedObject.name={name}")["items"]
+
+    def step_ondemand(self):
+        """OnDemand (the README's example): a bounded load above the target utilisation adds
+        shards, within scaling.maxShards; once it stops and the stabilisation window (patched
+        short) has passed, the stream shrinks again."""
+        a = self.a
+        ds = self.kjson("get", "datastream", self.stream, "-n", self.ns)
+        start, most = ds["status"]["openShards"], ds["spec"]["scaling"]["maxShards"]
+        target = ds["spec"]["scaling"].get("targetWriteUtilization", 70) / 100
+        # Per-shard limit 1,000 records/s: twice what the open shards carry at the target.
+        rate = int(2 * start * 1000 * target)
+        def grows():
+            d = self.kjson("get", "datastream", self.stream, "-n", self.ns)
+            return d["status"]["openShards"] if d["status"]["openShards"] > start else None
+        seen = {}
+        def watch_growth():
+            seen["open"] = self.wait(f"more than {start} open shards under {rate} records/s", grows,
+                                     a.loadgen_seconds, interval=1)
+        self.run_loadgen("e2e-loadgen-ondemand", self.stream, self.endpoint, rate * a.loadgen_seconds,
+                         a.loadgen_seconds, during=watch_growth, rate=rate)
+        grown = seen["open"]
+        if not start < grown <= most:
+            raise Failed(f"OnDemand grew {start} -> {grown} shards, not within {start + 1}..{most}")
+        decisions = [e for e in self.datastream_events(self.stream) if e.get("reason") == "AutoscaleDecision"]
+        if not decisions:
+            raise Failed("no AutoscaleDecision Event for the growth")
+        log(f"OnDemand: {start} -> {grown} shards under {rate} records/s ({decisions[-1].get('note') or decisions[-1].get('message')})")
+        self.kubectl("patch", "datastream", self.stream, "-n", self.ns, "--type", "merge",
+                     "-p", json.dumps({"spec": {"scaling": {"scaleDownStabilizationSeconds": 20}}}))
+        def shrinks():
+            d = self.kjson("get", "datastream", self.stream, "-n", self.ns)
+            open_now = d["status"]["openShards"]
+            return open_now if open_now < grown else None
+        t0 = time.monotonic()
+        shrunk = self.wait(f"fewer than {grown} open shards once the load stopped", shrinks, a.timeout, interval=2)
+        log(f"OnDemand: {grown} -> {shrunk} shards {time.monotonic() - t0:.0f}s after the window was set to 20 s")
+
+    def step_paused(self):
+        """spec.paused: writes refused with ResourceInUseException, reads go on; resumed."""
+        from botocore.exceptions import ClientError
+        a = self.a
+        k = self.kinesis(self.endpoint)
+        def patch(paused):
+            self.kubectl("patch", "datastream", self.stream, "-n", self.ns, "--type", "merge",
+                         "-p", json.dumps({"spec": {"paused": paused}}))
+        def refused():
+            try:
+                k.put_record(StreamName=self.stream, PartitionKey="p", Data=b"while paused")
+                return None
+            except ClientError as e:
+                code = e.response["Error"]["Code"]
+                if code != "ResourceInUseException":
+                    raise Failed(f"a write while paused got {code}, not ResourceInUseException")
+                return e.response["Error"].get("Message", "")
+        patch(True)
+        message = self.wait("writes refused after spec.paused: true", refused, a.timeout, interval=1)
+        log(f"paused: PutRecord refused: {message}")
+        shard = k.list_shards(StreamName=self.stream)["Shards"][0]["ShardId"]
+        it = k.get_shard_iterator(StreamName=self.stream, ShardId=shard,
+                                  ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        k.get_records(ShardIterator=it, Limit=10)
+        reasons = {e.get("reason") for e in self.datastream_events(self.stream)}
+        if "Paused" not in reasons:
+            raise Failed(f"no Paused Event (Events: {sorted(reasons)})")
+        patch(False)
+        def accepted():
+            try:
+                return k.put_record(StreamName=self.stream, PartitionKey="p", Data=b"resumed")["SequenceNumber"]
+            except ClientError as e:
+                if e.response["Error"]["Code"] != "ResourceInUseException":
+                    raise
+                return None
+        self.wait("writes accepted after spec.paused: false", accepted, a.timeout, interval=1)
+        self.wait("a Resumed Event", lambda: "Resumed" in {e.get("reason") for e in self.datastream_events(self.stream)},
+                  60, interval=1)
+        log("paused: reads went on; resumed: writes accepted again")
+
+    def step_drive_wipe(self):
+        """One of MinIO's four drives wiped under load (from the node): nothing acknowledged is
+        lost, and MinIO keeps its write quorum."""
+        a = self.a
+        pod = self.kjson("get", "pods", "-n", self.ns, "-l", "app=minio")["items"][0]
+        node_dir = os.path.dirname(os.environ["KUBECONFIG"])
+        drive = os.path.join(node_dir, "kubelet", "pods", pod["metadata"]["uid"], "volumes",
+                             "kubernetes.io~empty-dir", "d2")
+        if not os.path.isdir(drive) or not os.listdir(drive):
+            raise Failed(f"MinIO's drive d2 is not at {drive}, or is empty")
+        wiped = {}
+        def wipe():
+            time.sleep(8)
+            entries = os.listdir(drive)
+            for entry in entries:
+                path = os.path.join(drive, entry)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
+            wiped["entries"] = len(entries)
+            log(f"wiped MinIO drive d2 ({len(entries)} entries) under load")
+        self.run_loadgen("e2e-loadgen-drive", self.fabric, self.fabric_endpoint, a.loadgen_records,
+                         a.loadgen_seconds // 2, during=wipe)
+        brokers = self.kjson("get", "statefulset", f"{self.fabric}-broker", "-n", self.ns)["spec"]["replicas"]
+        self.wait(f"{brokers} members after the wipe", lambda: self.fabric_status(brokers), a.timeout, interval=1)
+
+    # ---- brokers sharing a stream through a bucket ---------------------------------
+    def step_minio(self):
+        """The MinIO of e2e/kube/minio.yaml and the bucket the object-store example names."""
+        a = self.a
+        with open(os.path.join(a.repo, self.FABRIC_EXAMPLE)) as f:
+            text = f.read()
+        m = re.search(r"^  name:\s*(\S+)", text, re.M)
+        u = re.search(r"^\s+url:\s*s3://([^/\s]+)/(\S+)", text, re.M)
+        e = re.search(r"^\s+endpoint:\s*(\S+)", text, re.M)
+        if not (m and u and e):
+            raise Failed(f"cannot find name, objectStore.url and endpoint in {self.FABRIC_EXAMPLE}")
+        self.fabric, self.bucket, self.prefix, s3_endpoint = m.group(1), u.group(1), u.group(2), e.group(1)
+        self.kubectl("apply", "-n", self.ns, "-f", os.path.join(a.repo, "e2e/kube/minio.yaml"))
+        def available():
+            d = self.kjson("get", "deployment", "minio", "-n", self.ns)
+            return d.get("status", {}).get("readyReplicas", 0) >= 1
+        self.wait("MinIO ready (write quorum over its 4 drives)", available, a.timeout)
+        secret = self.kjson("get", "secret", "minio-creds", "-n", self.ns)["data"]
+        import base64
+        import boto3
+        key = {k: base64.b64decode(v).decode() for k, v in secret.items()}
+        self.s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                               aws_access_key_id=key["AWS_ACCESS_KEY_ID"],
+                               aws_secret_access_key=key["AWS_SECRET_ACCESS_KEY"])
+        self.wait(f"bucket {self.bucket} created", lambda: self._create_bucket(), 60, interval=2)
+        log(f"MinIO at {s3_endpoint}, bucket {self.bucket}")
+
+    def _create_bucket(self):
+        try:
+            self.s3.create_bucket(Bucket=self.bucket)
+        except self.s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except Exception as e:   # noqa: BLE001 - MinIO still starting: retried by wait()
+            raise Failed(f"create_bucket: {e}")
+        return True
+
+    def bucket_keys(self):
+        keys, token = [], None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": self.prefix + "/"}
+            if token:
+                kw["ContinuationToken"] = token
+            page = self.s3.list_objects_v2(**kw)
+            keys += [o["Key"] for o in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not token:
+                return keys
+
+    def fabric_status(self, brokers):
+        """The object-store DataStream Ready with `brokers` members, its open shards spread
+        evenly over them and no handoff under way."""
+        ds = self.kjson("get", "datastream", self.fabric, "-n", self.ns)
+        st = ds.get("status", {})
+        conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
+        per = st.get("shardsPerBroker", {})
+        spread = sorted(per.values())
+        even = spread and spread[-1] - spread[0] <= 1 and sum(spread) == st.get("openShards")
+        settled = st.get("handoffs", 0) == 0
+        if conds.get("Ready") == "True" and st.get("members") == brokers and len(per) == brokers and even \
+                and settled:
+            return ds
+        raise Failed(f"Ready={conds.get('Ready')} members={st.get('members')} open={st.get('openShards')} "
+                     f"shardsPerBroker={per} handoffs={st.get('handoffs')}")
+
+    def step_fabric(self):
+        a = self.a
+        t0 = time.monotonic()
+        self.kubectl("apply", "-n", self.ns, "-f", os.path.join(a.repo, self.FABRIC_EXAMPLE))
+        sts = self.wait(f"StatefulSet {self.fabric}-broker", lambda: self.kjson(
+            "get", "statefulset", f"{self.fabric}-broker", "-n", self.ns), 60)
+        brokers = sts["spec"]["replicas"]
+        if brokers < 2:
+            raise Failed(f"{self.FABRIC_EXAMPLE} should run several brokers; its StatefulSet has {brokers}")
+        ds = self.wait(f"DataStream {self.fabric} Ready with {brokers} members",
+                       lambda: self.fabric_status(brokers), a.timeout, interval=1)
+        log(f"DataStream {self.fabric} Ready, {brokers} members {ds['status']['shardsPerBroker']}, "
+            f"{time.monotonic() - t0:.1f}s after kubectl apply")
+        self.fabric_endpoint = ds["status"]["endpoint"]
+        table = self.kubectl("get", "datastreams", self.fabric, "-n", self.ns, "-o", "wide")
+        log("kubectl get datastreams -o wide:\n" + table.rstrip())
+        if self._table_row(table, self.fabric).get("MEMBERS") != str(brokers):
+            raise Failed(f"MEMBERS column is not {brokers}:\n{table}")
+        # The settings arrived where they are used: each broker reports the bucket as its store.
+        for i in range(brokers):
+            pod = f"{self.fabric}-broker-{i}"
+            env = self.kjson("get", "pod", pod, "-n", self.ns)["spec"]["containers"][0].get("env", [])
+            names = {e["name"] for e in env}
+            if "AWS_ACCESS_KEY_ID" not in names:
+                raise Failed(f"pod {pod}: no AWS_ACCESS_KEY_ID from spec.objectStore.credentialsSecretRef")
+        # Any broker answers: the Service spreads connections over all of them; each write
+        # and read of a shard another broker owns is forwarded.
+        self.run_loadgen("e2e-loadgen-fabric", self.fabric, self.fabric_endpoint,
+                         a.loadgen_records, a.loadgen_seconds)
+        keys = self.bucket_keys()
+        wal = [k for k in keys if "/wal/" in k or k.endswith(".wal")]
+        members = [k for k in keys if "/members/" in k]
+        if not wal:
+            raise Failed(f"durability Object, yet no write-ahead objects under s3://{self.bucket}/{self.prefix}: "
+                         f"{keys[:20]}")
+        if len(members) < brokers:
+            raise Failed(f"{len(members)} membership records in the bucket for {brokers} brokers: {members}")
+        log(f"bucket: {len(keys)} objects, {len(wal)} write-ahead, {len(members)} members")
+
+    def broker_pid(self, pod):
+        """The host pid of the broker process of pod (the scenario runs on the node as root)."""
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"streamfabric-broker" not in f.read().split(b"\0")[0]:
+                        continue
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if f"STREAMFABRIC_BROKER_ID={pod}".encode() in f.read().split(b"\0"):
+                        return int(entry)
+            except OSError:
+                continue
+        raise Failed(f"no broker process of pod {pod} on this node")
+
+    def step_disruptions(self):
+        """Under load through the Service: one broker's process SIGKILLed (its container
+        restarts on the same volume), another pod deleted (the StatefulSet brings it back;
+        its shards are handed over meanwhile). Nothing acknowledged is lost."""
+        a = self.a
+        brokers = self.kjson("get", "statefulset", f"{self.fabric}-broker", "-n", self.ns)["spec"]["replicas"]
+        killed, deleted = f"{self.fabric}-broker-1", f"{self.fabric}-broker-2"
+        restarts = self._restarts(killed)
+        def disrupt():
+            time.sleep(8)
+            pid = self.broker_pid(killed)
+            os.kill(pid, 9)
+            log(f"SIGKILL to the broker of {killed} (pid {pid})")
+            time.sleep(10)
+            self.kubectl("delete", "pod", deleted, "-n", self.ns, "--wait=false")
+            log(f"kubectl delete pod {deleted}")
+        self.run_loadgen("e2e-loadgen-disrupted", self.fabric, self.fabric_endpoint,
+                         a.loadgen_records * 2, a.loadgen_seconds, during=disrupt)
+        if self._restarts(killed) <= restarts:
+            raise Failed(f"{killed} did not restart after its broker was killed")
+        self.wait(f"{brokers} members again", lambda: self.fabric_status(brokers), a.timeout, interval=1)
+        segments = [k for k in self.bucket_keys() if "/segments/" in k]
+        if not segments:
+            raise Failed("no sealed segment in the bucket after a shard was handed over")
+        log(f"{len(segments)} sealed segments in the bucket")
+
+    def _restarts(self, pod):
+        p = self.kjson("get", "pod", pod, "-n", self.ns)
+        return sum(c.get("restartCount", 0) for c in p.get("status", {}).get("containerStatuses", []))
+
+    def step_lost_volume(self):
+        """A broker pod lost with its volume: the stream is served from the bucket, every
+        record written before is read back once."""
+        a = self.a
+        brokers = self.kjson("get", "statefulset", f"{self.fabric}-broker", "-n", self.ns)["spec"]["replicas"]
+        k = self.kinesis(self.fabric_endpoint)
+        run = f"e2e-volume-{os.getpid()}-{int(time.time())}"
+        want = self.put_tagged(k, self.fabric, run)
+        pod = f"{self.fabric}-broker-0"
+        pvc = self.kjson("get", "pod", pod, "-n", self.ns)["spec"]["volumes"]
+        claim = next(v["persistentVolumeClaim"]["claimName"] for v in pvc if "persistentVolumeClaim" in v)
+        old_volume = self.kjson("get", "pvc", claim, "-n", self.ns)["spec"]["volumeName"]
+        self.kubectl("delete", "pvc", claim, "-n", self.ns, "--wait=false")
+        self.kubectl("delete", "pod", pod, "-n", self.ns, "--wait=true", timeout=a.timeout)
+        def new_volume():
+            # The StatefulSet may have made the pod again while the old claim was still
+            # terminating: that pod waits for a claim that is gone; delete it once more, and
+            # the StatefulSet makes both anew.
+            c = json.loads(self.run("kubectl", "get", "pvc", claim, "-n", self.ns, "-o", "json",
+                                    "--ignore-not-found").stdout or "null")
+            if c is None or c["metadata"].get("deletionTimestamp"):
+                p = json.loads(self.run("kubectl", "get", "pod", pod, "-n", self.ns, "-o", "json",
+                                        "--ignore-not-found").stdout or "null")
+                if c is None and p and p["status"].get("phase") == "Pending":
+                    self.kubectl("delete", "pod", pod, "-n", self.ns, "--wait=false")
+                return None
+            v = c["spec"].get("volumeName")
+            return v if c["status"].get("phase") == "Bound" and v != old_volume else None
+        volume = self.wait(f"{pod} on a new volume", new_volume, a.timeout, interval=1)
+        log(f"{pod}: volume {old_volume} deleted with its claim, now on {volume}")
+        self.wait(f"{brokers} members again", lambda: self.fabric_status(brokers), a.timeout, interval=1)
+        shards = self.read_back(k, self.fabric, run, want)
+        log(f"after the lost volume: {len(want)} records over {shards} shards read back once")
+
+    def step_scale(self):
+        """`kubectl scale datastream`: more shards, and the brokers follow (shardsPerBroker)."""
+        a = self.a
+        ds = self.kjson("get", "datastream", self.fabric, "-n", self.ns)
+        shards = ds["spec"]["shards"] + 2
+        per = ds["spec"]["brokers"]["shardsPerBroker"]
+        brokers = min(-(-shards // per), ds["spec"]["brokers"].get("maxReplicas", 4))
+        t0 = time.monotonic()
+        self.kubectl("scale", "datastream", self.fabric, "-n", self.ns, f"--replicas={shards}")
+        def scaled():
+            d = self.fabric_status(brokers)
+            return d if d["status"].get("openShards") == shards else None
+        d = self.wait(f"{shards} open shards on {brokers} members", scaled, a.timeout, interval=1)
+        log(f"scaled to {shards} shards on {brokers} brokers {d['status']['shardsPerBroker']} "
+            f"in {time.monotonic() - t0:.1f}s")
+        events = self.kjson("get", "events", "-n", self.ns, "--field-selector",
+                            f"involvedObject.kind=DataStream,involvedObject.name={self.fabric}")["items"]
+        log("Events: " + "; ".join(f"{e.get('reason')}: {e.get('message')}" for e in events[-6:]))
+        self.run_loadgen("e2e-loadgen-scaled", self.fabric, self.fabric_endpoint,
+                         a.loadgen_records, a.loadgen_seconds // 2)
 
     def step_loadgen(self):
         a = self.a
-        name = "e2e-loadgen"
+        self.run_loadgen("e2e-loadgen", self.stream, self.endpoint, a.loadgen_records, a.loadgen_seconds)
+
+    def run_loadgen(self, name, stream, endpoint, records, seconds, during=None, rate=None):
+        """A pod running `streamfabric-loadgen run --verify` against endpoint: every acknowledged
+        record must come back exactly once (a second copy only of a record sent again after
+        a request whose outcome was unknown, as with any Kinesis producer that retries).
+        during(), if given, runs once the pod is Running, while it writes."""
+        a = self.a
+        self.run("kubectl", "delete", "pod", name, "-n", self.ns, "--ignore-not-found", "--wait=true")
         pod = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.ns, "labels": {"app": name}},
+            "metadata": {"name": name, "namespace": self.ns, "labels": {"app": "e2e-loadgen"}},
             "spec": {
                 "restartPolicy": "Never",
-                "activeDeadlineSeconds": a.loadgen_seconds + 120,
+                "activeDeadlineSeconds": seconds + 180,
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
                 "containers": [{
                     "name": "loadgen", "image": a.loadgen_image, "imagePullPolicy": a.loadgen_pull_policy,
-                    "args": ["--threads", "2", "run", "--endpoint", self.endpoint, "--stream", self.stream,
-                             "--records", str(a.loadgen_records), "--duration-secs", str(a.loadgen_seconds),
-                             "--rate", str(a.loadgen_rate), "--connections", "4", "--batch-size", "100",
-                             "--verify", "--create-timeout-secs", "30", "--drain-timeout-secs", "60"],
+                    "args": ["--threads", "2", "run", "--endpoint", endpoint, "--stream", stream,
+                             "--records", str(records), "--duration-secs", str(seconds),
+                             "--rate", str(rate or a.loadgen_rate), "--connections", "4", "--batch-size", "100",
+                             "--verify", "--create-timeout-secs", "30", "--drain-timeout-secs", "90"],
                     "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                         "capabilities": {"drop": ["ALL"]}},
                 }],
             },
         }
         self.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+        if during:
+            def running():
+                p = self.kjson("get", "pod", name, "-n", self.ns)
+                phase = p.get("status", {}).get("phase")
+                if phase in ("Succeeded", "Failed"):
+                    raise Failed(f"pod {name} ended ({phase}) before the disruption")
+                return phase == "Running"
+            self.wait(f"pod {name} Running", running, 60)
+            during()
 
         def finished():
             p = self.kjson("get", "pod", name, "-n", self.ns)
             return p if p.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
-        p = self.wait(f"pod {name} finished", finished, a.loadgen_seconds + 150, interval=1)
+        p = self.wait(f"pod {name} finished", finished, seconds + 200, interval=1)
         out = self.kubectl("logs", name, "-n", self.ns)
-        log(f"loadgen pod output:\n{out.rstrip()}")
+        log(f"{name} pod output:\n{out.rstrip()}")
         state = p["status"]["containerStatuses"][0]["state"].get("terminated", {})
         if p["status"]["phase"] != "Succeeded" or state.get("exitCode") != 0:
-            raise Failed(f"loadgen pod {p['status']['phase']} (exit {state.get('exitCode')}, {state.get('reason')})")
-        m = re.search(r"^verify result=(\S+) acked=(\d+) read=\d+ exactly_once=(\d+) missing=(\d+) duplicated=(\d+)",
-                      out, re.M)
+            raise Failed(f"{name} pod {p['status']['phase']} (exit {state.get('exitCode')}, {state.get('reason')})")
+        m = re.search(r"^verify result=(\S+) acked=(\d+) read=\d+ exactly_once=(\d+) missing=(\d+) "
+                      r"duplicated=(\d+) resent_duplicated=(\d+)", out, re.M)
         if not m:
-            raise Failed("no verify line in the loadgen output")
-        result, acked, once, missing, dup = m.group(1), *map(int, m.groups()[1:])
-        if acked == 0 or once != acked or missing or dup:
-            raise Failed(f"loadgen verify: result={result} acked={acked} exactly_once={once} "
-                         f"missing={missing} duplicated={dup}")
-        log(f"loadgen: {acked} acknowledged records read back exactly once")
+            raise Failed(f"no verify line in the {name} output")
+        result, acked, once, missing, dup, resent = m.group(1), *map(int, m.groups()[1:])
+        if acked == 0 or once + resent != acked or missing or dup:
+            raise Failed(f"{name} verify: result={result} acked={acked} exactly_once={once} "
+                         f"missing={missing} duplicated={dup} resent_duplicated={resent}")
+        log(f"{name}: {acked} acknowledged records read back, {once} exactly once, "
+            f"{resent} twice after a resend")
+        return acked
 
     # ---- diagnostics -------------------------------------------------------------
     def diagnostics(self):
@@ -302,10 +671,12 @@ class Scenario:
             print(f"----- {title}: {' '.join(cmd)}\n{p.stdout}{p.stderr}", flush=True)
         show("operator logs", "kubectl", "logs", "-n", a.operator_namespace, "-l",
              f"app.kubernetes.io/instance={a.release}", "--all-containers", "--tail=300", "--prefix")
-        if self.stream:
-            show("broker logs", "kubectl", "logs", "-n", self.ns, "-l",
-                 f"app.kubernetes.io/instance={self.stream}", "--all-containers", "--tail=200", "--prefix")
-            show("describe datastream", "kubectl", "describe", "datastream", self.stream, "-n", self.ns)
+        for stream in filter(None, [self.stream, self.fabric]):
+            show(f"broker logs of {stream}", "kubectl", "logs", "-n", self.ns, "-l",
+                 f"app.kubernetes.io/instance={stream}", "--all-containers", "--tail=200", "--prefix")
+            show(f"describe datastream {stream}", "kubectl", "describe", "datastream", stream, "-n", self.ns)
+        if self.fabric:
+            show("MinIO logs", "kubectl", "logs", "-n", self.ns, "deployment/minio", "--tail=100")
         show("describe pods", "kubectl", "describe", "pods", "--all-namespaces")
         show("pods, services, volumes", "kubectl", "get", "pods,svc,endpointslices,pvc,pv,statefulsets",
              "--all-namespaces", "-o", "wide")
@@ -313,7 +684,11 @@ class Scenario:
 
     def main(self):
         steps = [("helm", self.step_helm), ("example", self.step_example),
-                 ("boto3", self.step_boto3), ("loadgen", self.step_loadgen)]
+                 ("boto3", self.step_boto3), ("loadgen", self.step_loadgen),
+                 ("ondemand", self.step_ondemand), ("paused", self.step_paused),
+                 ("minio", self.step_minio), ("fabric", self.step_fabric),
+                 ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),
+                 ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe)]
         for name, fn in steps:
             if self.a.only and name not in self.a.only:
                 continue

@@ -51,11 +51,18 @@ impl Endpoint {
     }
 }
 
-/// How a call failed. Only `Service` errors with a 5xx status or a throttling code are
-/// worth retrying; everything else aborts the run.
+/// How a call failed. A 5xx, a throttling code, a lost connection or a missing answer is
+/// worth retrying (a broker restarting or handing a shard on); anything else aborts the run.
 #[derive(Debug)]
 pub enum CallError {
-    Service { status: u16, code: String, message: String },
+    Service {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No connection could be made: nothing of the request was sent.
+    Unsent(String),
+    /// The connection failed with the request under way: it may have been applied.
     Transport(String),
     Timeout(Duration),
     Decode(String),
@@ -74,7 +81,17 @@ impl CallError {
     pub fn is_retriable(&self) -> bool {
         match self {
             CallError::Service { status, .. } => *status >= 500 || self.is_throttle(),
-            _ => false,
+            CallError::Unsent(_) | CallError::Transport(_) | CallError::Timeout(_) => true,
+            CallError::Decode(_) => false,
+        }
+    }
+    /// Whether the server may have applied the request although it failed: a retry may
+    /// then write it twice.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            CallError::Service { status, .. } => *status >= 500 && !self.is_throttle(),
+            CallError::Transport(_) | CallError::Timeout(_) => true,
+            CallError::Unsent(_) | CallError::Decode(_) => false,
         }
     }
 }
@@ -87,6 +104,7 @@ impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallError::Service { status, code, message } => write!(f, "HTTP {status} {code}: {message}"),
+            CallError::Unsent(e) => write!(f, "not sent: {e}"),
             CallError::Transport(e) => write!(f, "transport error: {e}"),
             CallError::Timeout(d) => write!(f, "no answer within {d:?}"),
             CallError::Decode(e) => write!(f, "undecodable answer: {e}"),
@@ -121,6 +139,8 @@ pub struct Connection {
     endpoint: Endpoint,
     host: HeaderValue,
     sender: SendRequest<Full<Bytes>>,
+    /// The last exchange failed mid-way: the next call opens a new connection.
+    broken: bool,
     timeout: Duration,
     auth: AuthHeaders,
 }
@@ -133,6 +153,7 @@ impl Connection {
             host: HeaderValue::from_str(&endpoint.host_header)
                 .map_err(|e| CallError::Transport(format!("bad host {:?}: {e}", endpoint.host_header)))?,
             sender,
+            broken: false,
             timeout,
             auth: AuthHeaders::at(unix_seconds()),
         })
@@ -149,8 +170,9 @@ impl Connection {
     pub async fn call_raw(&mut self, op: Operation, body: Vec<u8>) -> Result<Bytes, CallError> {
         // Servers close idle keep-alive connections (node's default is 5 s); nothing was in
         // flight on a closed one, so reopening is safe for every operation.
-        if self.sender.is_closed() {
+        if self.broken || self.sender.is_closed() {
             self.sender = handshake(&self.endpoint, self.timeout).await?;
+            self.broken = false;
         }
         let now = unix_seconds();
         if now != self.auth.second {
@@ -178,8 +200,10 @@ impl Connection {
                 .to_bytes();
             Ok::<_, CallError>((status, body))
         };
-        let (status, body) =
-            tokio::time::timeout(self.timeout, exchange).await.map_err(|_| CallError::Timeout(self.timeout))??;
+        let answer =
+            tokio::time::timeout(self.timeout, exchange).await.unwrap_or(Err(CallError::Timeout(self.timeout)));
+        self.broken = answer.is_err();
+        let (status, body) = answer?;
         if status.is_success() { Ok(body) } else { Err(service_error(status.as_u16(), &body)) }
     }
 }
@@ -193,10 +217,10 @@ async fn handshake(endpoint: &Endpoint, timeout: Duration) -> Result<SendRequest
     };
     let stream = tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|_| CallError::Timeout(timeout))?
-        .map_err(|e| CallError::Transport(format!("connecting to {}: {e}", endpoint.addr)))?;
+        .map_err(|_| CallError::Unsent(format!("connecting to {}: no answer within {timeout:?}", endpoint.addr)))?
+        .map_err(|e| CallError::Unsent(format!("connecting to {}: {e}", endpoint.addr)))?;
     let (sender, connection) =
-        http1::handshake(TokioIo::new(stream)).await.map_err(|e| CallError::Transport(e.to_string()))?;
+        http1::handshake(TokioIo::new(stream)).await.map_err(|e| CallError::Unsent(e.to_string()))?;
     tokio::spawn(async move {
         // Its errors also surface on the sender side, where they are reported.
         let _ = connection.await;

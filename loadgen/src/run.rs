@@ -101,17 +101,18 @@ pub async fn run(args: RunArgs) -> Result<Outcome, String> {
             d.shards,
         );
         if args.verify {
-            let mut verifier = Verifier::new(run_tag, put.acked);
+            let mut verifier = Verifier::new(run_tag, put.acks);
             d.ids.into_iter().for_each(|id| verifier.observe(id));
             let r = verifier.finish();
             println!(
-                "verify result={} acked={} read={} exactly_once={} missing={} duplicated={} unacked_extra={} foreign={}",
+                "verify result={} acked={} read={} exactly_once={} missing={} duplicated={} resent_duplicated={} unacked_extra={} foreign={}",
                 if r.ok() { "OK" } else { "FAILED" },
                 r.acked,
                 r.read,
                 r.exactly_once,
                 r.missing,
                 r.duplicated,
+                r.resent_duplicated,
                 r.unacked_extra,
                 r.foreign
             );

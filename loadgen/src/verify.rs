@@ -35,6 +35,16 @@ impl AckSet {
     }
 }
 
+/// What one worker learnt of its records in the put phase.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerAcks {
+    pub acked: AckSet,
+    /// Records sent again after a request whose outcome was unknown (connection lost,
+    /// no answer, a 5xx): the first copy may have been written too, so a second copy of
+    /// these is the producer's at-least-once, as with any Kinesis producer that retries.
+    pub resent: AckSet,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Records acknowledged by the put phase.
@@ -45,8 +55,10 @@ pub struct VerifyReport {
     pub exactly_once: u64,
     /// Acknowledged records never read.
     pub missing: u64,
-    /// Acknowledged records read more than once (counted once per record).
+    /// Acknowledged records read more than once (counted once per record), never resent.
     pub duplicated: u64,
+    /// Acknowledged records read more than once after a resend (see `WorkerAcks::resent`).
+    pub resent_duplicated: u64,
     /// Reads of this run's records that were never acknowledged (e.g. applied before a
     /// retried 5xx, or given up after bounded retries).
     pub unacked_extra: u64,
@@ -62,7 +74,7 @@ impl VerifyReport {
 
 pub struct Verifier {
     run: u16,
-    acked: Vec<AckSet>,
+    workers: Vec<WorkerAcks>,
     /// Saturating read counts per worker, indexed by counter.
     seen: Vec<Vec<u8>>,
     read: u64,
@@ -71,10 +83,10 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// `acked[w]` is worker w's acknowledgement set.
-    pub fn new(run: u16, acked: Vec<AckSet>) -> Verifier {
-        let seen = acked.iter().map(|a| vec![0u8; a.capacity()]).collect();
-        Verifier { run, acked, seen, read: 0, unacked_extra: 0, foreign: 0 }
+    /// `workers[w]` is what worker w learnt of its records.
+    pub fn new(run: u16, workers: Vec<WorkerAcks>) -> Verifier {
+        let seen = workers.iter().map(|a| vec![0u8; a.acked.capacity()]).collect();
+        Verifier { run, workers, seen, read: 0, unacked_extra: 0, foreign: 0 }
     }
 
     /// Tally one record read back, given the id decoded from its data (None: too short).
@@ -89,7 +101,7 @@ impl Verifier {
             return;
         }
         let w = id.worker as usize;
-        let acked = self.acked.get(w).is_some_and(|a| a.contains(id.counter));
+        let acked = self.workers.get(w).is_some_and(|a| a.acked.contains(id.counter));
         if !acked {
             self.unacked_extra += 1;
             return;
@@ -105,15 +117,17 @@ impl Verifier {
             foreign: self.foreign,
             ..VerifyReport::default()
         };
-        for (acked, seen) in self.acked.iter().zip(&self.seen) {
-            report.acked += acked.len();
+        for (worker, seen) in self.workers.iter().zip(&self.seen) {
+            report.acked += worker.acked.len();
             for (counter, &n) in seen.iter().enumerate() {
-                if !acked.contains(counter as u32) {
+                let counter = counter as u32;
+                if !worker.acked.contains(counter) {
                     continue;
                 }
                 match n {
                     0 => report.missing += 1,
                     1 => report.exactly_once += 1,
+                    _ if worker.resent.contains(counter) => report.resent_duplicated += 1,
                     _ => report.duplicated += 1,
                 }
             }
@@ -156,12 +170,20 @@ mod tests {
         for c in [0, 2, 4] {
             w1.insert(c);
         }
-        let mut v = Verifier::new(7, vec![w0, w1]);
-        // Worker 0: 0..8 once, 8 twice, 9 never. Worker 1: 0 three times, 2 once, 4 never.
+        let mut resent = AckSet::default();
+        resent.insert(7);
+        resent.insert(3);
+        let mut v = Verifier::new(
+            7,
+            vec![WorkerAcks { acked: w0, resent }, WorkerAcks { acked: w1, resent: AckSet::default() }],
+        );
+        // Worker 0: 0..8 once, 8 twice, 7 twice (resent), 3 once (resent), 9 never.
+        // Worker 1: 0 three times, 2 once, 4 never.
         for c in 0..9 {
             v.observe(id(&data(7, 0, c)));
         }
         v.observe(id(&data(7, 0, 8)));
+        v.observe(id(&data(7, 0, 7)));
         for _ in 0..3 {
             v.observe(id(&data(7, 1, 0)));
         }
@@ -178,10 +200,11 @@ mod tests {
             r,
             VerifyReport {
                 acked: 13,
-                read: 19,
-                exactly_once: 9,
+                read: 20,
+                exactly_once: 8,
                 missing: 2,
                 duplicated: 2,
+                resent_duplicated: 1,
                 unacked_extra: 3,
                 foreign: 2,
             }
@@ -193,10 +216,22 @@ mod tests {
     fn a_clean_read_back_is_ok() {
         let mut a = AckSet::default();
         (0..100).for_each(|c| a.insert(c));
-        let mut v = Verifier::new(1, vec![a]);
+        let mut v = Verifier::new(1, vec![WorkerAcks { acked: a, resent: AckSet::default() }]);
         (0..100).for_each(|c| v.observe(id(&data(1, 0, c))));
         let r = v.finish();
         assert!(r.ok());
         assert_eq!((r.acked, r.read, r.exactly_once), (100, 100, 100));
+    }
+
+    #[test]
+    fn a_second_copy_of_a_resent_record_is_the_producers_retry_not_a_failure() {
+        let (mut acked, mut resent) = (AckSet::default(), AckSet::default());
+        (0..4).for_each(|c| acked.insert(c));
+        resent.insert(2);
+        let mut v = Verifier::new(3, vec![WorkerAcks { acked, resent }]);
+        [0, 1, 2, 2, 3].into_iter().for_each(|c| v.observe(id(&data(3, 0, c))));
+        let r = v.finish();
+        assert!(r.ok(), "{r:?}");
+        assert_eq!((r.exactly_once, r.resent_duplicated, r.duplicated), (3, 1, 0));
     }
 }

@@ -4,7 +4,7 @@ use crate::answers::{PutRecordAnswer, PutRecordsAnswer};
 use crate::cli::PARTITION_KEY_LEN;
 use crate::client::{self, CallError, Connection, Endpoint};
 use crate::stats::{PutStats, micros};
-use crate::verify::AckSet;
+use crate::verify::WorkerAcks;
 use bytes::Bytes;
 use rand::distr::Alphanumeric;
 use rand::rngs::SmallRng;
@@ -90,7 +90,7 @@ pub struct PutConfig {
 pub struct PutOutcome {
     pub stats: PutStats,
     /// Indexed by worker id.
-    pub acked: Vec<AckSet>,
+    pub acks: Vec<WorkerAcks>,
     pub seconds: f64,
 }
 
@@ -117,12 +117,12 @@ pub async fn put_phase(endpoint: &Endpoint, cfg: PutConfig) -> Result<PutOutcome
         workers.spawn(worker_task.run());
     }
     let mut stats = PutStats::default();
-    let mut acked = vec![AckSet::default(); cfg.connections as usize];
+    let mut acks = vec![WorkerAcks::default(); cfg.connections as usize];
     while let Some(joined) = workers.join_next().await {
         match joined.map_err(|e| format!("worker task failed: {e}"))? {
-            Ok((worker, worker_stats, worker_acked)) => {
+            Ok((worker, worker_stats, worker_acks)) => {
                 stats.merge(worker_stats);
-                acked[worker as usize] = worker_acked;
+                acks[worker as usize] = worker_acks;
             }
             Err(e) => {
                 workers.abort_all();
@@ -130,7 +130,7 @@ pub async fn put_phase(endpoint: &Endpoint, cfg: PutConfig) -> Result<PutOutcome
             }
         }
     }
-    Ok(PutOutcome { stats, acked, seconds: start.elapsed().as_secs_f64() })
+    Ok(PutOutcome { stats, acks, seconds: start.elapsed().as_secs_f64() })
 }
 
 struct Worker {
@@ -142,10 +142,10 @@ struct Worker {
     deadline: Instant,
     generator: RecordGen,
     stats: PutStats,
-    acked: AckSet,
+    acks: WorkerAcks,
 }
 
-type WorkerResult = Result<(u16, PutStats, AckSet), String>;
+type WorkerResult = Result<(u16, PutStats, WorkerAcks), String>;
 
 impl Worker {
     fn new(id: u16, conn: Connection, cfg: Arc<PutConfig>, claimed: Arc<AtomicU64>, start: Instant) -> Worker {
@@ -160,7 +160,7 @@ impl Worker {
             deadline,
             generator,
             stats: PutStats::default(),
-            acked: AckSet::default(),
+            acks: WorkerAcks::default(),
         }
     }
 
@@ -195,7 +195,7 @@ impl Worker {
                 self.stats.scheduled_latencies_us.push(micros(due.elapsed()));
             }
         }
-        Ok((self.id, self.stats, self.acked))
+        Ok((self.id, self.stats, self.acks))
     }
 
     /// Claim up to a batch from the shared record budget.
@@ -248,7 +248,12 @@ impl Worker {
                     self.ack(counter);
                     return Ok(());
                 }
-                Err(e) => self.absorb(Operation::PutRecord, attempt, e).await?,
+                Err(e) => {
+                    if e.may_have_applied() {
+                        self.acks.resent.insert(counter);
+                    }
+                    self.absorb(Operation::PutRecord, attempt, e).await?
+                }
             }
         }
         unreachable!("absorb gives up on the last attempt")
@@ -276,6 +281,9 @@ impl Worker {
             let answer = match self.send(Operation::PutRecords, body).await {
                 Ok(answer) => answer,
                 Err(e) => {
+                    if e.may_have_applied() {
+                        counters.iter().for_each(|&c| self.acks.resent.insert(c));
+                    }
                     self.absorb(Operation::PutRecords, request_attempt, e).await?;
                     request_attempt += 1;
                     continue;
@@ -324,7 +332,7 @@ impl Worker {
     }
 
     fn ack(&mut self, counter: u32) {
-        self.acked.insert(counter);
+        self.acks.acked.insert(counter);
         self.stats.acked_records += 1;
         self.stats.acked_bytes += self.cfg.record_size as u64;
     }

@@ -224,6 +224,7 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     if !stats.is_empty() {
         next.members = stats.len() as i32;
         next.shards_per_broker = shards_per_broker(&stats, &ds.name_any());
+        next.handoffs = handoffs(&stats, &ds.name_any());
     }
     if next != before {
         let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
@@ -298,9 +299,11 @@ fn merged(stats: &[(String, BrokerStats)]) -> BrokerStats {
     let mut streams: BTreeMap<String, StreamStats> = BTreeMap::new();
     for (_, broker) in stats {
         for stream in &broker.streams {
-            let merged = streams
-                .entry(stream.name.clone())
-                .or_insert_with(|| StreamStats { shards: Vec::new(), ..stream.clone() });
+            let merged = streams.entry(stream.name.clone()).or_insert_with(|| StreamStats {
+                shards: Vec::new(),
+                taking: Vec::new(),
+                ..stream.clone()
+            });
             for shard in &stream.shards {
                 match merged.shards.iter_mut().find(|s| s.shard_id == shard.shard_id) {
                     Some(known) if known.incoming_records >= shard.incoming_records => {}
@@ -322,6 +325,16 @@ fn shards_per_broker(stats: &[(String, BrokerStats)], stream: &str) -> BTreeMap<
             (pod.clone(), open.count() as i32)
         })
         .collect()
+}
+
+/// Shards of `stream` some broker is taking over (assigned to it, not served yet).
+fn handoffs(stats: &[(String, BrokerStats)], stream: &str) -> i32 {
+    let taking: std::collections::BTreeSet<&str> = stats
+        .iter()
+        .flat_map(|(_, broker)| broker.streams.iter().filter(|s| s.name == stream))
+        .flat_map(|s| s.taking.iter().map(String::as_str))
+        .collect();
+    taking.len() as i32
 }
 
 /// OnDemand mode, the autoscaler's decision (not Hold) with what it was based on.
@@ -484,6 +497,27 @@ mod tests {
         let note = super::on_demand_shards_note(&ds, 4).unwrap();
         assert!(note.contains("spec.shards 8") && note.contains("keeps 4 open") && note.contains("(2..16)"), "{note}");
         assert_eq!(super::on_demand_shards_note(&ds, 8), None);
+    }
+
+    #[test]
+    fn a_shard_two_brokers_report_taking_is_one_handoff() {
+        use streamfabric_api::stats::{BrokerStats, StreamStats};
+        let broker = |stream: &str, taking: &[&str]| BrokerStats {
+            broker: None,
+            streams: vec![StreamStats {
+                name: stream.into(),
+                status: "ACTIVE".into(),
+                shards: Vec::new(),
+                taking: taking.iter().map(|s| s.to_string()).collect(),
+            }],
+        };
+        let stats = vec![
+            ("b-0".to_string(), broker("orders", &["shardId-000000000001", "shardId-000000000002"])),
+            ("b-1".to_string(), broker("orders", &["shardId-000000000002"])),
+            ("b-2".to_string(), broker("other", &["shardId-000000000003"])),
+        ];
+        assert_eq!(super::handoffs(&stats, "orders"), 2);
+        assert_eq!(super::handoffs(&stats, "quiet"), 0);
     }
 
     #[test]

@@ -178,6 +178,24 @@ pub fn plan(
     Assignment { generation: current.generation, coordinator_generation: current.coordinator_generation, shards: next }
 }
 
+/// [`plan`] for open and closed shards apart, each class balanced over the brokers on its
+/// own: the open shards carry every write, so a broker holding only closed ones (after a
+/// reshard, say) would leave the others all the work however even the total count looked.
+pub fn plan_open_and_closed(
+    current: &Assignment,
+    shards: &[ShardKey],
+    closed: &BTreeSet<ShardKey>,
+    live: &[BrokerId],
+    waiting: &[BrokerId],
+    weights: Option<&ShardWeights>,
+) -> Assignment {
+    let (closed_keys, open_keys): (Vec<ShardKey>, Vec<ShardKey>) =
+        shards.iter().cloned().partition(|k| closed.contains(k));
+    let mut next = plan(current, &open_keys, live, waiting, weights);
+    next.shards.extend(plan(current, &closed_keys, live, waiting, None).shards);
+    next
+}
+
 /// Heaviest first, then by key: heavy shards are placed while the choice is widest.
 fn sort_to_place(keys: &mut [&ShardKey], weight: &impl Fn(&ShardKey) -> u64) {
     keys.sort_by(|a, b| weight(b).cmp(&weight(a)).then(a.cmp(b)));

@@ -24,6 +24,7 @@ pub mod observe;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-pub use assignment::{Assignment, AssignmentStore, ShardWeights, plan};
+pub use assignment::{Assignment, AssignmentStore, ShardWeights, plan, plan_open_and_closed};
 pub use coordinator::{CoordinatorLease, Election};
 pub use membership::{Liveness, MemberRecord, MemberStatus, MemberView, Membership};
 
@@ -126,9 +127,14 @@ impl ClusterSettings {
     }
 }
 
-/// What the coordinator assigns: the open shards of all streams (and, optionally, their load).
+/// What the coordinator assigns: every shard of all streams, closed ones too (their owner
+/// serves their reads), and optionally their load.
 pub trait ShardSource: Send + Sync + 'static {
-    fn open_shards(&self) -> Vec<ShardKey>;
+    fn shards(&self) -> Vec<ShardKey>;
+    /// Those of `shards()` that are closed: they are balanced apart from the open ones.
+    fn closed_shards(&self) -> BTreeSet<ShardKey> {
+        BTreeSet::new()
+    }
     fn shard_weights(&self) -> Option<ShardWeights> {
         None
     }
@@ -140,7 +146,7 @@ pub trait ShardSource: Send + Sync + 'static {
 }
 
 impl<F: Fn() -> Vec<ShardKey> + Send + Sync + 'static> ShardSource for F {
-    fn open_shards(&self) -> Vec<ShardKey> {
+    fn shards(&self) -> Vec<ShardKey> {
         self()
     }
 }
@@ -411,7 +417,7 @@ impl Shared {
         }
     }
 
-    /// As coordinator of `generation`: plan from live members and open shards; write when
+    /// As coordinator of `generation`: plan from live members and the shards; write when
     /// the plan (or the writer's generation) changed.
     async fn coordinate(&self, generation: u64) -> Result<()> {
         let (live, waiting) = {
@@ -425,7 +431,8 @@ impl Shared {
             // Not even this broker is seen renewing yet: nothing to place shards on.
             return Ok(());
         }
-        let open = self.shards.open_shards();
+        let shards = self.shards.shards();
+        let closed = self.shards.closed_shards();
         let weights = self.shards.shard_weights();
         let pinned = self.shards.pinned_to_coordinator();
         let written = self
@@ -434,11 +441,12 @@ impl Shared {
                 generation,
                 || self.election.generation_held() == Some(generation),
                 |current| {
-                    let mut shards = plan(current, &open, &live, &waiting, weights.as_ref()).shards;
-                    for key in pinned.iter().filter(|k| open.contains(k)) {
-                        shards.insert(key.clone(), self.broker_id.clone());
+                    let mut next =
+                        plan_open_and_closed(current, &shards, &closed, &live, &waiting, weights.as_ref()).shards;
+                    for key in pinned.iter().filter(|k| shards.contains(k)) {
+                        next.insert(key.clone(), self.broker_id.clone());
                     }
-                    shards
+                    next
                 },
             )
             .await;

@@ -50,13 +50,30 @@ impl ShardSource for CatalogShards {
         self.1.lock().unwrap().iter().cloned().collect()
     }
 
-    fn open_shards(&self) -> Vec<ShardKey> {
+    fn shards(&self) -> Vec<ShardKey> {
         let Some(catalog) = self.0.upgrade() else { return Vec::new() };
         catalog
             .all()
             .into_iter()
             .flat_map(|stream| {
                 stream.shards().into_iter().map(move |shard| ShardKey::new(stream.name.clone(), shard.id.clone()))
+            })
+            .collect()
+    }
+
+    fn closed_shards(&self) -> BTreeSet<ShardKey> {
+        let Some(catalog) = self.0.upgrade() else { return BTreeSet::new() };
+        catalog
+            .all()
+            .into_iter()
+            .flat_map(|stream| {
+                let meta = stream.meta();
+                meta.shards
+                    .iter()
+                    .filter(|m| m.closed.is_some())
+                    .filter_map(|m| stream.shard(m.index))
+                    .map(|shard| ShardKey::new(stream.name.clone(), shard.id.clone()))
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -125,9 +142,16 @@ impl Fabric {
         if self.leaving.load(Ordering::Acquire) {
             return Err("leaving the cluster".into());
         }
+        let waiting: Vec<String> = self.taking(broker).iter().map(ShardKey::to_string).collect();
+        if waiting.is_empty() { Ok(()) } else { Err(format!("taking shards: {}", waiting.join(", "))) }
+    }
+
+    /// Shards the assignment gives this broker that it does not serve yet: handoffs (or
+    /// takeovers) under way towards it.
+    pub fn taking(&self, broker: &Broker) -> Vec<ShardKey> {
         let me = self.cluster.broker_id();
         let assignment = self.cluster.assignments().borrow().clone();
-        let waiting: Vec<String> = broker
+        broker
             .catalog
             .all()
             .iter()
@@ -136,11 +160,10 @@ impl Fabric {
                 stream.shards().into_iter().filter_map(move |shard| {
                     let key = ShardKey::new(stream.name.clone(), shard.id.clone());
                     let mine = assignment.owner(&key).is_some_and(|owner| owner == me);
-                    (mine && !shard.is_serving()).then(|| key.to_string())
+                    (mine && !shard.is_serving()).then_some(key)
                 })
             })
-            .collect();
-        if waiting.is_empty() { Ok(()) } else { Err(format!("taking shards: {}", waiting.join(", "))) }
+            .collect()
     }
 
     /// The `/cluster` admin view: the control plane's, and the shards this broker serves.

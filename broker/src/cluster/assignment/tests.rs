@@ -236,3 +236,30 @@ proptest! {
         prop_assert_eq!(&shuffled, &next);
     }
 }
+
+#[test]
+fn open_shards_spread_over_every_broker_whatever_the_closed_ones() {
+    // After a reshard 6 -> 8 on four brokers, with the parents (0..6) and the
+    // intermediate shards of uniform scaling (6..17) closed: each broker gets two of the
+    // eight open ones, not a share of 25 that leaves one broker none.
+    let all = keys(25);
+    let closed: BTreeSet<ShardKey> = all[..17].iter().cloned().collect();
+    let current = plan(&Assignment::default(), &all[..17], &ids(&["a", "b", "c"]), &[], None);
+    let next = plan_open_and_closed(&current, &all, &closed, &ids(&["a", "b", "c", "d"]), &[], None);
+    let open_counts = |a: &Assignment| {
+        let mut n: BTreeMap<String, usize> = BTreeMap::new();
+        for (k, b) in &a.shards {
+            if !closed.contains(k) {
+                *n.entry(b.clone()).or_default() += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(
+        open_counts(&next),
+        BTreeMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 2), ("d".into(), 2)])
+    );
+    let total: Vec<usize> = counts(&next).into_values().collect();
+    assert!(total.iter().max().unwrap() - total.iter().min().unwrap() <= 2, "{total:?}");
+    assert_eq!(next.shards.len(), 25, "closed shards keep an owner for their reads");
+}

@@ -149,7 +149,7 @@ down() {
     rm -rf "/var/lib/cni/networks/$cni_net" /var/lib/cni/results/"$cni_net"-* /var/lib/cni/results/cni-loopback-*
     rmdir /var/lib/cni/results /var/lib/cni/networks /var/lib/cni 2>/dev/null || true
     for d in /var/lib/kubelet /run/containerd; do
-        if [[ -d $d ]] && ! findmnt -rn -o TARGET | grep -q "^$d"; then rm -rf "$d"; fi
+        if [[ -d $d ]] && ! findmnt -rn -o TARGET | grep "^$d" >/dev/null; then rm -rf "$d"; fi
     done
     rm -rf "$dir"
 }
@@ -394,7 +394,7 @@ up() {
     in_ns sysctl -qw net.ipv4.ip_forward=1
     in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
         { modprobe br_netfilter 2>/dev/null || true; in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1; }
-    if in_ns ip route show default | grep -q .; then fail "the namespace has a default route"; fi
+    if [[ -n "$(in_ns ip route show default)" ]]; then fail "the namespace has a default route"; fi
 
     make_pki
     write_configs

@@ -15,6 +15,8 @@
             to 20 s it shrinks again once the load stopped.
   paused    spec.paused: PutRecord refused with ResourceInUseException, GetRecords goes on,
             Paused Event; unpaused: writes accepted, Resumed Event.
+  invalid   DataStreams breaking each CEL rule (and a range) are refused by the API server
+            with the rule's message; none is created.
   minio     e2e/kube/minio.yaml: MinIO erasure coded over 4 drives, and the bucket that
             examples/datastream-object-store.yaml names.
   fabric    `kubectl apply -f examples/datastream-object-store.yaml` (unchanged): Ready with
@@ -290,6 +292,39 @@ class Scenario:
             raise Failed(f"boto3 read-back: {len(missing)} missing (e.g. {missing[:3]}), "
                          f"{len(twice)} duplicated, {len(wrong)} at another position (e.g. {list(wrong.items())[:2]})")
         return len(shards)
+
+    def step_invalid(self):
+        """Invalid DataStreams are refused by the API server, each with the message of the rule
+        it breaks, and nothing is created."""
+        base = {"shards": 4, "deletionPolicy": "Retain"}
+        cases = [
+            ("durability Object without an object store", {"durability": "Object"},
+             "durability Object needs spec.objectStore"),
+            ("OnDemand without scaling", {"mode": "OnDemand"},
+             "mode OnDemand needs spec.scaling"),
+            ("shards outside the scaling bounds",
+             {"mode": "OnDemand", "scaling": {"minShards": 8, "maxShards": 16}},
+             "spec.shards must lie within spec.scaling's minShards..maxShards"),
+            ("minShards above maxShards", {"mode": "OnDemand", "shards": 4, "scaling": {"minShards": 5, "maxShards": 3}},
+             "scaling.minShards must not exceed scaling.maxShards"),
+            ("replicas and shardsPerBroker", {"brokers": {"replicas": 2, "shardsPerBroker": 2}},
+             "set brokers.replicas or brokers.shardsPerBroker, not both"),
+            ("minReplicas above maxReplicas", {"brokers": {"minReplicas": 3, "maxReplicas": 2}},
+             "brokers.minReplicas must not exceed brokers.maxReplicas"),
+            ("retention below 24 hours", {"retentionHours": 1}, "spec.retentionHours"),
+            ("no shards", {"shards": 0}, "spec.shards"),
+        ]
+        for i, (what, spec, message) in enumerate(cases):
+            name = f"e2e-invalid-{i}"
+            doc = {"apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
+                   "metadata": {"name": name, "namespace": self.ns}, "spec": {**base, **spec}}
+            p = self.run("kubectl", "apply", "-f", "-", check=False, stdin=json.dumps(doc))
+            if p.returncode == 0 or message not in p.stderr:
+                raise Failed(f"{what}: `kubectl apply` exited {p.returncode}, expected a refusal naming "
+                             f"{message!r}: {p.stdout}{p.stderr}")
+            if self.run("kubectl", "get", "datastream", name, "-n", self.ns, check=False).returncode == 0:
+                raise Failed(f"{what}: refused, yet DataStream {name} exists")
+            log(f"refused ({what}): {p.stderr.strip().splitlines()[-1][:200]}")
 
     def datastream_events(self, name):
         return self.kjson("get", "events", "-n", self.ns, "--field-selector",
@@ -686,6 +721,7 @@ class Scenario:
         steps = [("helm", self.step_helm), ("example", self.step_example),
                  ("boto3", self.step_boto3), ("loadgen", self.step_loadgen),
                  ("ondemand", self.step_ondemand), ("paused", self.step_paused),
+                 ("invalid", self.step_invalid),
                  ("minio", self.step_minio), ("fabric", self.step_fabric),
                  ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),
                  ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe)]

@@ -62,7 +62,6 @@ pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(3600);
 /// Changes to the bucket's stream descriptions, applied in order by one task.
 enum MetaJob {
     Mirror(Box<StreamMeta>),
-    Forget(String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -201,12 +200,19 @@ impl Archive {
         let _ = mirrors.await;
     }
 
-    /// A deleted stream must not come back in a restore.
+    /// What this broker knows of a stream it no longer serves. The bucket is not touched: in
+    /// a cluster a stream of the same name may already be there again (see `purge`).
     pub fn forget(&self, name: &str) {
         self.ownership.forget(name);
         self.set_compression(name, None);
         self.uploaded.lock().unwrap().retain(|(stream, _), _| stream != name);
-        let _ = self.meta_jobs.send(MetaJob::Forget(name.to_string()));
+    }
+
+    /// A deleted stream's objects leave the bucket, its description last (after the DELETING
+    /// status queued before it), so that it never comes back in a restore.
+    pub async fn purge(&self, name: &str) -> Result<usize, TierError> {
+        self.flush_meta().await;
+        self.tier.delete_stream_objects(name).await
     }
 
     /// Wait until every queued upload and description change is in the bucket (tests, shutdown).
@@ -359,7 +365,6 @@ async fn apply_meta(tier: &TierStore, job: &MetaJob) -> Result<(), TierError> {
                 })
                 .await?;
         }
-        MetaJob::Forget(name) => tier.stream_meta(name)?.delete().await?,
         MetaJob::Flush(_) => {}
     }
     Ok(())

@@ -36,6 +36,8 @@ pub struct Broker {
     pub tiers: Arc<Tiers>,
     /// With `--advertise`: this broker's part in the cluster of its object-store prefix.
     pub fabric: Option<crate::fabric::Fabric>,
+    /// DeleteStream's second half: the stream's objects, then the stream itself.
+    pub deletions: Arc<crate::deletion::Deletions>,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
     read_slots: tokio::sync::Semaphore,
@@ -222,6 +224,7 @@ impl Broker {
             fabric,
             tiers,
             config,
+            deletions: crate::deletion::Deletions::new(catalog.clone(), archive.clone()),
             catalog,
             signer,
             metrics,
@@ -238,7 +241,8 @@ impl Broker {
         }
         for stream in broker.catalog.all() {
             match stream.status() {
-                StreamStatus::Deleting => broker.catalog.remove(&stream.name)?,
+                // Deleted before the restart: finished now, before its shards are claimed.
+                StreamStatus::Deleting => broker.deletions.delete(&stream.name, stream.incarnation).await,
                 // A reshard accepted before the restart: apply it now (nothing is appending yet).
                 StreamStatus::Updating if !stream.meta().pending_reshard.is_empty() => {
                     if let Err(e) = broker.catalog.apply_pending_reshard(&stream, Timestamp::now().millis()) {
@@ -264,6 +268,7 @@ impl Broker {
             .catalog
             .all()
             .into_iter()
+            .filter(|stream| stream.status() != StreamStatus::Deleting)
             .flat_map(|stream| stream.shards().into_iter().map(move |shard| (stream.name.clone(), shard)))
             .collect();
         let archive = &archive;
@@ -318,6 +323,9 @@ impl Broker {
             true
         });
         self.every(self.config.retention_check, false, |broker| async move {
+            if broker.writes_catalog() {
+                broker.deletions.finish_all();
+            }
             let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
             true
         });

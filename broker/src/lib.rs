@@ -5,6 +5,7 @@ pub mod broker;
 pub mod catalog;
 pub mod cluster;
 pub mod config;
+pub mod deletion;
 pub mod fabric;
 pub mod http;
 pub mod leases;
@@ -78,6 +79,11 @@ impl Running {
         let uploaded = tokio::time::timeout(grace, self.broker.archive.flush()).await.is_ok();
         if !uploaded {
             tracing::warn!("shutting down with segment uploads still queued; they resume at the next start");
+        }
+        // Write-ahead objects those uploads (or a deleted stream) made redundant: none is left
+        // behind by a broker that does not come back.
+        if uploaded && let Ok(Err(e)) = tokio::time::timeout(grace, self.broker.clean_write_ahead()).await {
+            tracing::warn!("cleaning write-ahead objects at shutdown: {e}");
         }
         answered && left && uploaded
     }

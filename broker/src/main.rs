@@ -41,7 +41,7 @@ async fn main() -> std::process::ExitCode {
             );
             shutdown_signal().await;
             tracing::info!("stopping: no new connections; finishing the requests in flight");
-            // Within the pods' 30 s termination grace period.
+            // Three stages of at most 12 s each: within the broker pods' 60 s grace period.
             running.shutdown(std::time::Duration::from_secs(12)).await;
             tracing::info!("shut down");
             std::process::ExitCode::SUCCESS

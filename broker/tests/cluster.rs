@@ -468,6 +468,30 @@ async fn local_durability_handoffs_on_join_reshard_and_clean_shutdown_lose_nothi
     let outcome = std::mem::take(&mut *outcome.lock().unwrap());
     let read = read_shards(&[nodes[1].api, nodes[2].api], all).await;
     check_every_acknowledged_record(&outcome, &read);
+
+    // Deleted through either broker: gone at both, and from the bucket.
+    let (status, answer) = post(nodes[2].api, "DeleteStream", &json!({"StreamName": STREAM})).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    for node in &nodes[1..] {
+        wait_for("the stream gone at every broker", Duration::from_secs(20), || async {
+            let summary = post(node.api, "DescribeStreamSummary", &json!({"StreamName": STREAM})).await;
+            summary.is_some_and(|(s, v)| s == 400 && v["__type"] == "ResourceNotFoundException")
+        })
+        .await;
+    }
+    let left = root.path().join("objects").join("streams").join(STREAM);
+    let files = walkdir(&left);
+    assert!(files.is_empty(), "the deleted stream's objects are gone from the bucket: {files:?}");
+}
+
+/// Every file under `dir` (none if it does not exist).
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for path in entries.map(|e| e.unwrap().path()) {
+        if path.is_dir() { out.extend(walkdir(&path)) } else { out.push(path) }
+    }
+    out
 }
 
 /// Wait until `nodes` are live members with a coordinator; create the stream through the

@@ -144,6 +144,97 @@ async fn a_lost_data_directory_comes_back_from_the_object_store() {
     assert_eq!(status, 400, "deleted streams stay deleted");
 }
 
+/// Every file of one stream in the bucket at `objects`.
+fn stream_objects(objects: &std::path::Path, stream: &str) -> Vec<std::path::PathBuf> {
+    let dir = objects.join("streams").join(stream);
+    if dir.exists() { walk(&dir) } else { Vec::new() }
+}
+
+async fn put_batches(b: &common::TestBroker, stream: &str, batches: usize) {
+    for batch in 0..batches {
+        let records: Vec<_> = (0..500)
+            .map(|i| json!({"PartitionKey": format!("k{batch}-{i}"), "Data": b64(format!("record {batch}-{i}").as_bytes())}))
+            .collect();
+        let (status, v) = b.json("PutRecords", json!({"StreamName": stream, "Records": records})).await;
+        assert_eq!((status, v["FailedRecordCount"].as_i64()), (200, Some(0)), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_stream_leaves_nothing_in_the_bucket_and_its_name_starts_afresh() {
+    let objects = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let b = common::start_with(|c| {
+        c.object_store = Some(url.clone());
+        c.segment_bytes = 16 * 1024;
+        c.status_delay = std::time::Duration::from_millis(300);
+    })
+    .await;
+    for name in ["gone", "other"] {
+        b.create_stream(name, 2).await;
+        put_batches(&b, name, 4).await;
+    }
+    b.running.broker.archive.flush().await;
+    let before = stream_objects(objects.path(), "gone").len();
+    assert!(before >= 4, "segments, manifests and the description are in the bucket: {before}");
+    let other = stream_objects(objects.path(), "other");
+
+    b.json("DeleteStream", json!({"StreamName": "gone"})).await;
+    let (_, summary) = b.json("DescribeStreamSummary", json!({"StreamName": "gone"})).await;
+    assert_eq!(summary["StreamDescriptionSummary"]["StreamStatus"], "DELETING");
+    b.expect_error("CreateStream", json!({"StreamName": "gone", "ShardCount": 1}), 400, "ResourceInUseException").await;
+    for _ in 0..200 {
+        if b.running.broker.catalog.get("gone").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.expect_error("DescribeStreamSummary", json!({"StreamName": "gone"}), 400, "ResourceNotFoundException").await;
+    assert_eq!(
+        stream_objects(objects.path(), "gone"),
+        Vec::<std::path::PathBuf>::new(),
+        "{before} objects were deleted"
+    );
+    assert_eq!(stream_objects(objects.path(), "other"), other, "another stream's objects are untouched");
+
+    // The name starts afresh: nothing of the deleted stream reads back.
+    b.create_stream("gone", 2).await;
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        assert_eq!(read_all(&b, "gone", shard).await, vec![], "{shard} of the new stream is empty");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_by_a_restart_is_finished_at_the_next_start() {
+    let objects = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", objects.path().display());
+    let on_disk = |status_delay| {
+        let (url, data) = (url.clone(), data.path().to_path_buf());
+        move |c: &mut streamfabric_broker::BrokerConfig| {
+            c.data_dir = data;
+            c.object_store = Some(url);
+            c.segment_bytes = 16 * 1024;
+            c.status_delay = status_delay;
+        }
+    };
+    let first = common::start_with(on_disk(std::time::Duration::from_millis(20))).await;
+    first.create_stream("gone", 2).await;
+    put_batches(&first, "gone", 4).await;
+    assert!(first.running.shutdown(std::time::Duration::from_secs(5)).await);
+    // A delay no test waits for: this broker stops while the stream is DELETING.
+    let deleting = common::start_with(on_disk(std::time::Duration::from_secs(3600))).await;
+    deleting.json("DeleteStream", json!({"StreamName": "gone"})).await;
+    deleting.running.broker.archive.flush().await;
+    assert!(!stream_objects(objects.path(), "gone").is_empty());
+    assert!(deleting.running.shutdown(std::time::Duration::from_secs(5)).await);
+
+    let second = common::start_with(on_disk(std::time::Duration::from_millis(20))).await;
+    second.expect_error("DescribeStreamSummary", json!({"StreamName": "gone"}), 400, "ResourceNotFoundException").await;
+    assert_eq!(stream_objects(objects.path(), "gone"), Vec::<std::path::PathBuf>::new());
+    assert!(!data.path().join("streams").join("gone").exists(), "its files are gone too");
+}
+
 /// Every file under `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

@@ -17,6 +17,9 @@
             Paused Event; unpaused: writes accepted, Resumed Event.
   invalid   DataStreams breaking each CEL rule (and a range) are refused by the API server
             with the rule's message; none is created.
+  degraded  the example's only broker pod deleted: Degraded True, then Ready again.
+  pending   a DataStream whose volume claim cannot bind: Ready names the claim
+            (VolumePending), with an Event.
   minio     e2e/kube/minio.yaml: MinIO erasure coded over 4 drives, and the bucket that
             examples/datastream-object-store.yaml names.
   fabric    `kubectl apply -f examples/datastream-object-store.yaml` (unchanged): Ready with
@@ -30,11 +33,18 @@
   scale     `kubectl scale datastream` adds shards; the brokers follow (shardsPerBroker);
             loadgen --verify again.
   drive-wipe  one of MinIO's four drives wiped from the node under load: loadgen --verify.
+  delete    `kubectl delete datastream`: with deletionPolicy Retain (the object-store example)
+            the brokers go, their volumes and the stream's objects in the bucket stay; with
+            Delete (a DataStream made here) the brokers, volumes, the stream's objects and its
+            write-ahead objects go; neither finalizer hangs.
+  uninstall  with no DataStream left, `helm uninstall` leaves nothing of the release but the
+            CRD (no Deployment, Service, ServiceAccount, RBAC, Lease); the CRD then deletes.
 
 Run it inside the cluster network with KUBECONFIG set and kubectl and helm on PATH
 (scripts/e2e-kube does: e2e/kube/in-cluster-net python scenario.py ...); boto3 must be
-importable. It needs only a cluster, so a kind cluster can run the same program (from a
-machine where the Service names resolve). Each step is an assertion that can fail; every
+importable. It needs only a cluster: e2e/kind/run.sh runs the same program in a pod of a
+kind cluster (host PID namespace and the node's kubelet directory mounted, for the steps
+that kill a broker process and wipe a MinIO drive from the node). Each step is an assertion that can fail; every
 wait has a deadline and fails loudly; on a failure the operator's and the brokers' logs
 and `kubectl describe` of the DataStream and the pods are printed. Exit status 0 = pass.
 
@@ -326,6 +336,54 @@ class Scenario:
                 raise Failed(f"{what}: refused, yet DataStream {name} exists")
             log(f"refused ({what}): {p.stderr.strip().splitlines()[-1][:200]}")
 
+    def conditions_of(self, name):
+        ds = self.kjson("get", "datastream", name, "-n", self.ns)
+        return {c["type"]: c for c in ds.get("status", {}).get("conditions", [])}
+
+    def step_degraded(self):
+        """The example's only broker pod deleted: Degraded turns True (it was serving), then
+        with the pod back Ready is True and Degraded False again."""
+        a = self.a
+        pod = f"{self.stream}-broker-0"
+        t0 = time.monotonic()
+        self.kubectl("delete", "pod", pod, "-n", self.ns, "--wait=false")
+        def degraded():
+            c = self.conditions_of(self.stream)
+            if c.get("Degraded", {}).get("status") != "True":
+                raise Failed(f"Degraded {c.get('Degraded')}")
+            return c["Degraded"]
+        d = self.wait("Degraded True with the only broker down", degraded, a.timeout, interval=0.5)
+        log(f"Degraded {d['reason']} ({d['message']}) {time.monotonic() - t0:.1f}s after the pod deletion")
+        def recovered():
+            c = self.conditions_of(self.stream)
+            if c.get("Ready", {}).get("status") != "True" or c.get("Degraded", {}).get("status") != "False":
+                raise Failed(f"Ready {c.get('Ready', {}).get('status')}, Degraded {c.get('Degraded', {}).get('status')}")
+            return True
+        self.wait("Ready again, not Degraded", recovered, a.timeout, interval=1)
+        log(f"Ready again {time.monotonic() - t0:.1f}s after the pod deletion")
+
+    def step_pending(self):
+        """A DataStream whose volume claim cannot bind (no such StorageClass): Ready names the
+        claim (reason VolumePending) and a VolumePending Event says so."""
+        a = self.a
+        name = "e2e-pending"
+        doc = {"apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
+               "metadata": {"name": name, "namespace": self.ns},
+               "spec": {"shards": 1, "deletionPolicy": "Retain",
+                        "brokers": {"storage": {"storageClassName": "no-such-class"}}}}
+        self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(doc))
+        def named():
+            ready = self.conditions_of(name).get("Ready", {})
+            if ready.get("reason") != "VolumePending" or f"data-{name}-broker-0" not in ready.get("message", ""):
+                raise Failed(f"Ready {ready}")
+            return ready["message"]
+        message = self.wait("Ready naming the Pending volume claim", named, 90, interval=2)
+        self.wait("a VolumePending Event", lambda: "VolumePending" in self.event_reasons(name), 30)
+        log(f"pending: Ready says {message!r}")
+        self.delete_datastream(name)
+        for claim in self.claims_of(name):
+            self.kubectl("delete", "pvc", claim, "-n", self.ns, "--wait=false")
+
     def datastream_events(self, name):
         return self.kjson("get", "events", "-n", self.ns, "--field-selector",
                           f"involvedObject.kind=DataStream,involvedObject.name={name}")["items"]
@@ -345,8 +403,10 @@ class Scenario:
             return d["status"]["openShards"] if d["status"]["openShards"] > start else None
         seen = {}
         def watch_growth():
+            t0 = time.monotonic()   # the load pod is Running
             seen["open"] = self.wait(f"more than {start} open shards under {rate} records/s", grows,
                                      a.loadgen_seconds, interval=1)
+            seen["after"] = time.monotonic() - t0
         self.run_loadgen("e2e-loadgen-ondemand", self.stream, self.endpoint, rate * a.loadgen_seconds,
                          a.loadgen_seconds, during=watch_growth, rate=rate)
         grown = seen["open"]
@@ -355,7 +415,8 @@ class Scenario:
         decisions = [e for e in self.datastream_events(self.stream) if e.get("reason") == "AutoscaleDecision"]
         if not decisions:
             raise Failed("no AutoscaleDecision Event for the growth")
-        log(f"OnDemand: {start} -> {grown} shards under {rate} records/s ({decisions[-1].get('note') or decisions[-1].get('message')})")
+        log(f"OnDemand: {start} -> {grown} shards under {rate} records/s, {seen['after']:.0f}s after the load "
+            f"started ({decisions[-1].get('note') or decisions[-1].get('message')})")
         self.kubectl("patch", "datastream", self.stream, "-n", self.ns, "--type", "merge",
                      "-p", json.dumps({"spec": {"scaling": {"scaleDownStabilizationSeconds": 20}}}))
         def shrinks():
@@ -411,8 +472,7 @@ class Scenario:
         lost, and MinIO keeps its write quorum."""
         a = self.a
         pod = self.kjson("get", "pods", "-n", self.ns, "-l", "app=minio")["items"][0]
-        node_dir = os.path.dirname(os.environ["KUBECONFIG"])
-        drive = os.path.join(node_dir, "kubelet", "pods", pod["metadata"]["uid"], "volumes",
+        drive = os.path.join(self.a.kubelet_dir, "pods", pod["metadata"]["uid"], "volumes",
                              "kubernetes.io~empty-dir", "d2")
         if not os.path.isdir(drive) or not os.listdir(drive):
             raise Failed(f"MinIO's drive d2 is not at {drive}, or is empty")
@@ -432,6 +492,125 @@ class Scenario:
                          a.loadgen_seconds // 2, during=wipe)
         brokers = self.kjson("get", "statefulset", f"{self.fabric}-broker", "-n", self.ns)["spec"]["replicas"]
         self.wait(f"{brokers} members after the wipe", lambda: self.fabric_status(brokers), a.timeout, interval=1)
+
+    # ---- deletion and uninstall -----------------------------------------------------
+    def stream_keys(self, prefix, stream):
+        """Keys in the bucket under a DataStream's prefix: the stream's own, and write-ahead ones."""
+        keys = self.bucket_keys(prefix)
+        own = [k for k in keys if k.startswith(f"{prefix}/streams/{stream}/")]
+        wal = [k for k in keys if k.startswith(f"{prefix}/wal/")]
+        return own, wal, keys
+
+    def delete_datastream(self, name):
+        """`kubectl delete datastream name`, waited for: the finalizer must not hang."""
+        t0 = time.monotonic()
+        self.run("kubectl", "delete", "datastream", name, "-n", self.ns, "--wait=true",
+                 f"--timeout={self.a.timeout}s", timeout=self.a.timeout + 30)
+        def pods_gone():
+            pods = self.kjson("get", "pods", "-n", self.ns, "-l", f"app.kubernetes.io/instance={name}")["items"]
+            if pods:
+                raise Failed(f"{len(pods)} broker pod(s) left: {[p['metadata']['name'] for p in pods]}")
+            return True
+        self.wait(f"the broker pods of {name} gone", pods_gone, self.a.timeout)
+        log(f"DataStream {name} deleted, its brokers gone, {time.monotonic() - t0:.1f}s after kubectl delete")
+
+    def claims_of(self, name):
+        return [c["metadata"]["name"] for c in self.kjson(
+            "get", "pvc", "-n", self.ns, "-l", f"app.kubernetes.io/instance={name}")["items"]]
+
+    def event_reasons(self, name):
+        return {e.get("reason") for e in self.datastream_events(name)}
+
+    def step_delete(self):
+        a = self.a
+        # Retain (the object-store example): volumes and bucket data stay.
+        claims = self.claims_of(self.fabric)
+        own_before, _, _ = self.stream_keys(self.prefix, self.fabric)
+        if not claims or not own_before:
+            raise Failed(f"before deleting {self.fabric}: {len(claims)} claims, {len(own_before)} stream objects")
+        spec = self.kjson("get", "datastream", self.fabric, "-n", self.ns)["spec"]
+        self.delete_datastream(self.fabric)
+        kept = self.claims_of(self.fabric)
+        own_after, _, _ = self.stream_keys(self.prefix, self.fabric)
+        if sorted(kept) != sorted(claims) or not own_after:
+            raise Failed(f"deletionPolicy Retain: claims {claims} -> {kept}, stream objects "
+                         f"{len(own_before)} -> {len(own_after)}")
+        if "DataRetained" not in self.event_reasons(self.fabric):
+            raise Failed(f"no DataRetained Event for {self.fabric}: {self.event_reasons(self.fabric)}")
+        log(f"Retain: {len(kept)} volume claims and {len(own_after)} objects of stream {self.fabric} kept")
+        for claim in kept:   # frees the node's disk for what follows
+            self.kubectl("delete", "pvc", claim, "-n", self.ns, "--wait=false")
+
+        # Delete: a DataStream of its own on the same MinIO.
+        name = "e2e-delete"
+        store = dict(spec["objectStore"], url=f"s3://{self.bucket}/{name}")
+        doc = {"apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
+               "metadata": {"name": name, "namespace": self.ns},
+               "spec": {"shards": 2, "durability": "Object", "objectStore": store, "deletionPolicy": "Delete",
+                        "brokers": {"replicas": 1, "storage": spec["brokers"].get("storage", {})}}}
+        self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(doc))
+        def ready():
+            ds = self.kjson("get", "datastream", name, "-n", self.ns)
+            conds = {c["type"]: c["status"] for c in ds.get("status", {}).get("conditions", [])}
+            if conds.get("Ready") != "True":
+                raise Failed(f"Ready={conds.get('Ready')}")
+            return ds
+        ds = self.wait(f"DataStream {name} Ready", ready, a.timeout, interval=1)
+        k = self.kinesis(ds["status"]["endpoint"])
+        run = f"e2e-delete-{int(time.time())}"
+        self.read_back(k, name, run, self.put_tagged(k, name, run))
+        def in_bucket():
+            own, wal, _ = self.stream_keys(name, name)
+            if not own or not wal:
+                raise Failed(f"{len(own)} stream objects, {len(wal)} write-ahead objects")
+            return own, wal
+        own, wal = self.wait(f"the objects of {name} in the bucket", in_bucket, 60, interval=1)
+        claims = self.claims_of(name)
+        self.delete_datastream(name)
+        def claims_gone():
+            left = self.claims_of(name)
+            if left:
+                raise Failed(f"volume claims left: {left}")
+            return True
+        self.wait(f"the volume claims of {name} gone", claims_gone, a.timeout, interval=1)
+        def objects_gone():
+            own_left, wal_left, keys = self.stream_keys(name, name)
+            if own_left or wal_left:
+                raise Failed(f"{len(own_left)} stream objects, {len(wal_left)} write-ahead objects left: "
+                             f"{(own_left + wal_left)[:5]}")
+            return keys
+        left = self.wait(f"the objects of {name} gone from the bucket", objects_gone, 30, interval=1)
+        if "DataDeleted" not in self.event_reasons(name):
+            raise Failed(f"no DataDeleted Event for {name}: {self.event_reasons(name)}")
+        log(f"Delete: {len(claims)} volume claim(s), {len(own)} stream and {len(wal)} write-ahead objects "
+            f"deleted; the cluster's own records left under the prefix: {sorted(left)}")
+
+    def step_uninstall(self):
+        a = self.a
+        # DataStreams first (README's order): their finalizers need the operator.
+        for ds in self.kjson("get", "datastreams", "-n", self.ns)["items"]:
+            self.delete_datastream(ds["metadata"]["name"])
+        self.run("helm", "uninstall", a.release, "--namespace", a.operator_namespace, "--wait",
+                 "--timeout", f"{a.timeout}s", timeout=a.timeout + 30)
+        kinds = "deployments,replicasets,pods,services,serviceaccounts,roles,rolebindings,configmaps,secrets,leases"
+        def nothing_left():
+            items = self.kjson("get", kinds, "-n", a.operator_namespace)["items"]
+            # What every namespace has whatever is installed.
+            ours = [f"{i['kind']}/{i['metadata']['name']}" for i in items
+                    if not (i["kind"] == "ServiceAccount" and i["metadata"]["name"] == "default")
+                    and not (i["kind"] == "ConfigMap" and i["metadata"]["name"] == "kube-root-ca.crt")]
+            cluster = self.kjson("get", "clusterroles,clusterrolebindings", "-l",
+                                 f"app.kubernetes.io/instance={a.release}")["items"]
+            ours += [f"{i['kind']}/{i['metadata']['name']}" for i in cluster]
+            if ours:
+                raise Failed(f"left after helm uninstall: {ours}")
+            return True
+        self.wait("nothing of the release left", nothing_left, 60, interval=1)
+        if self.run("kubectl", "get", "crd", "datastreams.streamfabric.io", check=False).returncode != 0:
+            raise Failed("helm uninstall removed the CRD; Helm keeps CRDs, and DataStreams with them")
+        self.run("kubectl", "delete", "crd", "datastreams.streamfabric.io", "--wait=true", "--timeout=60s",
+                 timeout=90)
+        log("helm uninstall left only the CRD; the CRD then deleted without hanging")
 
     # ---- brokers sharing a stream through a bucket ---------------------------------
     def step_minio(self):
@@ -469,10 +648,11 @@ class Scenario:
             raise Failed(f"create_bucket: {e}")
         return True
 
-    def bucket_keys(self):
+    def bucket_keys(self, prefix=None):
+        """Every key under prefix (default: the object-store example's) in the bucket."""
         keys, token = [], None
         while True:
-            kw = {"Bucket": self.bucket, "Prefix": self.prefix + "/"}
+            kw = {"Bucket": self.bucket, "Prefix": (prefix or self.prefix) + "/"}
             if token:
                 kw["ContinuationToken"] = token
             page = self.s3.list_objects_v2(**kw)
@@ -721,10 +901,12 @@ class Scenario:
         steps = [("helm", self.step_helm), ("example", self.step_example),
                  ("boto3", self.step_boto3), ("loadgen", self.step_loadgen),
                  ("ondemand", self.step_ondemand), ("paused", self.step_paused),
-                 ("invalid", self.step_invalid),
+                 ("invalid", self.step_invalid), ("degraded", self.step_degraded),
+                 ("pending", self.step_pending),
                  ("minio", self.step_minio), ("fabric", self.step_fabric),
                  ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),
-                 ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe)]
+                 ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe),
+                 ("delete", self.step_delete), ("uninstall", self.step_uninstall)]
         for name, fn in steps:
             if self.a.only and name not in self.a.only:
                 continue
@@ -763,7 +945,12 @@ def main():
     ap.add_argument("--loadgen-seconds", type=int, default=40)
     ap.add_argument("--loadgen-rate", type=int, default=1000, help="records/s (below the autoscale target)")
     ap.add_argument("--only", action="append", help="run only these steps (repeatable; for debugging)")
-    sys.exit(Scenario(ap.parse_args()).main())
+    ap.add_argument("--kubelet-dir", help="the node's kubelet directory, seen from here (drive-wipe); "
+                    "default: kubelet/ beside $KUBECONFIG, as scripts/e2e-kube lays it out")
+    args = ap.parse_args()
+    if not args.kubelet_dir:
+        args.kubelet_dir = os.path.join(os.path.dirname(os.environ.get("KUBECONFIG", "")), "kubelet")
+    sys.exit(Scenario(args).main())
 
 
 if __name__ == "__main__":

@@ -93,6 +93,10 @@ impl Context {
 
     async fn decision(&self, ds: &DataStream, type_: EventType, reason: &str, note: String) {
         self.metrics.decisions.with_label_values(&[reason]).inc();
+        match type_ {
+            EventType::Normal => tracing::info!(datastream = %ds.name_any(), reason, "{note}"),
+            EventType::Warning => tracing::warn!(datastream = %ds.name_any(), reason, "{note}"),
+        }
         // The recorder folds events with the same type, reason and action into one series
         // that keeps its first note: the action names the decision itself, so that a
         // different decision is an Event of its own and only a repeated one is counted.
@@ -116,6 +120,9 @@ fn on_demand_shards_note(ds: &DataStream, open: i32) -> Option<String> {
         )
     })
 }
+
+/// How often a stream being deleted is looked at until it is gone.
+const STREAM_DELETION_POLL: Duration = Duration::from_secs(2);
 
 /// The API server's limit on an Event's action.
 const MAX_EVENT_ACTION_BYTES: usize = 128;
@@ -147,6 +154,10 @@ pub async fn reconcile(ds: Arc<DataStream>, ctx: Arc<Context>) -> Result<Action>
 }
 
 pub fn error_policy(ds: Arc<DataStream>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Some(retry) = error.deletion_pending() {
+        tracing::info!(datastream = %ds.name_any(), "deletion waits: {error}");
+        return Action::requeue(retry);
+    }
     tracing::warn!(datastream = %ds.name_any(), "reconcile failed: {error}");
     ctx.metrics.failures.with_label_values(&["DataStream", error.metric_label()]).inc();
     Action::requeue(Duration::from_secs(15))
@@ -212,15 +223,12 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         }
         _ => (None, None),
     };
-    let seen = Observed {
-        desired_brokers: manifests::serving_brokers(ds),
-        ready_brokers: sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0),
-        stream,
-        write_rate,
-        resharding_to,
-    };
+    let desired_brokers = manifests::serving_brokers(ds);
+    let ready_brokers = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let pending_claims = if ready_brokers < desired_brokers { pending_claims(ds, &ns, ctx).await? } else { Vec::new() };
+    let seen = Observed { desired_brokers, ready_brokers, stream, write_rate, resharding_to, pending_claims };
     let before = ds.status.clone().unwrap_or_default();
-    let mut next = status::next(ds, seen, Time(k8s_openapi::jiff::Timestamp::now()));
+    let mut next = status::next(ds, seen.clone(), Time(k8s_openapi::jiff::Timestamp::now()));
     if !stats.is_empty() {
         next.members = stats.len() as i32;
         next.shards_per_broker = shards_per_broker(&stats, &ds.name_any());
@@ -259,7 +267,54 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         let (type_, reason) = if is_ready { (EventType::Normal, "Ready") } else { (EventType::Warning, "NotReady") };
         ctx.decision(ds, type_, reason, format!("{}/{} brokers ready", seen.ready_brokers, seen.desired_brokers)).await;
     }
-    Ok(Action::requeue(RESYNC))
+    let ready_reason = |s: &streamfabric_api::crd::DataStreamStatus| {
+        s.conditions.iter().find(|c| c.type_ == crate::conditions::READY).map(|c| c.reason.clone())
+    };
+    if ready_reason(&next).as_deref() == Some(status::VOLUME_PENDING) && ready_reason(&before) != ready_reason(&next) {
+        let note = format!(
+            "broker volume claim {} Pending: the brokers cannot start until it is bound (kubectl describe pvc)",
+            seen.pending_claims.join(", ")
+        );
+        ctx.decision(ds, EventType::Warning, status::VOLUME_PENDING, note).await;
+    }
+    // The stream turns ACTIVE, and a reshard ends, with no Kubernetes event to wake us: look
+    // again soon rather than a resync later.
+    let settled = is_ready && !crate::conditions::is_true(&next.conditions, crate::conditions::SCALING);
+    Ok(Action::requeue(if settled || ds.spec.paused { RESYNC } else { UNSETTLED_RESYNC }))
+}
+
+/// How soon a DataStream not yet Ready, or scaling, is looked at again.
+const UNSETTLED_RESYNC: Duration = Duration::from_secs(3);
+
+/// A Pending claim younger than this is a volume being provisioned, not a problem.
+const CLAIM_PENDING_FOR: Duration = Duration::from_secs(30);
+
+/// The brokers' volume claims Pending for longer than `CLAIM_PENDING_FOR`, each with its
+/// StorageClass (or the lack of one, which needs a default StorageClass in the cluster).
+async fn pending_claims(ds: &DataStream, ns: &str, ctx: &Context) -> Result<Vec<String>> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = manifests::selector_labels(ds).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let old_enough = |pvc: &PersistentVolumeClaim| {
+        pvc.metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0).as_secs() >= CLAIM_PENDING_FOR.as_secs() as i64)
+    };
+    Ok(pvcs
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|pvc| pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending") && old_enough(pvc))
+        .map(|pvc| {
+            let class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone());
+            let why = class.map_or("no storageClassName, and no default StorageClass took it".into(), |c| {
+                format!("StorageClass {c}")
+            });
+            format!("{} ({why})", pvc.name_any())
+        })
+        .collect())
 }
 
 /// Sample the brokers' write counters; with a previous sample, report the rate and, in
@@ -427,17 +482,44 @@ async fn reshard(
     }
 }
 
-/// On deletion: children go with their owner; the data volumes go only when the
-/// deletion policy says Delete.
+/// On deletion: children go with their owner. With deletionPolicy Delete the stream is
+/// deleted first through its brokers (which delete its objects in the object store), then
+/// the data volumes; Retain keeps both.
 async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
     let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
+    if ds.spec.deletion_policy == DeletionPolicy::Delete {
+        let endpoint = kinesis::endpoint_for(&ctx.endpoints.api, &ds.name_any(), &ns);
+        match ctx.kinesis.delete_stream(&endpoint, &ds.name_any()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Error::DeletionPending {
+                    reason: "the brokers are deleting the stream".into(),
+                    retry: STREAM_DELETION_POLL,
+                });
+            }
+            Err(e) => {
+                ctx.decision(
+                    ds,
+                    EventType::Warning,
+                    "DeletionBlocked",
+                    format!(
+                        "deletionPolicy Delete: cannot delete the stream's data through its brokers ({e}); \
+                         retrying. To keep the data instead, set spec.deletionPolicy to Retain"
+                    ),
+                )
+                .await;
+                return Err(Error::DeletionPending { reason: e.to_string(), retry: Duration::from_secs(10) });
+            }
+        }
+    }
     match ds.spec.deletion_policy {
         DeletionPolicy::Retain => {
             ctx.decision(
                 ds,
                 EventType::Normal,
                 "DataRetained",
-                "deletionPolicy Retain: broker volumes are kept".into(),
+                "deletionPolicy Retain: the broker volumes and the stream's objects in the object store are kept"
+                    .into(),
             )
             .await;
         }
@@ -458,7 +540,10 @@ async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
                 ds,
                 EventType::Normal,
                 "DataDeleted",
-                format!("deletionPolicy Delete: {deleted} broker volume claim(s) deleted"),
+                format!(
+                    "deletionPolicy Delete: the stream and its objects in the object store deleted, \
+                     {deleted} broker volume claim(s) deleted"
+                ),
             )
             .await;
         }

@@ -8,6 +8,10 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("DataStream {0} has no namespace")]
     NotNamespaced(String),
+    /// Cleanup waits for the brokers to delete the stream; an error so that the finalizer
+    /// stays (an Ok cleanup removes it).
+    #[error("{reason}")]
+    DeletionPending { reason: String, retry: std::time::Duration },
 }
 
 impl Error {
@@ -17,6 +21,19 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
             Error::NotNamespaced(_) => "not_namespaced",
+            Error::DeletionPending { .. } => "deletion_pending",
+        }
+    }
+
+    /// The cleanup still waiting for its stream's deletion, if that is what this is.
+    pub fn deletion_pending(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::DeletionPending { retry, .. } => Some(*retry),
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::CleanupFailed(inner) => inner.deletion_pending(),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }

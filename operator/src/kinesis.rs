@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 use streamfabric_api::model::{
-    AddTagsToStreamInput, CreateStreamInput, DescribeStreamSummaryOutput, ListShardsInput, ListShardsOutput,
-    ListTagsForStreamInput, ListTagsForStreamOutput, RemoveTagsFromStreamInput, RetentionPeriodInput, ShardFilter,
-    SplitShardInput, StreamModeDetails, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
+    AddTagsToStreamInput, CreateStreamInput, DeleteStreamInput, DescribeStreamSummaryOutput, ListShardsInput,
+    ListShardsOutput, ListTagsForStreamInput, ListTagsForStreamOutput, RemoveTagsFromStreamInput, RetentionPeriodInput,
+    ShardFilter, SplitShardInput, StreamModeDetails, StreamRef, UpdateShardCountInput, UpdateShardCountOutput,
     UpdateStreamModeInput,
 };
 use streamfabric_api::names::PAUSED_TAG;
@@ -235,6 +235,21 @@ impl KinesisAdmin {
             let _: streamfabric_api::model::Empty = self.call(endpoint, "RemoveTagsFromStream", &input).await?;
         }
         Ok(true)
+    }
+
+    /// Delete the stream (its brokers delete its objects in the object store, then forget
+    /// it); true once it is gone. A stream still CREATING or UPDATING is deleted once ACTIVE.
+    pub async fn delete_stream(&self, endpoint: &str, name: &str) -> Result<bool, KinesisError> {
+        let by_name = StreamRef { stream_name: Some(name.to_string()), stream_arn: None };
+        let summary: DescribeStreamSummaryOutput = match self.call(endpoint, "DescribeStreamSummary", &by_name).await {
+            Err(KinesisError::Api(e)) if e.code == ErrorCode::ResourceNotFound => return Ok(true),
+            other => other?,
+        };
+        if summary.stream_description_summary.stream_status == "ACTIVE" {
+            let input = DeleteStreamInput { stream_name: Some(name.to_string()), ..DeleteStreamInput::default() };
+            let _: streamfabric_api::model::Empty = self.call(endpoint, "DeleteStream", &input).await?;
+        }
+        Ok(false)
     }
 
     /// UpdateShardCount (uniform scaling) to `target` open shards.

@@ -107,6 +107,26 @@ impl Election {
         }
     }
 
+    /// On shutdown: give the Lease up if this replica holds it (its holder cleared, as
+    /// client-go's ReleaseOnCancel does), so that a standby leads at once instead of after
+    /// the lease duration. The chart owns the Lease object itself (`helm uninstall` removes
+    /// it). A Lease another replica took meanwhile is left alone: the write carries the
+    /// version read.
+    pub async fn release(&self, client: &Client) {
+        let api: Api<Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let Ok(Some(mut lease)) = api.get_opt(&self.name).await else { return };
+        let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(&self.identity)) else {
+            return;
+        };
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+        match api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!(lease = %self.name, "released the leader lease"),
+            Err(e) => tracing::warn!(lease = %self.name, "releasing the leader lease: {e}"),
+        }
+    }
+
     /// Renew while leading; returns once leadership is lost (another replica holds the
     /// Lease, or no renewal succeeded for a whole lease duration).
     pub async fn hold(&self, client: &Client) {

@@ -91,7 +91,9 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    metrics.crd_served.set(1);
     tokio::spawn(admin::serve(listener, metrics.clone()));
+    tokio::spawn(admin::watch_crd(client.clone(), metrics.clone(), CRD_NAME, std::time::Duration::from_secs(10)));
     tracing::info!(metrics = %args.metrics_listen, "streamfabric operator running");
     let endpoints = controller::BrokerEndpoints {
         api: args.broker_endpoint_template,
@@ -99,6 +101,7 @@ async fn main() -> std::process::ExitCode {
         pod_admin: args.broker_pod_admin_template,
     };
     if !args.leader_election {
+        metrics.leader.set(1);
         controller::run(client, metrics, endpoints).await;
         return std::process::ExitCode::SUCCESS;
     }
@@ -113,8 +116,12 @@ async fn main() -> std::process::ExitCode {
     };
     tracing::info!(lease = %election.name, namespace = %election.namespace, identity = %election.identity, "waiting to lead");
     election.acquire(&client).await;
+    metrics.leader.set(1);
     tokio::select! {
-        _ = controller::run(client.clone(), metrics, endpoints) => std::process::ExitCode::SUCCESS,
+        _ = controller::run(client.clone(), metrics, endpoints) => {
+            election.release(&client).await;
+            std::process::ExitCode::SUCCESS
+        }
         _ = election.hold(&client) => {
             eprintln!("streamfabric-operator: lost the leader lease; exiting so that one leader reconciles");
             std::process::ExitCode::FAILURE

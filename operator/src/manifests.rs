@@ -5,8 +5,9 @@
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, VolumeMount, VolumeResourceRequirements,
+    Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,6 +22,11 @@ use streamfabric_api::settings::{BrokerConfig, Durability, FlushSetting, parse_d
 pub const API_PORT: i32 = 4567;
 pub const ADMIN_PORT: i32 = 4568;
 pub const DATA_DIR: &str = "/data";
+/// The broker pod's preStop pause, while its removal from the Service reaches kube-proxy.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 3;
+/// The preStop pause, then the broker's shutdown: up to 12 s each for the requests in
+/// flight, the handoff of its shards and the last uploads (broker/src/main.rs).
+pub const BROKER_TERMINATION_GRACE_SECONDS: i64 = 60;
 /// Brokers per open shard when the spec sets neither replicas nor shardsPerBroker.
 pub const DEFAULT_SHARDS_PER_BROKER: i32 = 4;
 
@@ -237,6 +243,16 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
         ]),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
+        // A terminating pod leaves the Service's endpoints at once, but kube-proxy and
+        // clients learn it a moment later: keep serving that long before the SIGTERM
+        // (after which the broker stops accepting and finishes what is in flight).
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: PRE_STOP_SLEEP_SECONDS }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         resources: spec.brokers.resources.clone(),
         volume_mounts: Some(vec![VolumeMount {
             name: "data".into(),
@@ -288,7 +304,7 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
                         fs_group: Some(65532),
                         ..PodSecurityContext::default()
                     }),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(BROKER_TERMINATION_GRACE_SECONDS),
                     ..PodSpec::default()
                 }),
             },
@@ -394,6 +410,15 @@ mod tests {
         assert_eq!(planned_shards(&ds), 12);
         assert_eq!(broker_replicas(&ds.spec, planned_shards(&ds)), 3, "ceil(12 / 4)");
         assert_eq!(statefulset(&ds).spec.unwrap().replicas, Some(1), "one broker until brokers share a stream");
+    }
+
+    #[test]
+    fn a_stopping_broker_keeps_serving_until_the_service_forgot_it_and_has_time_to_finish() {
+        let sts = statefulset(&DataStream::test());
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let pre_stop = pod.containers[0].lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
+        assert_eq!(pre_stop.and_then(|p| p.sleep.as_ref()).map(|s| s.seconds), Some(PRE_STOP_SLEEP_SECONDS));
+        assert!(pod.termination_grace_period_seconds.unwrap() >= PRE_STOP_SLEEP_SECONDS + 3 * 12);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The operator's Prometheus metrics.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -8,6 +8,10 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub reconcile_seconds: HistogramVec,
     pub decisions: IntCounterVec,
+    /// 1 while this replica holds the leader Lease (or runs without election).
+    pub leader: IntGauge,
+    /// 1 while the API server serves the DataStream CRD; /readyz follows it.
+    pub crd_served: IntGauge,
 }
 
 impl Metrics {
@@ -32,11 +36,20 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let leader = IntGauge::new("streamfabric_operator_leader", "1 while this replica leads").unwrap();
+        let crd_served =
+            IntGauge::new("streamfabric_operator_crd_served", "1 while the API server serves the DataStream CRD")
+                .unwrap();
         for m in [&reconciles, &failures, &decisions] {
             registry.register(Box::new(m.clone())).unwrap();
         }
         registry.register(Box::new(reconcile_seconds.clone())).unwrap();
-        Metrics { registry, reconciles, failures, reconcile_seconds, decisions }
+        registry.register(Box::new(leader.clone())).unwrap();
+        registry.register(Box::new(crd_served.clone())).unwrap();
+        // Series present from the start (at zero), not only after the first reconcile.
+        reconciles.with_label_values(&["DataStream"]);
+        reconcile_seconds.with_label_values(&["DataStream"]);
+        Metrics { registry, reconciles, failures, reconcile_seconds, decisions, leader, crd_served }
     }
 
     pub fn render(&self) -> Vec<u8> {

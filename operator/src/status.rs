@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use streamfabric_api::crd::{DataStream, DataStreamStatus};
 
 /// What the reconcile saw of the children.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Observed {
     pub desired_brokers: i32,
     pub ready_brokers: i32,
@@ -16,26 +16,39 @@ pub struct Observed {
     pub write_rate: Option<(i64, i64)>,
     /// The open shard count a reshard started by this reconcile heads for.
     pub resharding_to: Option<i32>,
+    /// Broker volume claims Pending for long, each with why they may be (what blocks the
+    /// brokers from starting).
+    pub pending_claims: Vec<String>,
 }
+
+/// The Ready reason while a broker volume claim stays Pending.
+pub const VOLUME_PENDING: &str = "VolumePending";
 
 pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
     let mut status = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
-    let Observed { desired_brokers: want, ready_brokers: ready, stream, write_rate, resharding_to } = seen;
+    let Observed { desired_brokers: want, ready_brokers: ready, stream, write_rate, resharding_to, pending_claims } =
+        seen;
     let all_ready = ready >= want && want > 0;
     let active = stream.is_some_and(|s| s.active);
+    // UPDATING (a reshard) serves reads and writes, as in AWS.
+    let serving = stream.is_some_and(|s| s.active || s.updating);
     let (reason, message) = if ds.spec.paused {
         ("Paused", "spec.paused is set: writes are refused until it is cleared".to_string())
+    } else if !all_ready && !pending_claims.is_empty() {
+        (VOLUME_PENDING, format!("{ready}/{want} brokers ready; volume claim {} Pending", pending_claims.join(", ")))
     } else if !all_ready {
         ("BrokersStarting", format!("{ready}/{want} brokers ready"))
     } else if stream.is_none() {
         ("BrokersUnreachable", format!("{ready}/{want} brokers ready, but their Kinesis API did not answer"))
-    } else if !active {
+    } else if !serving {
         ("StreamCreating", format!("{ready}/{want} brokers ready; the stream is being created"))
+    } else if !active {
+        ("StreamUpdating", format!("{ready}/{want} brokers ready; the stream is resharding (UPDATING) and serving"))
     } else {
         ("StreamActive", format!("{ready}/{want} brokers ready; the stream is ACTIVE"))
     };
-    let is_ready = all_ready && active && !ds.spec.paused;
+    let is_ready = all_ready && serving && !ds.spec.paused;
     conditions::set(&mut status.conditions, READY, is_ready, reason, &message, generation, now.clone());
     let open = stream.map_or(status.open_shards, |s| s.open_shards);
     let (scaling, reason, message) = match (resharding_to, stream.is_some_and(|s| s.updating)) {
@@ -45,8 +58,8 @@ pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
         _ => (false, "Stable", format!("{want} brokers for {open} open shards")),
     };
     conditions::set(&mut status.conditions, SCALING, scaling, reason, &message, generation, now.clone());
-    // Degraded: it was serving and lost brokers, as opposed to still starting.
-    let degraded = ready > 0 && ready < want && status.ready_brokers >= want;
+    // Degraded: it was serving and lost brokers (one or all), as opposed to still starting.
+    let degraded = ready < want && status.ready_brokers >= want;
     let was_degraded = conditions::is_true(&status.conditions, DEGRADED);
     conditions::set(
         &mut status.conditions,
@@ -92,6 +105,7 @@ mod tests {
             stream,
             write_rate: Some((2048, 2)),
             resharding_to: None,
+            pending_claims: vec![],
         };
         let unreachable = next(&ds, seen(None), at(1));
         let creating = next(&ds, seen(Some(StreamState { created: true, ..StreamState::default() })), at(1));
@@ -113,7 +127,14 @@ mod tests {
         let mut ds = DataStream::test();
         let starting = next(
             &ds,
-            Observed { desired_brokers: 2, ready_brokers: 0, stream: None, write_rate: None, resharding_to: None },
+            Observed {
+                desired_brokers: 2,
+                ready_brokers: 0,
+                stream: None,
+                write_rate: None,
+                resharding_to: None,
+                pending_claims: vec![],
+            },
             at(1),
         );
         assert_eq!(
@@ -131,6 +152,7 @@ mod tests {
                 stream: Some(ACTIVE),
                 write_rate: None,
                 resharding_to: None,
+                pending_claims: vec![],
             },
             at(2),
         );
@@ -147,6 +169,7 @@ mod tests {
                 stream: Some(ACTIVE),
                 write_rate: None,
                 resharding_to: None,
+                pending_claims: vec![],
             },
             at(3),
         );
@@ -160,6 +183,7 @@ mod tests {
                 stream: Some(ACTIVE),
                 write_rate: None,
                 resharding_to: None,
+                pending_claims: vec![],
             },
             at(4),
         );
@@ -178,6 +202,7 @@ mod tests {
                 stream: Some(ACTIVE),
                 write_rate: None,
                 resharding_to: None,
+                pending_claims: vec![],
             },
             at(1),
         );
@@ -194,6 +219,7 @@ mod tests {
             stream: Some(stream),
             write_rate: None,
             resharding_to,
+            pending_claims: vec![],
         };
         let reason = |s: &DataStreamStatus| s.conditions.iter().find(|c| c.type_ == SCALING).unwrap().reason.clone();
         let started = next(&ds, seen(ACTIVE, Some(4)), at(1));
@@ -203,5 +229,33 @@ mod tests {
         assert_eq!((condition(&during, SCALING), reason(&during)), ("True", "Resharding".to_string()));
         let done = next(&ds, seen(StreamState { open_shards: 4, ..ACTIVE }, None), at(3));
         assert_eq!((condition(&done, SCALING), done.open_shards), ("False", 4));
+    }
+
+    #[test]
+    fn a_lone_broker_going_down_is_degraded_and_a_reshard_stays_ready() {
+        let mut ds = DataStream::test();
+        let seen = |ready, stream| Observed { desired_brokers: 1, ready_brokers: ready, stream, ..Observed::default() };
+        ds.status = Some(next(&ds, seen(1, Some(ACTIVE)), at(1)));
+        let down = next(&ds, seen(0, None), at(2));
+        assert_eq!((condition(&down, READY), condition(&down, DEGRADED)), ("False", "True"));
+        let updating = StreamState { active: false, updating: true, ..ACTIVE };
+        let resharding = next(&ds, seen(1, Some(updating)), at(3));
+        let ready = resharding.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "StreamUpdating"));
+    }
+
+    #[test]
+    fn a_pending_volume_claim_is_named_in_ready() {
+        let ds = DataStream::test();
+        let seen = Observed {
+            desired_brokers: 1,
+            pending_claims: vec!["data-orders-broker-0 (no storageClassName)".into()],
+            ..Observed::default()
+        };
+        let s = next(&ds, seen, at(1));
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", VOLUME_PENDING));
+        assert!(ready.message.contains("data-orders-broker-0 (no storageClassName) Pending"), "{}", ready.message);
+        assert_eq!(condition(&s, DEGRADED), "False", "still starting, not degraded");
     }
 }

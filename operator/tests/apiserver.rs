@@ -353,4 +353,33 @@ async fn one_replica_leads_and_another_takes_over_when_it_stops_renewing() {
     assert_eq!(spec.lease_transitions, Some(1));
     // The old leader, holding on, finds out.
     tokio::time::timeout(Duration::from_secs(5), leader.hold(&client)).await.expect("the old leader learns it lost");
+
+    // Shutting down: the old leader's release leaves the Lease alone; the holder's frees it,
+    // and a standby takes it at once, not a lease duration later.
+    leader.release(&client).await;
+    let held = leases.get("streamfabric-operator").await.unwrap().spec.unwrap();
+    assert_eq!(held.holder_identity.as_deref(), Some(follower.identity.as_str()), "not the old leader's to free");
+    follower.release(&client).await;
+    let freed = leases.get("streamfabric-operator").await.unwrap().spec.unwrap();
+    assert_eq!(freed.holder_identity, None, "released");
+    assert!(leader.try_acquire(&client).await.unwrap(), "a standby takes a released Lease at once");
+}
+
+/// Readiness follows the CRD as the API server serves it: ready with the DataStream CRD,
+/// not with a CRD that is not installed.
+#[tokio::test]
+#[ignore = "needs a real API server; run scripts/e2e-operator"]
+async fn readiness_follows_whether_the_api_server_serves_the_crd() {
+    use streamfabric_operator::{admin::watch_crd, metrics::Metrics};
+    let client = client_with_crd().await;
+    for (crd, served) in [("datastreams.streamfabric.io", 1), ("absent.streamfabric.io", 0)] {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        metrics.crd_served.set(1 - served);
+        let watch = tokio::spawn(watch_crd(client.clone(), metrics.clone(), crd, Duration::from_millis(100)));
+        eventually(&format!("crd_served {served} for {crd}"), || async {
+            (metrics.crd_served.get() == served).then_some(())
+        })
+        .await;
+        watch.abort();
+    }
 }

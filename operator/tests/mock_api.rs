@@ -285,10 +285,26 @@ async fn a_new_datastream_first_gets_the_finalizer() {
     run.await.unwrap().expect("reconcile succeeds");
 }
 
-#[tokio::test]
-async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
-    let (ctx, mut api) = context(NO_BROKERS, NO_BROKERS);
-    let run = tokio::spawn(reconcile(Arc::new(datastream(&["streamfabric.io/cleanup"], true)), ctx));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_with_policy_delete_deletes_the_stream_then_the_volumes_then_the_finalizer() {
+    let (broker, _dir) = broker_with_orders().await;
+    let (ctx, mut api) = context(&format!("http://{}", broker.api_addr), NO_BROKERS);
+    let deleting = Arc::new(datastream(&["streamfabric.io/cleanup"], true));
+    // First the stream, through its brokers (which delete its objects); the DataStream
+    // waits for it, with no request to the API server.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), reconcile(deleting.clone(), ctx.clone()))
+        .await
+        .expect("no request to the API server");
+    let pending = first.expect_err("the finalizer stays while the stream is deleted");
+    assert_eq!(pending.deletion_pending(), Some(std::time::Duration::from_secs(2)), "{pending}");
+    for _ in 0..500 {
+        if broker.broker.catalog.get("orders").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(broker.broker.catalog.get("orders").is_none(), "the brokers deleted the stream");
+    let run = tokio::spawn(reconcile(deleting, ctx));
     expect(
         &mut api,
         Method::GET,
@@ -309,6 +325,7 @@ async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
     let event =
         expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
     assert_eq!(event["reason"], "DataDeleted");
+    assert!(event["note"].as_str().unwrap().contains("the stream and its objects in the object store deleted"));
     let unfinalize = expect(
         &mut api,
         Method::PATCH,
@@ -319,6 +336,20 @@ async fn deletion_with_policy_delete_removes_the_volumes_then_the_finalizer() {
     .await;
     assert!(unfinalize.to_string().contains("remove"), "finalizer removed: {unfinalize}");
     run.await.unwrap().expect("cleanup succeeds");
+}
+
+#[tokio::test]
+async fn deletion_with_policy_delete_and_no_brokers_keeps_the_finalizer_and_says_why() {
+    let (ctx, mut api) = context(NO_BROKERS, NO_BROKERS);
+    let run = tokio::spawn(reconcile(Arc::new(datastream(&["streamfabric.io/cleanup"], true)), ctx));
+    let event =
+        expect(&mut api, Method::POST, "/apis/events.k8s.io/v1/namespaces/streams/events", &[], json!({})).await;
+    assert_eq!((event["reason"].as_str(), event["type"].as_str()), (Some("DeletionBlocked"), Some("Warning")));
+    assert!(event["note"].as_str().unwrap().contains("set spec.deletionPolicy to Retain"), "{event}");
+    let pending = run.await.unwrap().expect_err("the finalizer stays");
+    assert_eq!(pending.deletion_pending(), Some(std::time::Duration::from_secs(10)), "{pending}");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), api.next_request()).await;
+    assert!(matches!(next, Ok(None)), "no volume deleted, the finalizer kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

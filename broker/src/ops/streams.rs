@@ -116,13 +116,12 @@ impl Broker {
             m.status = StreamStatus::Deleting;
             Ok(())
         })?;
-        // DELETING for a moment, as in AWS; then the files go.
-        let catalog = self.catalog.clone();
-        let name = stream.name.clone();
-        run_after(self.config.status_delay, move || {
-            if let Err(e) = catalog.remove(&name) {
-                tracing::error!(stream = %name, "deleting stream files: {e}");
-            }
+        // DELETING for a moment, as in AWS; then the objects and the files go.
+        let (deletions, name, incarnation) = (self.deletions.clone(), stream.name.clone(), stream.incarnation);
+        let delay = self.config.status_delay;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            deletions.finish(&name, incarnation);
         });
         Ok(Empty {})
     }

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+
 use object_store::ObjectStore;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -111,5 +113,32 @@ impl TierStore {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    /// Delete every object of one stream (manifests, segments, then its `meta.json`, so
+    /// that a stream is described until its data is gone); returns how many were deleted.
+    /// Objects already gone are fine: deletion may be repeated after a crash.
+    pub async fn delete_stream_objects(&self, stream: &str) -> Result<usize> {
+        layout::check_name("stream", stream)?;
+        let dir = self.path(&layout::stream_dir(stream));
+        let meta = self.path(&layout::stream_meta_key(stream));
+        let listed: Vec<Path> = match self.store().list(Some(&dir)).map_ok(|o| o.location).try_collect().await {
+            Ok(paths) => paths,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(TierError::store("list", &dir, e)),
+        };
+        let (described, data): (Vec<Path>, Vec<Path>) = listed.into_iter().partition(|p| *p == meta);
+        let mut deleted = 0;
+        for batch in [data, described] {
+            let mut results = self.store().delete_stream(futures::stream::iter(batch.into_iter().map(Ok)).boxed());
+            while let Some(result) = results.next().await {
+                match result {
+                    Ok(_) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(TierError::store("delete", &dir, e)),
+                }
+            }
+        }
+        Ok(deleted)
     }
 }

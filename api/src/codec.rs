@@ -66,6 +66,22 @@ impl Format {
     pub fn encode_error(self, err: &ApiError) -> Vec<u8> {
         self.encode(&ErrorBody { r#type: err.code.as_str(), message: &err.message })
     }
+
+    /// An error answer read back (a client's side): its code (a `namespace#` prefix
+    /// dropped; an unknown one is an InternalFailure) and message.
+    pub fn decode_error(self, body: &[u8]) -> ApiError {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "__type")]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        match self.decode::<Answer>(body) {
+            Ok(a) => ApiError::new(ErrorCode::parse(&a.code).unwrap_or(ErrorCode::InternalFailure), a.message),
+            Err(e) => ApiError::internal(format!("an unreadable error answer: {}", e.message)),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -85,6 +101,18 @@ mod tests {
     use crate::types::{Blob, Timestamp};
     use proptest::prelude::*;
     use serde::Deserialize;
+
+    #[test]
+    fn an_error_answer_reads_back_as_it_was_written() {
+        for format in [Format::Json, Format::Cbor] {
+            let err = ApiError::validation("partitionKey", "k", "Member must have length between 1 and 256");
+            assert_eq!(format.decode_error(&format.encode_error(&err)), err);
+        }
+        let namespaced = br#"{"__type": "com.amazonaws.kinesis#ResourceNotFoundException", "message": "no"}"#;
+        assert_eq!(Format::Json.decode_error(namespaced), ApiError::not_found("no"));
+        assert_eq!(Format::Json.decode_error(br#"{"__type": "Nope"}"#).code, ErrorCode::InternalFailure);
+        assert_eq!(Format::Json.decode_error(b"<html>").code, ErrorCode::InternalFailure);
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "PascalCase")]

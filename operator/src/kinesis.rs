@@ -119,16 +119,7 @@ impl KinesisAdmin {
         if status.is_success() {
             return Format::Json.decode(&body).map_err(KinesisError::Api);
         }
-        #[derive(serde::Deserialize)]
-        struct ErrorBody {
-            #[serde(rename = "__type")]
-            code: String,
-            #[serde(default)]
-            message: String,
-        }
-        let e: ErrorBody = Format::Json.decode(&body).map_err(KinesisError::Api)?;
-        let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::InternalFailure);
-        Err(KinesisError::Api(ApiError::new(code, e.message)))
+        Err(KinesisError::Api(Format::Json.decode_error(&body)))
     }
 
     /// The brokers' `/stats` document at an admin endpoint.

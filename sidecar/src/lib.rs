@@ -1,0 +1,91 @@
+//! streamfabric's sidecar: beside an application, what the Kinesis Producer Library does
+//! (batching, retries, per-record answers) behind a local endpoint any AWS SDK can use.
+//! The consumer half (leases, checkpoints, delivery over HTTP) is to come.
+
+pub mod broker;
+pub mod producer;
+pub mod server;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use producer::ProducerSettings;
+
+#[derive(Debug, Clone)]
+pub struct SidecarSettings {
+    /// The application's endpoint (loopback: it is the pod's own).
+    pub listen: SocketAddr,
+    /// The brokers' Kinesis API (a DataStream's client Service).
+    pub broker_endpoint: String,
+    /// Bound on one call to the brokers.
+    pub broker_timeout: Duration,
+    pub producer: ProducerSettings,
+}
+
+/// A sidecar serving on its address.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub producer: Arc<producer::Producer>,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stop accepting connections and wait, up to `grace`, for the calls in flight to be
+    /// answered (their records sent, retried or refused); false if some were cut short.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(grace, self.server).await.is_ok()
+    }
+}
+
+pub async fn start(settings: SidecarSettings) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let addr = listener.local_addr()?;
+    let brokers = broker::Brokers::new(&settings.broker_endpoint, settings.broker_timeout);
+    let producer = producer::Producer::new(brokers, settings.producer);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve(listener, producer.clone(), stopped));
+    Ok(Running { addr, producer, stop, server })
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    producer: Arc<producer::Producer>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Ok(_) = stop.wait_for(|stop| *stop) => break,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let producer = producer.clone();
+        let service = service_fn(move |req| {
+            let producer = producer.clone();
+            async move { Ok::<Response, Infallible>(server::handle(producer, req).await) }
+        });
+        let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
+
+type Response = http::Response<Full<Bytes>>;

@@ -1,0 +1,229 @@
+//! The producer through the sidecar, against a real broker in process: AWS SDK calls and
+//! the plain HTTP API are batched into PutRecords, every acknowledged record is stored once
+//! where its answer said, bad input is refused at once with the broker's error, and records
+//! buffered while the brokers are down are retried until they come back, also through a
+//! shutdown.
+
+use aws_sdk_kinesis::primitives::Blob;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use streamfabric_sidecar::{ProducerSettings, SidecarSettings};
+
+fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "sidecar-tests"))
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+async fn sidecar(broker: &str) -> streamfabric_sidecar::Running {
+    streamfabric_sidecar::start(SidecarSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_endpoint: broker.to_string(),
+        broker_timeout: Duration::from_secs(5),
+        producer: ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() },
+    })
+    .await
+    .unwrap()
+}
+
+async fn broker_on(dir: &std::path::Path, listen: SocketAddr) -> streamfabric_broker::Running {
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir);
+    config.listen = listen;
+    streamfabric_broker::start(config).await.unwrap()
+}
+
+async fn create_active(k: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
+    k.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
+    for _ in 0..200 {
+        let d = k.describe_stream_summary().stream_name(stream).send().await.unwrap();
+        if d.stream_description_summary.unwrap().stream_status.as_str() == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{stream} did not become ACTIVE");
+}
+
+/// Every record of `stream`, read straight from the broker: data -> [(shard, sequence)].
+async fn stored(k: &aws_sdk_kinesis::Client, stream: &str) -> BTreeMap<Vec<u8>, Vec<(String, String)>> {
+    let mut out: BTreeMap<Vec<u8>, Vec<(String, String)>> = BTreeMap::new();
+    let shards = k.list_shards().stream_name(stream).send().await.unwrap().shards.unwrap_or_default();
+    for shard in shards {
+        let mut it = k
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&shard.shard_id)
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(i) = it {
+            let page = k.get_records().shard_iterator(i).limit(10_000).send().await.unwrap();
+            for r in &page.records {
+                out.entry(r.data.as_ref().to_vec())
+                    .or_default()
+                    .push((shard.shard_id.clone(), r.sequence_number.clone()));
+            }
+            if page.records.is_empty() && page.millis_behind_latest == Some(0) {
+                break;
+            }
+            it = page.next_shard_iterator;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_and_plain_records_are_batched_and_each_stored_once_where_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_on(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let broker_url = format!("http://{}", broker.api_addr);
+    let side = sidecar(&broker_url).await;
+    let k = sdk(&format!("http://{}", side.addr));
+    // Operations other than PutRecord(s) pass through to the brokers.
+    create_active(&k, "orders", 4).await;
+
+    // 40 callers of PutRecord at once, and PutRecords of 50.
+    let mut tasks = Vec::new();
+    for caller in 0..40 {
+        let k = k.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut placed = Vec::new();
+            for i in 0..100 {
+                let data = format!("one {caller}-{i}");
+                let out = k
+                    .put_record()
+                    .stream_name("orders")
+                    .partition_key(format!("k{caller}-{i}"))
+                    .data(Blob::new(data.clone()))
+                    .send()
+                    .await
+                    .unwrap();
+                placed.push((data.into_bytes(), (out.shard_id, out.sequence_number)));
+            }
+            let entries: Vec<_> = (0..50)
+                .map(|i| {
+                    aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                        .partition_key(format!("b{caller}-{i}"))
+                        .data(Blob::new(format!("batch {caller}-{i}")))
+                        .build()
+                        .unwrap()
+                })
+                .collect();
+            let out = k.put_records().stream_name("orders").set_records(Some(entries)).send().await.unwrap();
+            assert_eq!(out.failed_record_count, Some(0));
+            for (i, r) in out.records.into_iter().enumerate() {
+                let data = format!("batch {caller}-{i}").into_bytes();
+                placed.push((data, (r.shard_id.unwrap(), r.sequence_number.unwrap())));
+            }
+            placed
+        }));
+    }
+    let mut answered = BTreeMap::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert_eq!(answered.len(), 6_000);
+
+    // The plain API: a JSON array (text and base64) and JSON lines.
+    let http = |body: &'static str| {
+        let url = format!("http://{}/v1/streams/orders/records", side.addr);
+        async move { post(&url, body).await }
+    };
+    let (status, answer) =
+        http(r#"[{"partitionKey": "p1", "data": "plain text"}, {"partitionKey": "p2", "dataBase64": "AAEC/w=="}]"#)
+            .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["failedRecordCount"], 0, "{answer}");
+    let place = |v: &serde_json::Value| {
+        (v["shardId"].as_str().unwrap().to_string(), v["sequenceNumber"].as_str().unwrap().to_string())
+    };
+    answered.insert(b"plain text".to_vec(), place(&answer["records"][0]));
+    answered.insert(vec![0, 1, 2, 255], place(&answer["records"][1]));
+    let (status, answer) = http(
+        "{\"partitionKey\": \"p3\", \"data\": \"line one\"}\n{\"partitionKey\": \"p4\", \"data\": \"line two\"}\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answered.insert(b"line one".to_vec(), place(&answer["records"][0]));
+    answered.insert(b"line two".to_vec(), place(&answer["records"][1]));
+
+    // Bad input is refused at once, with the broker's code and the field and limit named.
+    let long_key = "k".repeat(257);
+    let err =
+        k.put_record().stream_name("orders").partition_key(&long_key).data(Blob::new("x")).send().await.unwrap_err();
+    let err = err.into_service_error();
+    assert_eq!(err.meta().code(), Some("ValidationException"));
+    let message = err.meta().message().unwrap();
+    assert!(message.contains("partitionKey") && message.contains("256"), "{message}");
+    let (status, answer) = http(r#"[{"data": "no key"}]"#).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("records.1.partitionKey"), "{answer}");
+    let (status, answer) = http(r#"[{"partitionKey": "p", "data": "x", "dataBase64": "eA=="}]"#).await;
+    assert_eq!((status, answer["errorCode"].as_str()), (400, Some("InvalidArgumentException")), "{answer}");
+    let err = k.put_record().stream_name("absent").partition_key("p").data(Blob::new("x")).send().await.unwrap_err();
+    assert_eq!(err.into_service_error().meta().code(), Some("ResourceNotFoundException"));
+    let entry =
+        aws_sdk_kinesis::types::PutRecordsRequestEntry::builder().partition_key("p").data(Blob::new("x")).build();
+    let err = k.put_records().stream_name("absent").records(entry.unwrap()).send().await.unwrap_err();
+    assert_eq!(err.into_service_error().meta().code(), Some("ResourceNotFoundException"), "the whole request, as AWS");
+
+    // Stored once each, where the answer said, and nothing else (the refused ones are not).
+    let direct = sdk(&broker_url);
+    let seen = stored(&direct, "orders").await;
+    let twice: Vec<_> = seen.iter().filter(|(_, places)| places.len() > 1).collect();
+    assert!(twice.is_empty(), "stored twice: {:?}", &twice[..twice.len().min(3)]);
+    let seen: BTreeMap<_, _> = seen.into_iter().map(|(d, mut p)| (d, p.remove(0))).collect();
+    assert_eq!(seen, answered, "every acknowledged record stored once, at its answered place; nothing else");
+    let batches = side.producer.counters.batches.load(Ordering::Relaxed);
+    assert!(batches < 6_004 / 10, "{batches} PutRecords for 6,004 records: batched");
+    eprintln!("6,004 records in {batches} PutRecords to the broker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_buffered_while_the_broker_is_down_are_retried_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let broker = broker_on(dir.path(), listen).await;
+    let broker_url = format!("http://{listen}");
+    create_active(&sdk(&broker_url), "orders", 2).await;
+    assert!(broker.shutdown(Duration::from_secs(5)).await);
+
+    let side = sidecar(&broker_url).await;
+    let k = sdk(&format!("http://{}", side.addr));
+    let put = tokio::spawn(async move {
+        k.put_record().stream_name("orders").partition_key("p").data(Blob::new("while down")).send().await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(side.producer.counters.retried.load(Ordering::Relaxed) > 0, "retried while the broker was down");
+    // Stopping now (SIGTERM) waits for the call in flight: its record is not dropped.
+    let addr = side.addr;
+    let stopping = tokio::spawn(side.shutdown(Duration::from_secs(20)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connection once stopping");
+    let back = broker_on(dir.path(), listen).await;
+    let out = put.await.unwrap().expect("answered once the broker was back");
+    assert!(stopping.await.unwrap(), "stopped once the call in flight was answered");
+    let seen = stored(&sdk(&broker_url), "orders").await;
+    assert_eq!(seen.get(b"while down".as_slice()), Some(&vec![(out.shard_id, out.sequence_number)]));
+    drop(back);
+}
+
+async fn post(url: &str, body: &'static str) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = http::Request::post(url).body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}

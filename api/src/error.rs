@@ -72,6 +72,16 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|c| c.as_str() == code)
     }
 
+    /// The code a failed PutRecords entry carries: AWS documents only these two, and
+    /// clients (the KPL among them) retry both; a shard moving between brokers or a peer
+    /// out of reach is an InternalFailure there, whatever it is as a whole answer.
+    pub fn as_entry_code(self) -> ErrorCode {
+        match self {
+            Self::ProvisionedThroughputExceeded => self,
+            _ => Self::InternalFailure,
+        }
+    }
+
     pub fn http_status(self) -> u16 {
         match self {
             Self::InternalFailure => 500,

@@ -257,12 +257,27 @@ class Scenario:
         for batch in range(batches):
             records = [{"Data": f"{run}-{batch}-{i}".encode(), "PartitionKey": f"key-{batch}-{i}"}
                        for i in range(per_batch)]
-            out = k.put_records(StreamName=stream, Records=records)
-            if out.get("FailedRecordCount"):
-                raise Failed(f"PutRecords refused {out['FailedRecordCount']} of {per_batch}: "
-                             f"{[r for r in out['Records'] if 'ErrorCode' in r][:3]}")
-            for rec, res in zip(records, out["Records"]):
-                want[rec["Data"]] = (res["ShardId"], res["SequenceNumber"])
+            # Entries refused retryably (a shard moving between brokers, throttling) are sent
+            # again, as every Kinesis producer does; any other refusal fails the step.
+            for attempt in range(10):
+                out = k.put_records(StreamName=stream, Records=records)
+                again, why = [], ""
+                for rec, res in zip(records, out["Records"]):
+                    if "ErrorCode" not in res:
+                        want[rec["Data"]] = (res["ShardId"], res["SequenceNumber"])
+                    elif res["ErrorCode"] in ("InternalFailure", "ProvisionedThroughputExceededException"):
+                        again.append(rec)
+                        why = res.get("ErrorMessage", "")
+                    else:
+                        raise Failed(f"PutRecords refused an entry with {res['ErrorCode']}: {res}")
+                if not again:
+                    break
+                log(f"PutRecords: {len(again)} of {len(records)} entries refused retryably "
+                    f"({why[:100]}); sent again")
+                records = again
+                time.sleep(0.5 * (attempt + 1))
+            else:
+                raise Failed(f"PutRecords: {len(records)} entries still refused after 10 attempts")
         one = k.put_record(StreamName=stream, PartitionKey="single", Data=f"{run}-single".encode())
         want[f"{run}-single".encode()] = (one["ShardId"], one["SequenceNumber"])
         return want
@@ -772,6 +787,8 @@ class Scenario:
         record written before is read back once."""
         a = self.a
         brokers = self.kjson("get", "statefulset", f"{self.fabric}-broker", "-n", self.ns)["spec"]["replicas"]
+        # The disruptions' shards handed back first: this step is about the lost volume.
+        self.wait(f"{brokers} members, no handoff under way", lambda: self.fabric_status(brokers), a.timeout, interval=1)
         k = self.kinesis(self.fabric_endpoint)
         run = f"e2e-volume-{os.getpid()}-{int(time.time())}"
         want = self.put_tagged(k, self.fabric, run)

@@ -192,14 +192,14 @@ impl Broker {
             };
         }
         let mut results = vec![PutRecordsResultEntry::default(); entries.len()];
-        let fail = |results: &mut Vec<PutRecordsResultEntry>, positions: &[usize], code: &str, message: &str| {
+        let fail = |results: &mut Vec<PutRecordsResultEntry>, positions: &[usize], code: ErrorCode, message: &str| {
             for &p in positions {
-                results[p].error_code = Some(code.to_string());
+                results[p].error_code = Some(code.as_entry_code().as_str().to_string());
                 results[p].error_message = Some(message.to_string());
             }
         };
         for (i, e) in &refused {
-            fail(&mut results, &[*i], e.code.as_str(), &e.message);
+            fail(&mut results, &[*i], e.code, &e.message);
         }
         let req = &req;
         let parts = groups.into_iter().map(|(destination, positions)| {
@@ -220,9 +220,9 @@ impl Broker {
                 Ok(out) => {
                     let message =
                         format!("a broker answered {} results for {} records", out.records.len(), positions.len());
-                    fail(&mut results, &positions, ErrorCode::InternalFailure.as_str(), &message);
+                    fail(&mut results, &positions, ErrorCode::InternalFailure, &message);
                 }
-                Err(e) => fail(&mut results, &positions, e.code.as_str(), &e.message),
+                Err(e) => fail(&mut results, &positions, e.code, &e.message),
             }
         }
         let failed = results.iter().filter(|r| r.error_code.is_some()).count() as i64;

@@ -282,7 +282,7 @@ impl Broker {
         for (shard, positions, mut records) in groups {
             if let Some(err) = self.fenced(&stream, &shard) {
                 for &p in &positions {
-                    results[p].error_code = Some(err.code.as_str().into());
+                    results[p].error_code = Some(err.code.as_entry_code().as_str().into());
                     results[p].error_message = Some(err.message.clone());
                 }
                 failed += positions.len();

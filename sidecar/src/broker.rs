@@ -58,10 +58,6 @@ impl Brokers {
         Brokers { endpoint: endpoint.trim_end_matches('/').to_string(), http, timeout }
     }
 
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
     /// One request as it came (target, content type and body), its answer as it went.
     pub async fn forward(
         &self,

@@ -6,13 +6,14 @@ use crate::catalog::meta::{StreamMeta, StreamStatus};
 use crate::log::{SealObserver, SealedSegment, StoredRecord, encode_segment, segment_file_name};
 use crate::metrics::Metrics;
 use crate::ownership::Ownership;
+use crate::shard::bucket::ShardBucket;
 use crate::tier::codec::Compression;
 use crate::tier::segments::{SegmentData, SegmentUpload};
 use crate::tier::{TierError, TierStore, WalChunk};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamfabric_api::names::shard_id;
 use tokio::sync::{mpsc, oneshot};
@@ -22,31 +23,20 @@ use tokio::sync::{mpsc, oneshot};
 /// given out again, and no active segment holds 2^32 records.
 pub const RESTORE_OFFSET_GAP: u64 = 1 << 32;
 
-type Uploaded = Arc<Mutex<HashMap<(String, String), u64>>>;
-
-fn note_uploaded(uploaded: &Uploaded, stream: &str, shard: &str, end: u64) {
-    let mut map = uploaded.lock().unwrap();
-    let known = map.entry((stream.to_string(), shard.to_string())).or_default();
-    *known = (*known).max(end);
-}
-
 enum UploadJob {
     Segment {
-        stream: String,
-        shard: String,
+        shard: Arc<ShardBucket>,
         segment: SealedSegment,
     },
     /// Retention: segments whose records are all older than the cutoff leave the bucket.
     Trim {
-        stream: String,
-        shard: String,
+        shard: Arc<ShardBucket>,
         cutoff_ms: i64,
     },
     /// Segment objects the manifest does not list (an upload cut short between its PUT and
     /// the manifest update, or a crash) and older than `ORPHAN_MIN_AGE` leave the bucket.
     Sweep {
-        stream: String,
-        shard: String,
+        shard: Arc<ShardBucket>,
     },
     /// Answered once every job queued before it is done.
     Flush(oneshot::Sender<()>),
@@ -69,13 +59,9 @@ enum MetaJob {
 pub struct Archive {
     tier: TierStore,
     pub ownership: Arc<Ownership>,
-    /// Streams whose segments are compressed otherwise than the broker's default.
-    compression: Arc<Mutex<HashMap<String, Compression>>>,
     /// Bytes of sealed segments not yet in the object store.
     backlog: Arc<AtomicU64>,
     backlog_gauge: prometheus::IntGauge,
-    /// Per (stream, shard), the offset after the last segment known to be in the manifest.
-    uploaded: Uploaded,
     jobs: mpsc::UnboundedSender<UploadJob>,
     meta_jobs: mpsc::UnboundedSender<MetaJob>,
 }
@@ -91,42 +77,34 @@ impl Archive {
         let (jobs, queue) = mpsc::unbounded_channel();
         let backlog = Arc::new(AtomicU64::new(0));
         let metrics_gauge = metrics.upload_backlog_bytes.clone();
-        let per_stream = Arc::new(Mutex::new(HashMap::new()));
-        let uploaded = Uploaded::default();
         let uploader = Uploader {
             tier: tier.clone(),
             default_compression: compression,
-            compression: per_stream.clone(),
             ownership: ownership.clone(),
             backlog: backlog.clone(),
-            uploaded: uploaded.clone(),
             metrics: metrics.clone(),
         };
         tokio::spawn(uploader.run(queue));
         let (meta_jobs, meta_queue) = mpsc::unbounded_channel();
         tokio::spawn(meta_loop(tier.clone(), meta_queue, metrics));
         let backlog_gauge = metrics_gauge;
-        Archive { tier, ownership, compression: per_stream, backlog, backlog_gauge, uploaded, jobs, meta_jobs }
+        Archive { tier, ownership, backlog, backlog_gauge, jobs, meta_jobs }
     }
 
-    /// The stream's compression in the object store, from its `COMPRESSION_TAG` tag (None:
-    /// the broker's default); applies to segments uploaded from now on.
-    pub fn set_compression(&self, stream: &str, compression: Option<Compression>) {
-        let mut map = self.compression.lock().unwrap();
-        match compression {
-            Some(c) => map.insert(stream.to_string(), c),
-            None => map.remove(stream),
-        };
-    }
-
-    /// Take the shard from epoch `from`; see `Ownership::take`.
-    pub async fn take(&self, stream: &str, shard: &str, from: u64) -> Result<u64, TierError> {
-        self.ownership.take(&self.tier, stream, shard, from).await
+    /// Take the shard named from epoch `from`; see `Ownership::take`.
+    pub async fn take(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: u64,
+        held: Option<&ShardBucket>,
+    ) -> Result<u64, TierError> {
+        self.ownership.take(&self.tier, stream, shard, from, held).await
     }
 
     /// Take (or keep) the shard for this broker in the object store; see `Ownership`.
-    pub async fn claim(&self, stream: &str, shard: &str) -> Result<u64, TierError> {
-        self.ownership.claim(&self.tier, stream, shard).await
+    pub async fn claim(&self, shard: &ShardBucket) -> Result<u64, TierError> {
+        self.ownership.claim(&self.tier, shard).await
     }
 
     /// The object store it writes to.
@@ -136,13 +114,18 @@ impl Archive {
 
     /// Offset after the last segment of `shard` in its manifest (read from the bucket the
     /// first time; then kept up to date by the uploads).
-    pub async fn uploaded_end(&self, stream: &str, shard: &str) -> Result<u64, TierError> {
-        if let Some(&end) = self.uploaded.lock().unwrap().get(&(stream.to_string(), shard.to_string())) {
+    pub async fn uploaded_end(&self, shard: &ShardBucket) -> Result<u64, TierError> {
+        if let Some(end) = shard.uploaded_end() {
             return Ok(end);
         }
-        let end = self.tier.manifest(stream, shard)?.load().await?.map_or(0, |(m, _)| m.end_offset());
-        note_uploaded(&self.uploaded, stream, shard, end);
+        let end = self.listed_end(&shard.stream, &shard.shard).await?;
+        shard.note_uploaded(end);
         Ok(end)
+    }
+
+    /// Offset after the last segment the bucket's manifest of a shard lists.
+    pub async fn listed_end(&self, stream: &str, shard: &str) -> Result<u64, TierError> {
+        Ok(self.tier.manifest(stream, shard)?.load().await?.map_or(0, |(m, _)| m.end_offset()))
     }
 
     /// Bytes of sealed segments waiting for the object store.
@@ -151,26 +134,26 @@ impl Archive {
     }
 
     /// What the shard log calls when it seals a segment: queue its upload.
-    pub fn seal_observer(&self, stream: &str, shard: &str) -> SealObserver {
-        let (jobs, stream, shard) = (self.jobs.clone(), stream.to_string(), shard.to_string());
+    pub fn seal_observer(&self, shard: Arc<ShardBucket>) -> SealObserver {
+        let jobs = self.jobs.clone();
         let (backlog, gauge) = (self.backlog.clone(), self.backlog_gauge.clone());
         SealObserver(Arc::new(move |segment| {
             gauge.set((backlog.fetch_add(segment.bytes, Ordering::Relaxed) + segment.bytes) as i64);
-            let _ = jobs.send(UploadJob::Segment { stream: stream.clone(), shard: shard.clone(), segment });
+            let _ = jobs.send(UploadJob::Segment { shard: shard.clone(), segment });
         }))
     }
 
     /// Queue the sealed segments a manifest does not list yet (after a restart).
-    pub async fn catch_up(&self, stream: &str, shard: &str, sealed: Vec<SealedSegment>) -> Result<usize, TierError> {
-        let manifest = self.tier.manifest(stream, shard)?.load().await?.map(|(m, _)| m);
-        note_uploaded(&self.uploaded, stream, shard, manifest.as_ref().map_or(0, |m| m.end_offset()));
+    pub async fn catch_up(&self, shard: &Arc<ShardBucket>, sealed: Vec<SealedSegment>) -> Result<usize, TierError> {
+        let manifest = self.tier.manifest(&shard.stream, &shard.shard)?.load().await?.map(|(m, _)| m);
+        shard.note_uploaded(manifest.as_ref().map_or(0, |m| m.end_offset()));
         let listed = manifest.map(|m| m.segments).unwrap_or_default();
         let mut queued = 0;
         for segment in sealed {
             if !listed.iter().any(|s| s.base_offset == segment.base_offset) {
                 let now = self.backlog.fetch_add(segment.bytes, Ordering::Relaxed) + segment.bytes;
                 self.backlog_gauge.set(now as i64);
-                let _ = self.jobs.send(UploadJob::Segment { stream: stream.into(), shard: shard.into(), segment });
+                let _ = self.jobs.send(UploadJob::Segment { shard: shard.clone(), segment });
                 queued += 1;
             }
         }
@@ -178,13 +161,13 @@ impl Archive {
     }
 
     /// Delete the shard's orphaned segment objects (queued behind pending uploads).
-    pub fn sweep(&self, stream: &str, shard: &str) {
-        let _ = self.jobs.send(UploadJob::Sweep { stream: stream.into(), shard: shard.into() });
+    pub fn sweep(&self, shard: &Arc<ShardBucket>) {
+        let _ = self.jobs.send(UploadJob::Sweep { shard: shard.clone() });
     }
 
     /// Apply retention in the bucket too (queued behind pending uploads).
-    pub fn trim(&self, stream: &str, shard: &str, cutoff_ms: i64) {
-        let _ = self.jobs.send(UploadJob::Trim { stream: stream.into(), shard: shard.into(), cutoff_ms });
+    pub fn trim(&self, shard: &Arc<ShardBucket>, cutoff_ms: i64) {
+        let _ = self.jobs.send(UploadJob::Trim { shard: shard.clone(), cutoff_ms });
     }
 
     /// Mirror a stream's description to the bucket (soon, in order), so that the bucket
@@ -198,14 +181,6 @@ impl Archive {
         let (mirrored, mirrors) = oneshot::channel();
         let _ = self.meta_jobs.send(MetaJob::Flush(mirrored));
         let _ = mirrors.await;
-    }
-
-    /// What this broker knows of a stream it no longer serves. The bucket is not touched: in
-    /// a cluster a stream of the same name may already be there again (see `purge`).
-    pub fn forget(&self, name: &str) {
-        self.ownership.forget(name);
-        self.set_compression(name, None);
-        self.uploaded.lock().unwrap().retain(|(stream, _), _| stream != name);
     }
 
     /// A deleted stream's objects leave the bucket, its description last (after the DELETING
@@ -391,10 +366,8 @@ async fn meta_loop(tier: TierStore, mut queue: mpsc::UnboundedReceiver<MetaJob>,
 struct Uploader {
     tier: TierStore,
     default_compression: Compression,
-    compression: Arc<Mutex<HashMap<String, Compression>>>,
     ownership: Arc<Ownership>,
     backlog: Arc<AtomicU64>,
-    uploaded: Uploaded,
     metrics: Arc<Metrics>,
 }
 
@@ -402,13 +375,13 @@ impl Uploader {
     async fn run(self, mut queue: mpsc::UnboundedReceiver<UploadJob>) {
         while let Some(job) = queue.recv().await {
             match job {
-                UploadJob::Segment { stream, shard, segment } => {
-                    self.upload(&stream, &shard, &segment).await;
+                UploadJob::Segment { shard, segment } => {
+                    self.upload(&shard, &segment).await;
                     let left = self.backlog.fetch_sub(segment.bytes, Ordering::Relaxed) - segment.bytes;
                     self.metrics.upload_backlog_bytes.set(left as i64);
                 }
-                UploadJob::Trim { stream, shard, cutoff_ms } => self.trim(&stream, &shard, cutoff_ms).await,
-                UploadJob::Sweep { stream, shard } => self.sweep(&stream, &shard).await,
+                UploadJob::Trim { shard, cutoff_ms } => self.trim(&shard, cutoff_ms).await,
+                UploadJob::Sweep { shard } => self.sweep(&shard).await,
                 UploadJob::Flush(done) => {
                     let _ = done.send(());
                 }
@@ -416,13 +389,10 @@ impl Uploader {
         }
     }
 
-    fn compression_of(&self, stream: &str) -> Compression {
-        self.compression.lock().unwrap().get(stream).copied().unwrap_or(self.default_compression)
-    }
-
     /// Only the owner sweeps; not retried (the next sweep tries again).
-    async fn sweep(&self, stream: &str, shard: &str) {
-        let swept = match self.ownership.epoch(&self.tier, stream, shard).await {
+    async fn sweep(&self, bucket: &ShardBucket) {
+        let (stream, shard) = (&bucket.stream, &bucket.shard);
+        let swept = match self.ownership.epoch(&self.tier, bucket).await {
             Ok(Some(_)) => self.tier.sweep_orphans(stream, shard, ORPHAN_MIN_AGE).await,
             Ok(None) => return,
             Err(e) => Err(e),
@@ -441,8 +411,9 @@ impl Uploader {
     }
 
     /// Not retried: the next retention pass tries again.
-    async fn trim(&self, stream: &str, shard: &str, cutoff_ms: i64) {
-        let epoch = match self.ownership.epoch(&self.tier, stream, shard).await {
+    async fn trim(&self, bucket: &ShardBucket, cutoff_ms: i64) {
+        let (stream, shard) = (&bucket.stream, &bucket.shard);
+        let epoch = match self.ownership.epoch(&self.tier, bucket).await {
             Ok(Some(epoch)) => epoch,
             Ok(None) => return, // the owner applies retention
             Err(e) => {
@@ -457,7 +428,7 @@ impl Uploader {
             }
             Ok(_) => {}
             Err(TierError::StaleEpoch { current, .. }) => {
-                self.ownership.fence(stream, shard, &format!("epoch {current} was taken by another broker"));
+                bucket.fence(&format!("epoch {current} was taken by another broker"));
             }
             Err(e) => {
                 self.metrics.object_store_errors.inc();
@@ -469,12 +440,13 @@ impl Uploader {
     /// Upload one sealed segment and list it in the manifest; a failure is retried with
     /// backoff (the store may be down) without losing its place. Gives up when the segment
     /// is gone (retention), another broker owns the shard, or the store keeps refusing it.
-    async fn upload(&self, stream: &str, shard: &str, segment: &SealedSegment) {
+    async fn upload(&self, bucket: &ShardBucket, segment: &SealedSegment) {
+        let (stream, shard) = (&bucket.stream, &bucket.shard);
         let mut backoff = Duration::from_millis(100);
         let mut refusals = 0;
         loop {
             let started = Instant::now();
-            let attempt = match self.ownership.epoch(&self.tier, stream, shard).await {
+            let attempt = match self.ownership.epoch(&self.tier, bucket).await {
                 Ok(None) => return,
                 Ok(Some(epoch)) => {
                     let upload = SegmentUpload {
@@ -486,7 +458,7 @@ impl Uploader {
                         first_ts_ms: segment.first_ts_ms.max(0) as u64,
                         last_ts_ms: segment.last_ts_ms.max(0) as u64,
                         records: segment.end_offset - segment.base_offset,
-                        compression: self.compression_of(stream),
+                        compression: bucket.compression().unwrap_or(self.default_compression),
                         data: SegmentData::File(segment.path.clone()),
                     };
                     self.tier.upload_segment(upload).await
@@ -501,11 +473,11 @@ impl Uploader {
                     m.segment_raw_bytes.inc_by(report.raw_bytes);
                     m.segment_stored_bytes.inc_by(report.stored_bytes);
                     m.segment_upload_seconds.observe(started.elapsed().as_secs_f64());
-                    note_uploaded(&self.uploaded, stream, shard, segment.end_offset);
+                    bucket.note_uploaded(segment.end_offset);
                     return;
                 }
                 Err(TierError::StaleEpoch { current, .. }) => {
-                    self.ownership.fence(stream, shard, &format!("epoch {current} was taken by another broker"));
+                    bucket.fence(&format!("epoch {current} was taken by another broker"));
                     return;
                 }
                 Err(e) => {

@@ -155,7 +155,7 @@ impl Broker {
                  so no other broker can share its streams; serving alone"
             );
         }
-        let ownership = Arc::new(Ownership::new(id.clone(), metrics.fenced_shards.clone(), !clustered));
+        let ownership = Arc::new(Ownership::new(id.clone(), !clustered));
         let archive = Archive::start(tier, config.segment_compression, ownership, metrics.clone());
         let streams_dir = config.data_dir.join("streams");
         let local = local_streams(&streams_dir)?;
@@ -194,7 +194,7 @@ impl Broker {
             read_calls_per_sec: config.shard_read_calls_per_sec,
         };
         let catalog = {
-            let (archive, metrics) = (Some(archive.clone()), metrics.clone());
+            let (archive, metrics) = (archive.clone(), metrics.clone());
             tokio::task::spawn_blocking(move || {
                 Catalog::open(streams_dir, log_config, archive, limits, metrics, !clustered)
             })
@@ -264,7 +264,7 @@ impl Broker {
         // on another disk, or another one) is fenced from now on. Losing a race for a shard to
         // a broker starting at the same moment means two brokers were given the same streams
         // and prefix: refuse to start. With the store down, shards are claimed on first upload.
-        let shards: Vec<(String, Arc<crate::catalog::Shard>)> = broker
+        let shards: Vec<(String, Arc<crate::shard::Shard>)> = broker
             .catalog
             .all()
             .into_iter()
@@ -273,7 +273,7 @@ impl Broker {
             .collect();
         let archive = &archive;
         let claims = futures::stream::iter(
-            shards.iter().map(|(stream, shard)| async move { (stream, shard, archive.claim(stream, &shard.id).await) }),
+            shards.iter().map(|(stream, shard)| async move { (stream, shard, archive.claim(&shard.bucket).await) }),
         );
         for (stream, shard, claimed) in claims.buffer_unordered(STARTUP_REQUESTS).collect::<Vec<_>>().await {
             match claimed {
@@ -289,7 +289,7 @@ impl Broker {
         }
         // Segments sealed before a restart whose upload did not finish.
         let catch_ups = futures::stream::iter(shards.iter().map(|(stream, shard)| async move {
-            (stream, shard, archive.catch_up(stream, &shard.id, shard.log.sealed_segments()).await)
+            (stream, shard, archive.catch_up(&shard.bucket, shard.log.sealed_segments()).await)
         }));
         for (stream, shard, queued) in catch_ups.buffer_unordered(STARTUP_REQUESTS).collect::<Vec<_>>().await {
             if let Err(e) = queued {
@@ -357,7 +357,7 @@ impl Broker {
     pub fn sweep_orphans(&self) {
         for stream in self.catalog.all() {
             for shard in stream.shards() {
-                self.archive.sweep(&stream.name, &shard.id);
+                self.archive.sweep(&shard.bucket);
             }
         }
     }
@@ -392,9 +392,11 @@ impl Broker {
             };
             for r in &reach {
                 let covered = match self.catalog.get(&r.stream) {
-                    Some(stream) if stream.incarnation == r.incarnation => {
-                        self.archive.uploaded_end(&r.stream, &r.shard).await? >= r.end_offset
-                    }
+                    Some(stream) if stream.incarnation == r.incarnation => match stream.shard_named(&r.shard) {
+                        Some(shard) => self.archive.uploaded_end(&shard.bucket).await? >= r.end_offset,
+                        // Not opened here (yet): as far as the bucket lists it.
+                        None => self.archive.listed_end(&r.stream, &r.shard).await? >= r.end_offset,
+                    },
                     Some(_) => true, // an earlier incarnation, deleted
                     // Not served here: redundant only if the bucket no longer describes it.
                     None => tier.stream_meta(&r.stream)?.load().await?.is_none(),
@@ -420,7 +422,7 @@ impl Broker {
                 if let Err(e) = shard.log.trim_before(cutoff) {
                     tracing::warn!(stream = %stream.name, shard = %shard.id, "retention: {e}");
                 }
-                self.archive.trim(&stream.name, &shard.id, cutoff);
+                self.archive.trim(&shard.bucket, cutoff);
             }
             if !self.writes_catalog() {
                 continue;

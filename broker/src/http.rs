@@ -204,7 +204,9 @@ async fn take_shard(broker: &Broker, req: http::Request<Incoming>) -> (StatusCod
             return json(StatusCode::BAD_REQUEST, serde_json::json!({ "message": message }));
         }
     };
-    match broker.archive.take(&take.stream, &take.shard, take.from_epoch).await {
+    let held = broker.catalog.get(&take.stream).and_then(|s| s.shard_named(&take.shard));
+    let held = held.as_ref().map(|s| s.bucket.as_ref());
+    match broker.archive.take(&take.stream, &take.shard, take.from_epoch, held).await {
         Ok(epoch) => {
             let owner = broker.archive.ownership.broker_id();
             json(

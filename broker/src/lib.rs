@@ -13,6 +13,7 @@ pub mod log;
 pub mod metrics;
 mod ops;
 pub mod ownership;
+pub mod shard;
 pub mod stats;
 pub mod throttle;
 pub mod tier;

@@ -3,11 +3,13 @@
 //! cache), local retention deletes uploaded segments from local disk beyond
 //! `--local-retention-bytes`, and the local vs remote segment gauges.
 
-use crate::catalog::{Catalog, Shard, Stream};
+use crate::catalog::{Catalog, Stream};
 use crate::metrics::Metrics;
+use crate::shard::Shard;
+use crate::shard::bucket::CachedManifest;
 use crate::tier::{FrameCache, Manifest, RemoteRead, RemoteReadRequest, RemoteReader, TierError, TierStore};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A cached manifest is reloaded after this long (retention in the bucket removes segments).
@@ -16,51 +18,36 @@ const MANIFEST_MAX_AGE: Duration = Duration::from_secs(30);
 /// few GetRecords slots, which local readers need too.
 const REMOTE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A shard of one incarnation of a stream.
-type ShardKey = (String, u64, String);
-
-struct Known {
-    manifest: Arc<Manifest>,
-    loaded: Instant,
-}
-
 pub struct Tiers {
     reader: RemoteReader,
-    /// The last manifest loaded per shard.
-    manifests: Mutex<HashMap<ShardKey, Known>>,
+    /// Manifests cached (in each shard's bucket state) under an older generation are stale.
+    generation: AtomicU64,
     local_retention_bytes: Option<u64>,
     metrics: Arc<Metrics>,
-}
-
-fn key(stream: &Stream, shard: &Shard) -> ShardKey {
-    (stream.name.clone(), stream.incarnation, shard.id.clone())
 }
 
 impl Tiers {
     pub fn new(tier: TierStore, cache_bytes: u64, local_retention_bytes: Option<u64>, metrics: Arc<Metrics>) -> Self {
         let cache = Arc::new(FrameCache::new(cache_bytes, metrics.remote_cache.clone()));
-        Tiers {
-            reader: RemoteReader::new(tier, cache),
-            manifests: Mutex::new(HashMap::new()),
-            local_retention_bytes,
-            metrics,
-        }
+        Tiers { reader: RemoteReader::new(tier, cache), generation: AtomicU64::new(0), local_retention_bytes, metrics }
     }
 
     pub fn reader(&self) -> &RemoteReader {
         &self.reader
     }
 
-    fn cached(&self, key: &ShardKey) -> Option<Arc<Manifest>> {
-        self.manifests.lock().unwrap().get(key).map(|k| k.manifest.clone())
+    /// The shard's cached manifest, if one is cached in the current generation.
+    fn cached(&self, shard: &Shard) -> Option<CachedManifest> {
+        let generation = self.generation.load(Ordering::Acquire);
+        shard.bucket.cached_manifest().filter(|c| c.generation == generation)
     }
 
     /// The shard's manifest: the cached one unless `fresh` (or none is cached), else loaded.
     async fn manifest(&self, stream: &Stream, shard: &Shard, fresh: bool) -> Result<Arc<Manifest>, TierError> {
-        let key = key(stream, shard);
-        if !fresh && let Some(m) = self.cached(&key) {
-            return Ok(m);
+        if !fresh && let Some(c) = self.cached(shard) {
+            return Ok(c.manifest);
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let loaded = self.reader.tier().manifest(&stream.name, &shard.id)?.load().await.inspect_err(|_| {
             self.metrics.object_store_errors.inc();
         })?;
@@ -68,7 +55,7 @@ impl Tiers {
         // Versions only grow: an older (or missing) manifest than one seen before is not the
         // bucket's state but a store answering wrongly (a lost or replaced bucket, a stale
         // replica). Reads must not take its word for which records exist.
-        if let Some(seen) = self.cached(&key)
+        if let Some(seen) = self.cached(shard).map(|c| c.manifest)
             && manifest.version < seen.version
         {
             return Err(unreadable(
@@ -77,8 +64,7 @@ impl Tiers {
                 format!("manifest version {} is older than version {} seen before", manifest.version, seen.version),
             ));
         }
-        let known = Known { manifest: manifest.clone(), loaded: Instant::now() };
-        self.manifests.lock().unwrap().insert(key, known);
+        shard.bucket.cache_manifest(CachedManifest { manifest: manifest.clone(), loaded: Instant::now(), generation });
         Ok(manifest)
     }
 
@@ -185,16 +171,14 @@ impl Tiers {
     /// Local retention over every shard, then the gauges. A shard over its local budget has
     /// its manifest loaded afresh, and only segments it lists (same offsets) are deleted.
     pub async fn local_retention_pass(&self, catalog: &Catalog) {
-        let mut live = Vec::new();
         let (mut local_count, mut local_bytes) = (0usize, 0u64);
+        let (mut remote_count, mut remote_bytes) = (0usize, 0u64);
         for stream in catalog.all() {
             for shard in &stream.shards() {
-                let key = key(&stream, shard);
-                live.push(key.clone());
                 let sealed = shard.log.sealed_segments();
                 let (_, bytes) = shard.log.local_footprint();
                 let over = self.local_retention_bytes.is_some_and(|keep| bytes > keep);
-                let stale = match self.manifests.lock().unwrap().get(&key) {
+                let stale = match self.cached(shard) {
                     None => true,
                     Some(k) => {
                         k.loaded.elapsed() > MANIFEST_MAX_AGE
@@ -207,7 +191,12 @@ impl Tiers {
                     tracing::warn!(stream = %stream.name, shard = %shard.id, "loading the manifest: {e}");
                 }
                 // A segment the manifest lists (same offsets) is in the bucket: it may go.
-                if let (true, Some(keep), Some(manifest)) = (over, self.local_retention_bytes, self.cached(&key)) {
+                let cached = self.cached(shard).map(|c| c.manifest);
+                if let Some(manifest) = &cached {
+                    remote_count += manifest.segments.len();
+                    remote_bytes += manifest.segments.iter().map(|s| s.stored_bytes).sum::<u64>();
+                }
+                if let (true, Some(keep), Some(manifest)) = (over, self.local_retention_bytes, cached) {
                     let listed = move |base: u64, end: u64| {
                         manifest.segments.iter().any(|s| s.base_offset == base && s.end_offset == end)
                     };
@@ -223,24 +212,15 @@ impl Tiers {
                 local_bytes += bytes;
             }
         }
-        let (mut remote_count, mut remote_bytes) = (0usize, 0u64);
-        {
-            let mut manifests = self.manifests.lock().unwrap();
-            manifests.retain(|k, _| live.contains(k));
-            for k in manifests.values() {
-                remote_count += k.manifest.segments.len();
-                remote_bytes += k.manifest.segments.iter().map(|s| s.stored_bytes).sum::<u64>();
-            }
-        }
         self.metrics.local_segments.set(local_count as i64);
         self.metrics.local_segment_bytes.set(local_bytes as i64);
         self.metrics.remote_segments.set(remote_count as i64);
         self.metrics.remote_segment_bytes.set(remote_bytes as i64);
     }
 
-    /// Forget cached manifests (after retention changed the bucket).
+    /// Forget cached manifests (after retention changed the bucket, or a shard changed hands).
     pub fn invalidate(&self) {
-        self.manifests.lock().unwrap().clear();
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 

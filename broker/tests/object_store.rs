@@ -332,8 +332,8 @@ async fn a_broker_whose_shards_were_taken_stops_writing_them() {
     for round in 0..10 {
         let stream = format!("race-{round}");
         let (ta, tb) = tokio::join!(
-            a.running.broker.archive.take(&stream, shard, 0),
-            b.running.broker.archive.take(&stream, shard, 0)
+            a.running.broker.archive.take(&stream, shard, 0, None),
+            b.running.broker.archive.take(&stream, shard, 0, None)
         );
         let winners: Vec<&str> =
             [("broker-a", &ta), ("broker-b", &tb)].iter().filter(|(_, r)| r.is_ok()).map(|(who, _)| *who).collect();

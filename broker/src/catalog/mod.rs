@@ -5,7 +5,9 @@ pub mod reshard;
 
 use crate::archive::Archive;
 use crate::log::{LogConfig, ShardLog};
-use crate::metrics::{Metrics, ShardMetrics};
+use crate::metrics::Metrics;
+use crate::shard::Shard;
+use crate::shard::bucket::{ShardBucket, StreamCompression};
 use crate::throttle::{ShardLimits, ShardThrottle};
 use meta::{ShardMeta, StreamMeta, StreamStatus};
 use reshard::Change;
@@ -15,38 +17,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use streamfabric_api::ApiError;
-use streamfabric_api::hashkey::HashRange;
 use streamfabric_api::names::{COMPRESSION_TAG, PAUSED_TAG, shard_id};
-
-/// One shard as the data plane sees it.
-pub struct Shard {
-    pub index: u64,
-    pub id: String,
-    pub range: HashRange,
-    pub log: ShardLog,
-    pub throttle: ShardThrottle,
-    pub metrics: ShardMetrics,
-    /// This broker appends to and reads this log. Always, for a broker alone; in a cluster
-    /// only while it owns the shard (the others forward to the owner).
-    serving: AtomicBool,
-}
-
-impl Shard {
-    pub fn is_serving(&self) -> bool {
-        self.serving.load(Ordering::Acquire)
-    }
-
-    pub fn set_serving(&self, serving: bool) {
-        self.serving.store(serving, Ordering::Release);
-    }
-}
 
 pub struct Stream {
     pub name: String,
     pub incarnation: u64,
     dir: PathBuf,
-    archive: Option<Archive>,
+    archive: Archive,
     meta: Mutex<StreamMeta>,
+    /// Chosen by its tags; its shards upload with it.
+    compression: StreamCompression,
     topology: RwLock<Arc<Topology>>,
     /// Every append holds it shared and a reshard exclusively, so no append is in flight
     /// while shards close and the routes change.
@@ -110,10 +90,8 @@ impl Stream {
                 tracing::error!(stream = %self.name, "persisting stream description: {e}");
                 ApiError::internal("The stream description could not be persisted")
             })?;
-            if let Some(archive) = &self.archive {
-                archive.mirror(&next);
-                archive.set_compression(&self.name, compression(&next));
-            }
+            self.archive.mirror(&next);
+            *self.compression.lock().unwrap() = compression(&next);
             self.paused.store(paused(&next), Ordering::Relaxed);
             *meta = next;
         }
@@ -135,6 +113,22 @@ impl Stream {
     pub fn shards(&self) -> Vec<Arc<Shard>> {
         self.topology().all.values().cloned().collect()
     }
+
+    /// The shard of this stream named `id`, if it has one.
+    pub fn shard_named(&self, id: &str) -> Option<Arc<Shard>> {
+        streamfabric_api::names::parse_shard_id(id).and_then(|index| self.shard(index))
+    }
+
+    fn key(&self) -> StreamKey {
+        StreamKey { name: self.name.clone(), incarnation: self.incarnation, compression: self.compression.clone() }
+    }
+}
+
+/// What a stream's shards take from it when they open.
+struct StreamKey {
+    name: String,
+    incarnation: u64,
+    compression: StreamCompression,
 }
 
 fn meta_path(stream_dir: &Path) -> PathBuf {
@@ -148,7 +142,7 @@ fn shard_dir(stream_dir: &Path, index: u64) -> PathBuf {
 pub struct Catalog {
     dir: PathBuf,
     log_config: LogConfig,
-    archive: Option<Archive>,
+    archive: Archive,
     limits: ShardLimits,
     metrics: Arc<Metrics>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
@@ -163,7 +157,7 @@ impl Catalog {
     pub fn open(
         dir: PathBuf,
         log_config: LogConfig,
-        archive: Option<Archive>,
+        archive: Archive,
         limits: ShardLimits,
         metrics: Arc<Metrics>,
         serve_on_open: bool,
@@ -198,29 +192,42 @@ impl Catalog {
         Ok(catalog)
     }
 
-    fn open_shard(&self, stream_dir: &Path, stream: &str, s: &ShardMeta) -> io::Result<Arc<Shard>> {
+    /// Open a shard's log; `bucket`: its state in the object store, kept from the log it
+    /// replaces (else new).
+    fn open_shard(
+        &self,
+        stream_dir: &Path,
+        stream: &StreamKey,
+        s: &ShardMeta,
+        bucket: Option<Arc<ShardBucket>>,
+    ) -> io::Result<Arc<Shard>> {
         let id = shard_id(s.index);
+        let bucket = bucket.unwrap_or_else(|| {
+            let compression = stream.compression.clone();
+            let fenced = self.metrics.fenced_shards.clone();
+            Arc::new(ShardBucket::new(&stream.name, stream.incarnation, &id, compression, fenced))
+        });
         let mut config = self.log_config.clone();
-        config.seal_observer = self.archive.as_ref().map(|a| a.seal_observer(stream, &id));
+        config.seal_observer = Some(self.archive.seal_observer(bucket.clone()));
         let log = ShardLog::open(&shard_dir(stream_dir, s.index), config)?;
         if s.closed.is_some() {
             log.close()?;
         }
-        Ok(Arc::new(Shard {
-            index: s.index,
-            metrics: self.metrics.shard(stream, &id),
-            id,
-            range: s.range,
-            log,
-            throttle: ShardThrottle::new(self.limits),
-            serving: AtomicBool::new(self.serve_on_open),
-        }))
+        let metrics = self.metrics.shard(&stream.name, &id);
+        let shard = Shard::new(s.index, id, s.range, log, ShardThrottle::new(self.limits), metrics, bucket);
+        shard.set_serving(self.serve_on_open);
+        Ok(Arc::new(shard))
     }
 
     fn open_stream(&self, dir: PathBuf, meta: StreamMeta) -> io::Result<Stream> {
+        let key = StreamKey {
+            name: meta.name.clone(),
+            incarnation: meta.incarnation,
+            compression: Arc::new(Mutex::new(compression(&meta))),
+        };
         let mut shards = BTreeMap::new();
         for s in &meta.shards {
-            shards.insert(s.index, self.open_shard(&dir, &meta.name, s)?);
+            shards.insert(s.index, self.open_shard(&dir, &key, s, None)?);
         }
         // Files of shards the description no longer lists (removed past retention, or opened
         // by a reshard that failed before it was persisted): nothing refers to them.
@@ -233,12 +240,10 @@ impl Catalog {
                 }
             }
         }
-        if let Some(archive) = &self.archive {
-            archive.set_compression(&meta.name, compression(&meta));
-        }
         Ok(Stream {
-            name: meta.name.clone(),
-            incarnation: meta.incarnation,
+            name: key.name,
+            incarnation: key.incarnation,
+            compression: key.compression,
             dir,
             archive: self.archive.clone(),
             topology: RwLock::new(Arc::new(Topology::new(&meta, shards))),
@@ -290,7 +295,7 @@ impl Catalog {
         let mut all = topology.all.clone();
         for &index in &created {
             let s = next.shards.iter().find(|s| s.index == index).expect("created shards are described");
-            match self.open_shard(&stream.dir, &stream.name, s) {
+            match self.open_shard(&stream.dir, &stream.key(), s, None) {
                 Ok(shard) => all.insert(index, shard),
                 Err(e) => {
                     reopen(&ends);
@@ -347,9 +352,7 @@ impl Catalog {
                 return Err(ApiError::internal("The stream could not be created on disk"));
             }
         };
-        if let Some(archive) = &self.archive {
-            archive.mirror(&stream.meta());
-        }
+        self.archive.mirror(&stream.meta());
         streams.insert(stream.name.clone(), stream.clone());
         self.metrics.streams.set(streams.len() as i64);
         Ok(stream)
@@ -421,7 +424,7 @@ impl Catalog {
         for s in &meta.shards {
             let shard = match topology.all.get(&s.index) {
                 Some(shard) => shard.clone(),
-                None => self.open_shard(&stream.dir, &stream.name, s)?,
+                None => self.open_shard(&stream.dir, &stream.key(), s, None)?,
             };
             if s.closed.is_some() {
                 shard.log.close()?;
@@ -436,9 +439,7 @@ impl Catalog {
         }
         let mut current = stream.meta.lock().unwrap();
         meta.store(&meta_path(&stream.dir))?;
-        if let Some(archive) = &self.archive {
-            archive.set_compression(&stream.name, compression(&meta));
-        }
+        *stream.compression.lock().unwrap() = compression(&meta);
         stream.paused.store(paused(&meta), Ordering::Relaxed);
         *stream.topology.write().unwrap() = Arc::new(Topology::new(&meta, all));
         *current = meta;
@@ -446,12 +447,14 @@ impl Catalog {
     }
 
     /// Open a shard's log afresh from its directory (rebuilt from the bucket by a handoff)
-    /// in place of the one the stream holds, whose files must be gone; not serving yet.
+    /// in place of the one the stream holds, whose files must be gone; not serving yet. Its
+    /// state in the object store carries over.
     pub fn reopen_shard(&self, stream: &Stream, index: u64) -> io::Result<Arc<Shard>> {
         let s = stream
             .with_meta(|m| m.shards.iter().find(|s| s.index == index).cloned())
             .ok_or_else(|| io::Error::other(format!("shard {index} of {} is not described", stream.name)))?;
-        let shard = self.open_shard(&stream.dir, &stream.name, &s)?;
+        let bucket = stream.shard(index).map(|old| old.bucket.clone());
+        let shard = self.open_shard(&stream.dir, &stream.key(), &s, bucket)?;
         shard.set_serving(false);
         let meta = stream.meta();
         let mut topology = stream.topology.write().unwrap();
@@ -469,9 +472,6 @@ impl Catalog {
         self.metrics.streams.set(self.streams.read().unwrap().len() as i64);
         for shard in stream.shards() {
             self.metrics.forget_shard(&stream.name, &shard.id);
-        }
-        if let Some(archive) = &self.archive {
-            archive.forget(&stream.name);
         }
         std::fs::remove_dir_all(&stream.dir)
     }

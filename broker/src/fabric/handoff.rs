@@ -9,9 +9,10 @@
 //! `object`) give back its acknowledged records, and numbering continues past a gap.
 
 use crate::broker::Broker;
-use crate::catalog::{Shard, Stream};
+use crate::catalog::Stream;
 use crate::cluster::{Liveness, ShardKey};
 use crate::config::Durability;
+use crate::shard::Shard;
 use crate::tier::{TierError, WalChunk};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -142,10 +143,10 @@ async fn take(broker: &Broker, stream: &Arc<Stream>, shard: &Arc<Shard>) -> Resu
             rebuild(broker, stream, shard, &replay, None).await?
         }
     };
-    broker.archive.ownership.owned(&stream.name, &shard.id, epoch);
+    serving.bucket.owned(epoch);
     // Manifests cached while another broker owned the shard list less than it has now.
     broker.tiers.invalidate();
-    broker.archive.catch_up(&stream.name, &shard.id, serving.log.sealed_segments()).await?;
+    broker.archive.catch_up(&serving.bucket, serving.log.sealed_segments()).await?;
     serving.set_serving(true);
     broker.metrics.handoffs.with_label_values(&[kind]).inc();
     let from = owner.as_deref().unwrap_or("-");
@@ -183,8 +184,8 @@ async fn release(broker: &Broker, stream: &Stream, shard: &Shard) -> Result<(), 
     shard.set_serving(false);
     // Appends check `serving` under the gate: once it is taken, none is in flight.
     drop(stream.write_gate.write().await);
-    let ownership = &broker.archive.ownership;
-    let Some(epoch) = ownership.owned_epoch(&stream.name, &shard.id) else { return Ok(()) };
+    let bucket = &shard.bucket;
+    let Some(epoch) = bucket.owned_epoch() else { return Ok(()) };
     let failed = |op: &'static str| {
         let path = format!("shard {} of {}", shard.id, stream.name);
         move |source| TierError::Io { op, path, source }
@@ -192,8 +193,8 @@ async fn release(broker: &Broker, stream: &Stream, shard: &Shard) -> Result<(), 
     shard.log.roll().map_err(failed("seal"))?;
     let end = shard.log.bounds().end_offset;
     let sealed_end = shard.log.sealed_segments().last().map_or(0, |s| s.end_offset);
-    while broker.archive.uploaded_end(&stream.name, &shard.id).await? < sealed_end {
-        if ownership.owned_epoch(&stream.name, &shard.id) != Some(epoch) {
+    while broker.archive.uploaded_end(bucket).await? < sealed_end {
+        if bucket.owned_epoch() != Some(epoch) {
             // Fenced meanwhile: another broker took the shard, nothing to hand on.
             return Ok(());
         }
@@ -208,7 +209,7 @@ async fn release(broker: &Broker, stream: &Stream, shard: &Shard) -> Result<(), 
     match broker.archive.tier().manifest(&stream.name, &shard.id)?.release(epoch, end).await {
         Ok(()) => {}
         Err(TierError::StaleEpoch { current, .. }) => {
-            ownership.fence(&stream.name, &shard.id, &format!("epoch {current} was taken by another broker"));
+            bucket.fence(&format!("epoch {current} was taken by another broker"));
             return Ok(());
         }
         Err(e) => {
@@ -216,7 +217,7 @@ async fn release(broker: &Broker, stream: &Stream, shard: &Shard) -> Result<(), 
             return Err(e);
         }
     }
-    ownership.release(&stream.name, &shard.id);
+    bucket.release();
     broker.metrics.handoffs.with_label_values(&["released"]).inc();
     tracing::info!(broker = %broker.archive.ownership.broker_id(), stream = %stream.name, shard = %shard.id, end, took_ms = started.elapsed().as_millis() as u64, "handed the shard on");
     Ok(())

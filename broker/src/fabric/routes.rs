@@ -5,7 +5,8 @@
 
 use super::peers::Relayed;
 use crate::broker::Broker;
-use crate::catalog::{Shard, Stream};
+use crate::catalog::Stream;
+use crate::shard::Shard;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use super::shards::shard_index_arg;
 use super::validate::{self, bounded, required};
 use crate::broker::Broker;
-use crate::catalog::Shard;
+use crate::shard::Shard;
 use crate::tokens::IteratorToken;
 use std::sync::Arc;
 use streamfabric_api::limits::{MAX_GET_RECORDS_BYTES, MAX_GET_RECORDS_LIMIT};

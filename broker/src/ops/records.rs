@@ -1,15 +1,14 @@
-//! PutRecord and PutRecords: validate, route by hash key, append to shard logs, answer
-//! per record in request order.
+//! PutRecord and PutRecords: validate, then one append path (`Broker::append`): route by
+//! hash key, append to shard logs, wait for durability, answer per record in request order.
 
 use super::validate;
 use crate::broker::Broker;
-use crate::catalog::{Shard, Stream};
+use crate::catalog::Stream;
 use crate::config::Durability;
 use crate::log::{Appended, NewRecord};
-use crate::metrics::Metrics;
+use crate::shard::Shard;
 use crate::tier::{WalChunk, WalRecord};
 use std::sync::Arc;
-use std::time::Instant;
 use streamfabric_api::hashkey::{hash_of_partition_key, parse_explicit_hash_key};
 use streamfabric_api::limits::{MAX_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_ENTRIES};
 use streamfabric_api::model::*;
@@ -27,21 +26,6 @@ fn field(entry: Option<usize>, name: &str) -> String {
     }
 }
 
-/// Append to one shard and account for it.
-async fn append(metrics: &Metrics, shard: &Shard, records: Vec<NewRecord>) -> Result<Appended, ApiError> {
-    let bytes: usize = records.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
-    let count = records.len() as u64;
-    let started = Instant::now();
-    let appended = shard.log.append(records).await.map_err(|e| {
-        tracing::error!(shard = %shard.id, "append failed: {e}");
-        ApiError::internal("The records could not be stored.")
-    })?;
-    metrics.append_seconds.observe(started.elapsed().as_secs_f64());
-    shard.metrics.incoming_records.inc_by(count);
-    shard.metrics.incoming_bytes.inc_by(bytes as u64);
-    Ok(appended)
-}
-
 /// Durability `object`: what goes into the write-ahead object for one append (`records`
 /// are the caller's copies, kept from before the append; their data is shared, not copied).
 fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<NewRecord>) -> WalChunk {
@@ -53,6 +37,23 @@ fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<New
         timestamp_ms: appended.timestamp_ms,
         records: records.into_iter().map(|r| WalRecord { partition_key: r.partition_key, data: r.data }).collect(),
     }
+}
+
+/// Where each record of a write went, in request order: its shard (a position in `shards`)
+/// and offset, or why it was not stored.
+pub(crate) struct Written {
+    pub shards: Vec<Arc<Shard>>,
+    pub records: Vec<Result<(usize, u64), ApiError>>,
+}
+
+/// What became of one shard's part of a write.
+struct ShardOutcome {
+    /// This many of its records, from the first, were admitted and appended at consecutive
+    /// offsets from the first offset (or failed together).
+    admitted: usize,
+    appended: Result<u64, ApiError>,
+    /// Why the others were not (refused, or throttled).
+    refused: Option<ApiError>,
 }
 
 impl Broker {
@@ -178,23 +179,6 @@ impl Broker {
         Ok(())
     }
 
-    /// A shard another broker has taken in the object store is not written here any more;
-    /// in a cluster, neither is one this broker does not serve (now).
-    fn fenced(&self, stream: &Stream, shard: &Shard) -> Option<ApiError> {
-        if !shard.is_serving() {
-            return Some(crate::fabric::routes::moving(&stream.name, &shard.id));
-        }
-        self.archive.ownership.is_fenced(&stream.name, &shard.id).then(|| {
-            ApiError::internal(format!(
-                "Shard {} in stream {} is owned by another broker now (its object-store epoch moved on); \
-                 this broker ({}) no longer writes it.",
-                shard.id,
-                stream.name,
-                self.archive.ownership.broker_id()
-            ))
-        })
-    }
-
     fn throttled(&self, stream: &Stream, shard: &Shard) -> ApiError {
         ApiError::new(
             ErrorCode::ProvisionedThroughputExceeded,
@@ -205,34 +189,97 @@ impl Broker {
         )
     }
 
-    pub(crate) async fn put_record(&self, input: PutRecordInput) -> Result<PutRecordOutput, ApiError> {
-        let hash = self.check_put_record(&input)?;
-        let (key, data) = (input.partition_key.unwrap_or_default(), input.data.unwrap_or_default());
-        let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
-        self.check_not_paused(&stream)?;
+    /// The one way records are written, for PutRecord and PutRecords alike (received or
+    /// forwarded), each record with its hash key. Per shard, concurrently: refused unless
+    /// this broker serves and owns it, throttled, appended to the log's group commit. Then,
+    /// durability `object`, one write-ahead object for the whole request; then the fencing
+    /// checks: a shard taken by another broker meanwhile acknowledges nothing, nor does a
+    /// broker whose cluster lease lapsed (Err: nothing of the request is acknowledged).
+    pub(crate) async fn append(&self, stream: &Stream, records: Vec<(u128, NewRecord)>) -> Result<Written, ApiError> {
+        self.check_not_paused(stream)?;
         self.check_upload_backlog()?;
         let mark = self.begin_write()?;
         let _writing = stream.write_gate.read().await;
         let topology = stream.topology();
-        let shard = topology.route(hash);
-        if let Some(e) = self.fenced(&stream, shard) {
-            return Err(e);
+
+        // Group by shard; `placed` keeps each record's shard and place in its group.
+        let mut shards: Vec<Arc<Shard>> = Vec::new();
+        let mut groups: Vec<Vec<NewRecord>> = Vec::new();
+        let mut placed = Vec::with_capacity(records.len());
+        for (hash, record) in records {
+            let shard = topology.route(hash);
+            let s = shards.iter().position(|s| Arc::ptr_eq(s, shard)).unwrap_or_else(|| {
+                shards.push(shard.clone());
+                groups.push(Vec::new());
+                shards.len() - 1
+            });
+            placed.push((s, groups[s].len()));
+            groups[s].push(record);
         }
-        let size = data.0.len() + key.len();
-        if shard.throttle.admit_writes(std::iter::once(size)) == 0 {
-            shard.metrics.write_throttled.inc();
-            return Err(self.throttled(&stream, shard));
+
+        let broker_id = self.archive.ownership.broker_id();
+        let mut outcomes: Vec<ShardOutcome> = Vec::with_capacity(shards.len());
+        let mut appends = tokio::task::JoinSet::new();
+        for (s, (shard, mut group)) in shards.iter().zip(groups).enumerate() {
+            if let Some(refused) = shard.write_refusal(broker_id) {
+                outcomes.push(ShardOutcome { admitted: 0, appended: Ok(0), refused: Some(refused) });
+                continue;
+            }
+            let admitted = shard.admit(&group);
+            let refused = (admitted < group.len()).then(|| self.throttled(stream, shard));
+            outcomes.push(ShardOutcome { admitted, appended: Ok(0), refused });
+            if admitted == 0 {
+                continue;
+            }
+            group.truncate(admitted);
+            let (shard, metrics, object) = (shard.clone(), self.metrics.clone(), self.object_durability());
+            appends.spawn(async move {
+                let kept = object.then(|| group.clone());
+                (s, shard.append_local(&metrics, group).await, kept)
+            });
         }
-        let records = vec![NewRecord { partition_key: key, data: data.0 }];
-        let kept = self.object_durability().then(|| records.clone());
-        let appended = append(&self.metrics, shard, records).await?;
-        if let Some(records) = kept {
-            self.write_ahead(vec![chunk_of(&stream, shard, appended, records)]).await?;
+        let mut chunks = Vec::new();
+        while let Some(joined) = appends.join_next().await {
+            let (s, appended, kept) = joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
+            if let (Ok(appended), Some(records)) = (&appended, kept) {
+                chunks.push(chunk_of(stream, &shards[s], *appended, records));
+            }
+            outcomes[s].appended = appended.map(|a| a.first_offset);
+        }
+        // One write-ahead object holds every shard's records of the request (and others').
+        self.write_ahead(chunks).await?;
+        for (outcome, shard) in outcomes.iter_mut().zip(&shards) {
+            if outcome.admitted > 0 && outcome.appended.is_ok() && shard.bucket.is_fenced() {
+                outcome.appended = Err(shard.fenced_error(broker_id));
+            }
         }
         self.check_may_acknowledge(mark)?;
+
+        let records = placed
+            .into_iter()
+            .map(|(s, i)| {
+                let outcome = &outcomes[s];
+                if i < outcome.admitted {
+                    outcome.appended.clone().map(|first| (s, first + i as u64))
+                } else {
+                    Err(outcome.refused.clone().expect("records not admitted have a reason"))
+                }
+            })
+            .collect();
+        Ok(Written { shards, records })
+    }
+
+    pub(crate) async fn put_record(&self, input: PutRecordInput) -> Result<PutRecordOutput, ApiError> {
+        let hash = self.check_put_record(&input)?;
+        let (key, data) = (input.partition_key.unwrap_or_default(), input.data.unwrap_or_default());
+        let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
+        let record = NewRecord { partition_key: key, data: data.0 };
+        let written = self.append(&stream, vec![(hash, record)]).await?;
+        let (s, offset) = written.records.into_iter().next().expect("one record written")?;
+        let shard = &written.shards[s];
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
-            sequence_number: SequenceNumber::new(shard.index, appended.first_offset).to_string(),
+            sequence_number: SequenceNumber::new(shard.index, offset).to_string(),
             encryption_type: "NONE".into(),
         })
     }
@@ -251,97 +298,33 @@ impl Broker {
         hashes: Vec<u128>,
     ) -> Result<PutRecordsOutput, ApiError> {
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
-        self.check_not_paused(&stream)?;
-        self.check_upload_backlog()?;
-        let mark = self.begin_write()?;
-        let _writing = stream.write_gate.read().await;
-        let topology = stream.topology();
-
-        // Group by shard, keeping each record's position in the request.
-        let mut groups: Vec<(Arc<Shard>, Vec<usize>, Vec<NewRecord>)> = Vec::new();
-        for (i, (e, hash)) in entries.into_iter().zip(hashes).enumerate() {
-            let shard = topology.route(hash);
-            let g = match groups.iter().position(|g| Arc::ptr_eq(&g.0, shard)) {
-                Some(g) => g,
-                None => {
-                    groups.push((shard.clone(), Vec::new(), Vec::new()));
-                    groups.len() - 1
-                }
-            };
-            groups[g].1.push(i);
-            groups[g].2.push(NewRecord {
-                partition_key: e.partition_key.unwrap_or_default(),
-                data: e.data.unwrap_or_default().0,
-            });
-        }
-        let mut results = vec![PutRecordsResultEntry::default(); groups.iter().map(|g| g.1.len()).sum()];
+        let records = hashes.into_iter().zip(entries).map(|(hash, e)| {
+            (hash, NewRecord { partition_key: e.partition_key.unwrap_or_default(), data: e.data.unwrap_or_default().0 })
+        });
+        let written = self.append(&stream, records.collect()).await?;
         let mut failed = 0;
-
-        // Shards append concurrently; each shard's batch is one group-commit member.
-        let mut appends = tokio::task::JoinSet::new();
-        for (shard, positions, mut records) in groups {
-            if let Some(err) = self.fenced(&stream, &shard) {
-                for &p in &positions {
-                    results[p].error_code = Some(err.code.as_entry_code().as_str().into());
-                    results[p].error_message = Some(err.message.clone());
-                }
-                failed += positions.len();
-                continue;
-            }
-            let admitted = shard.throttle.admit_writes(records.iter().map(|r| r.data.len() + r.partition_key.len()));
-            if admitted < records.len() {
-                let refused = records.len() - admitted;
-                shard.metrics.write_throttled.inc_by(refused as u64);
-                let err = self.throttled(&stream, &shard);
-                for &p in &positions[admitted..] {
-                    results[p].error_code = Some(err.code.as_str().into());
-                    results[p].error_message = Some(err.message.clone());
-                }
-                failed += refused;
-                records.truncate(admitted);
-            }
-            if records.is_empty() {
-                continue;
-            }
-            let metrics = self.metrics.clone();
-            let object = self.object_durability();
-            appends.spawn(async move {
-                let kept = object.then(|| records.clone());
-                let outcome = append(&metrics, &shard, records).await;
-                (shard, positions, outcome, kept)
-            });
-        }
-        let mut chunks = Vec::new();
-        while let Some(joined) = appends.join_next().await {
-            let (shard, positions, outcome, kept) =
-                joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
-            if let (Ok(appended), Some(records)) = (&outcome, kept) {
-                chunks.push(chunk_of(&stream, &shard, *appended, records));
-            }
-            match outcome.map(|a| a.first_offset) {
-                Ok(first) => {
-                    for (n, &p) in positions.iter().enumerate() {
-                        if results[p].error_code.is_none() {
-                            results[p].shard_id = Some(shard.id.clone());
-                            results[p].sequence_number =
-                                Some(SequenceNumber::new(shard.index, first + n as u64).to_string());
-                        }
+        let results = written
+            .records
+            .into_iter()
+            .map(|record| match record {
+                Ok((s, offset)) => {
+                    let shard = &written.shards[s];
+                    PutRecordsResultEntry {
+                        shard_id: Some(shard.id.clone()),
+                        sequence_number: Some(SequenceNumber::new(shard.index, offset).to_string()),
+                        ..Default::default()
                     }
                 }
                 Err(e) => {
-                    for &p in &positions {
-                        if results[p].error_code.is_none() {
-                            results[p].error_code = Some(ErrorCode::InternalFailure.as_str().into());
-                            results[p].error_message = Some(e.message.clone());
-                            failed += 1;
-                        }
+                    failed += 1;
+                    PutRecordsResultEntry {
+                        error_code: Some(e.code.as_entry_code().as_str().into()),
+                        error_message: Some(e.message),
+                        ..Default::default()
                     }
                 }
-            }
-        }
-        // One write-ahead object holds every shard's records of the request (and others').
-        self.write_ahead(chunks).await?;
-        self.check_may_acknowledge(mark)?;
-        Ok(PutRecordsOutput { failed_record_count: failed as i64, records: results, encryption_type: "NONE".into() })
+            })
+            .collect();
+        Ok(PutRecordsOutput { failed_record_count: failed, records: results, encryption_type: "NONE".into() })
     }
 }

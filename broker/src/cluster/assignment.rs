@@ -79,8 +79,8 @@ impl Assignment {
 ///   that end with one shard more are those holding the most now (ties: lower id);
 /// * weights never cost a move: counts come first, and weights only choose among the
 ///   count-minimal plans (the heaviest shards to move go to the lightest receivers; an
-///   over-loaded broker above the mean load gives up its heaviest shards, one below it
-///   its lightest);
+///   over-loaded broker gives up shards weighing as near its surplus over the mean load
+///   as whole shards allow, one below the mean its lightest);
 /// * deterministic: the same sets give the same result whatever the order of the
 ///   slices; ties are broken by ids and keys.
 ///
@@ -148,12 +148,7 @@ pub fn plan(
         let excess = keys.len().saturating_sub(target[broker]);
         if excess > 0 {
             let load: u64 = keys.iter().map(|k| weight(k)).sum();
-            // Heaviest first (ties: higher key first), or lightest first.
-            keys.sort_by(|a, b| weight(b).cmp(&weight(a)).then(b.cmp(a)));
-            if (load as f64) < mean_weight {
-                keys.reverse();
-            }
-            to_place.extend(keys.drain(..excess));
+            to_place.extend(give_up(keys, excess, load as f64 - mean_weight, &weight));
         }
     }
     let mut load: BTreeMap<&str, (u64, usize)> =
@@ -194,6 +189,45 @@ pub fn plan_open_and_closed(
     let mut next = plan(current, &open_keys, live, waiting, weights);
     next.shards.extend(plan(current, &closed_keys, live, waiting, None).shards);
     next
+}
+
+/// The `count` shards a broker with too many gives up, taken out of `keys`: as near to its
+/// `surplus` of weight over the mean as whole shards allow (heaviest first, each that still
+/// fits), the rest of the count its lightest. A broker under the mean gives its lightest.
+fn give_up<'k>(
+    keys: &mut Vec<&'k ShardKey>,
+    count: usize,
+    surplus: f64,
+    weight: &impl Fn(&ShardKey) -> u64,
+) -> Vec<&'k ShardKey> {
+    // Heaviest first (ties: higher key first).
+    keys.sort_by(|a, b| weight(b).cmp(&weight(a)).then(b.cmp(a)));
+    let mut left = surplus;
+    let mut given = vec![false; keys.len()];
+    let mut n = 0;
+    for (i, key) in keys.iter().enumerate() {
+        if n < count && (weight(key) as f64) <= left {
+            given[i] = true;
+            left -= weight(key) as f64;
+            n += 1;
+        }
+    }
+    for i in (0..keys.len()).rev() {
+        if n == count {
+            break;
+        }
+        if !given[i] {
+            given[i] = true;
+            n += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut kept = Vec::with_capacity(keys.len() - count);
+    for (key, g) in keys.drain(..).zip(given) {
+        if g { out.push(key) } else { kept.push(key) }
+    }
+    *keys = kept;
+    out
 }
 
 /// Heaviest first, then by key: heavy shards are placed while the choice is widest.

@@ -6,7 +6,7 @@
 //! clock ([`MemberView`]); the wall-clock `heartbeat_ms` is for people reading the
 //! record, never compared across machines.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::observe::ChangeClock;
-use super::{BrokerId, layout, unix_ms};
+use super::{BrokerId, ShardWeights, layout, unix_ms};
 use crate::tier::{Result, TierError, TierStore};
 
 /// One broker's record.
@@ -35,6 +35,10 @@ pub struct MemberRecord {
     pub heartbeat_ms: u64,
     /// Bumped by every renewal; what readers watch.
     pub heartbeat: u64,
+    /// The recent load of the shards it serves (see `ShardSource::served_load`): the
+    /// coordinator weighs shards by it when some must move.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub load: ShardWeights,
 }
 
 /// This broker's own membership: renews its record and knows whether its lease holds.
@@ -75,6 +79,7 @@ impl Membership {
             started_ms: now_ms,
             heartbeat_ms: now_ms,
             heartbeat: previous,
+            load: ShardWeights::new(),
         };
         let membership = Membership {
             store,
@@ -90,6 +95,11 @@ impl Membership {
 
     pub async fn record(&self) -> MemberRecord {
         self.record.lock().await.clone()
+    }
+
+    /// The load to report from the next renewal on.
+    pub async fn set_load(&self, load: ShardWeights) {
+        self.record.lock().await.load = load;
     }
 
     /// One heartbeat: bump the counter and write the record.
@@ -269,7 +279,14 @@ mod tests {
     use super::*;
 
     fn rec(id: &str, heartbeat: u64) -> MemberRecord {
-        MemberRecord { id: id.into(), address: format!("{id}:4567"), started_ms: 0, heartbeat_ms: 0, heartbeat }
+        MemberRecord {
+            id: id.into(),
+            address: format!("{id}:4567"),
+            started_ms: 0,
+            heartbeat_ms: 0,
+            heartbeat,
+            load: ShardWeights::new(),
+        }
     }
 
     fn judged(statuses: &[MemberStatus]) -> Vec<(&str, Liveness)> {

@@ -135,8 +135,10 @@ pub trait ShardSource: Send + Sync + 'static {
     fn closed_shards(&self) -> BTreeSet<ShardKey> {
         BTreeSet::new()
     }
-    fn shard_weights(&self) -> Option<ShardWeights> {
-        None
+    /// The recent load of the shards this broker serves, as weights (an idle shard weighs
+    /// 1, as an unlisted one does); reported in its membership record.
+    fn served_load(&self) -> ShardWeights {
+        ShardWeights::new()
     }
     /// Shards the coordinator assigns to itself whatever the plan says (the parents of a
     /// reshard it is about to apply: a shard closes at the broker serving it).
@@ -331,6 +333,7 @@ impl Cluster {
                     "heartbeat_ms": m.record.heartbeat_ms,
                     "started_ms": m.record.started_ms,
                     "unchanged_for_ms": m.unchanged_for.as_millis() as u64,
+                    "load": m.record.load,
                 })
             })
             .collect();
@@ -392,6 +395,7 @@ impl Shared {
     /// One round for every broker: judge members, take part in the election, plan (as
     /// coordinator), and pick up the assignment. Failures are logged; the next round retries.
     async fn control_tick(&self) {
+        self.membership.set_load(self.shards.served_load()).await;
         match membership::list(&self.tier).await {
             Ok(records) => {
                 let now = Instant::now();
@@ -420,12 +424,19 @@ impl Shared {
     /// As coordinator of `generation`: plan from live members and the shards; write when
     /// the plan (or the writer's generation) changed.
     async fn coordinate(&self, generation: u64) -> Result<()> {
-        let (live, waiting) = {
+        let (live, waiting, weights) = {
             let members = self.members.lock().unwrap();
             let ids = |want: Liveness| -> Vec<BrokerId> {
                 members.latest.iter().filter(|m| m.liveness == want).map(|m| m.record.id.clone()).collect()
             };
-            (ids(Liveness::Live), ids(Liveness::Waiting))
+            // Each shard's load as its owner reports it (a dead broker's reports are old).
+            let weights: ShardWeights = members
+                .latest
+                .iter()
+                .filter(|m| m.liveness != Liveness::Dead)
+                .flat_map(|m| m.record.load.iter().map(|(k, w)| (k.clone(), *w)))
+                .collect();
+            (ids(Liveness::Live), ids(Liveness::Waiting), weights)
         };
         if live.is_empty() {
             // Not even this broker is seen renewing yet: nothing to place shards on.
@@ -433,7 +444,6 @@ impl Shared {
         }
         let shards = self.shards.shards();
         let closed = self.shards.closed_shards();
-        let weights = self.shards.shard_weights();
         let pinned = self.shards.pinned_to_coordinator();
         let written = self
             .assignments
@@ -442,7 +452,7 @@ impl Shared {
                 || self.election.generation_held() == Some(generation),
                 |current| {
                     let mut next =
-                        plan_open_and_closed(current, &shards, &closed, &live, &waiting, weights.as_ref()).shards;
+                        plan_open_and_closed(current, &shards, &closed, &live, &waiting, Some(&weights)).shards;
                     for key in pinned.iter().filter(|k| shards.contains(k)) {
                         next.insert(key.clone(), self.broker_id.clone());
                     }

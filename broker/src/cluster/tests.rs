@@ -30,6 +30,7 @@ storage_tests!(
     a_fourth_broker_takes_shards_with_fewest_moves,
     a_crashed_coordinator_is_succeeded_and_the_generation_continues,
     a_broker_leaving_cleanly_hands_back_its_shards_and_the_lease,
+    the_load_a_broker_reports_weighs_its_shards_when_some_move,
 );
 
 const HEARTBEAT: Duration = Duration::from_millis(50);
@@ -361,4 +362,34 @@ async fn a_broker_leaving_cleanly_hands_back_its_shards_and_the_lease(t: TierSto
     assert!(after.coordinator_generation > stable.coordinator_generation);
     assert!(!membership::list(&t).await.unwrap().iter().any(|r| r.id == gone_id));
     assert_eq!(rest.iter().filter(|c| c.is_coordinator()).count(), 1);
+}
+
+/// Six shards, two of them hot as the broker serving them reports.
+struct HotShards;
+
+impl ShardSource for HotShards {
+    fn shards(&self) -> Vec<ShardKey> {
+        (0..6).map(|i| ShardKey::new("orders", format!("shardId-{i:012}"))).collect()
+    }
+    fn served_load(&self) -> ShardWeights {
+        (0..2).map(|i| (ShardKey::new("orders", format!("shardId-{i:012}")), 1000)).collect()
+    }
+}
+
+async fn the_load_a_broker_reports_weighs_its_shards_when_some_move(t: TierStore) {
+    let b1 = Cluster::start(t.clone(), "b1", "b1.brokers:4567", settings(), Arc::new(HotShards)).await.unwrap();
+    settled(&[&b1], expect(&[("b1", 6)])).await;
+    wait_for("b1 to report its load", || {
+        let t = t.clone();
+        async move {
+            let records = membership::list(&t).await.unwrap();
+            records.iter().any(|r| r.id == "b1" && r.load.len() == 2).then_some(())
+        }
+    })
+    .await;
+    let b2 = start(&t, "b2").await;
+    let after = settled(&[&b1, &b2], expect(&[("b1", 3), ("b2", 3)])).await;
+    let owner = |i: usize| after.owner(&ShardKey::new("orders", format!("shardId-{i:012}"))).cloned();
+    // By count alone b1 would give up its three highest keys and keep both hot shards.
+    assert_ne!(owner(0), owner(1), "one hot shard each: {after:?}");
 }

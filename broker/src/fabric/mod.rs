@@ -13,13 +13,14 @@
 //!   lease has run out, so an acknowledged write is never one the next owner lacks.
 
 mod handoff;
+mod load;
 pub mod peers;
 pub mod routes;
 pub(crate) mod sync;
 
 use crate::broker::Broker;
 use crate::catalog::Catalog;
-use crate::cluster::{Cluster, ClusterSettings, ShardKey, ShardSource};
+use crate::cluster::{Cluster, ClusterSettings, ShardKey, ShardSource, ShardWeights};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -43,15 +44,30 @@ pub struct Fabric {
 pub type Pins = Arc<Mutex<BTreeSet<ShardKey>>>;
 
 /// Every shard of every stream, closed ones too (their owner keeps serving their reads).
-struct CatalogShards(Weak<Catalog>, Pins);
+struct CatalogShards {
+    catalog: Weak<Catalog>,
+    pins: Pins,
+    load: load::LoadMeter,
+}
 
 impl ShardSource for CatalogShards {
     fn pinned_to_coordinator(&self) -> Vec<ShardKey> {
-        self.1.lock().unwrap().iter().cloned().collect()
+        self.pins.lock().unwrap().iter().cloned().collect()
+    }
+
+    fn served_load(&self) -> ShardWeights {
+        let Some(catalog) = self.catalog.upgrade() else { return ShardWeights::new() };
+        let counters = catalog.all().into_iter().flat_map(|stream| {
+            let served = stream.shards().into_iter().filter(|s| s.is_serving());
+            served
+                .map(|s| (ShardKey::new(stream.name.clone(), s.id.clone()), s.metrics.incoming_bytes.get()))
+                .collect::<Vec<_>>()
+        });
+        self.load.weights(counters, std::time::Instant::now())
     }
 
     fn shards(&self) -> Vec<ShardKey> {
-        let Some(catalog) = self.0.upgrade() else { return Vec::new() };
+        let Some(catalog) = self.catalog.upgrade() else { return Vec::new() };
         catalog
             .all()
             .into_iter()
@@ -62,7 +78,7 @@ impl ShardSource for CatalogShards {
     }
 
     fn closed_shards(&self) -> BTreeSet<ShardKey> {
-        let Some(catalog) = self.0.upgrade() else { return BTreeSet::new() };
+        let Some(catalog) = self.catalog.upgrade() else { return BTreeSet::new() };
         catalog
             .all()
             .into_iter()
@@ -89,7 +105,11 @@ impl Fabric {
         catalog: &Arc<Catalog>,
     ) -> std::io::Result<Fabric> {
         let pins = Pins::default();
-        let shards = Arc::new(CatalogShards(Arc::downgrade(catalog), pins.clone()));
+        let shards = Arc::new(CatalogShards {
+            catalog: Arc::downgrade(catalog),
+            pins: pins.clone(),
+            load: load::LoadMeter::new(),
+        });
         let cluster = Cluster::start(tier.clone(), id, advertise, settings, shards)
             .await
             .map_err(|e| std::io::Error::other(format!("joining the cluster: {e}")))?;

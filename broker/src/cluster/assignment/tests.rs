@@ -102,6 +102,26 @@ fn hot_shards_are_spread_without_costing_moves() {
 }
 
 #[test]
+fn a_broker_giving_up_shards_gives_its_surplus_of_load_not_all_its_hot_shards() {
+    // One broker held everything; two of six shards are hot. The newcomer must take three:
+    // one hot and two idle leaves each with half the load (two hot ones would not).
+    let mut weights = ShardWeights::new();
+    weights.insert(key(0), 1000);
+    weights.insert(key(1), 1000);
+    let alone = assigned(&[(0, "a"), (1, "a"), (2, "a"), (3, "a"), (4, "a"), (5, "a")]);
+    let next = plan(&alone, &keys(6), &ids(&["a", "b"]), &[], Some(&weights));
+    assert_eq!(counts(&next), BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+    assert_ne!(next.owner(&key(0)), next.owner(&key(1)), "the hot shards end apart: {next:?}");
+    // A broker under the mean load gives up its lightest shards.
+    let mut weights = ShardWeights::new();
+    weights.insert(key(4), 5000);
+    let lopsided = assigned(&[(0, "a"), (1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b")]);
+    let next = plan(&lopsided, &keys(6), &ids(&["a", "b", "c"]), &[], Some(&weights));
+    assert_eq!(next.owner(&key(4)).unwrap(), "b", "the hot shard stays: {next:?}");
+    assert_eq!(counts(&next), BTreeMap::from([("a".into(), 2), ("b".into(), 2), ("c".into(), 2)]));
+}
+
+#[test]
 fn shard_keys_serialise_as_stream_slash_shard() {
     let a = assigned(&[(1, "a")]);
     let v = serde_json::to_value(&a).unwrap();

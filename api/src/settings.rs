@@ -130,6 +130,13 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_ADVERTISE")]
     pub advertise: Option<String>,
 
+    /// A file holding the key that signs shard iterators and paging tokens, the same at every
+    /// broker of a cluster (32 bytes, or 64 hex digits; on Kubernetes a Secret the operator
+    /// creates). Tokens signed with the object store's key (`cluster/token.key`, the default
+    /// when this is unset) are still accepted, so a cluster moves to it without failing them.
+    #[arg(long, env = "STREAMFABRIC_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+
     /// Cluster: how often this broker renews its membership and reads the cluster's
     /// members, assignment and stream descriptions.
     #[arg(long, env = "STREAMFABRIC_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
@@ -464,6 +471,7 @@ mod tests {
             orphan_sweep: Duration::from_secs(3600 * 2),
             broker_id: Some("b-7".into()),
             advertise: Some("b-7.brokers:4567".into()),
+            cluster_key_file: Some("/etc/key".into()),
             heartbeat_interval: Duration::from_millis(500),
             member_timeout: Duration::from_secs(30),
             durability: Durability::Object,

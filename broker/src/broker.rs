@@ -115,6 +115,19 @@ async fn cluster_signer(data_dir: &Path, tier: &TierStore) -> io::Result<TokenSi
     }
 }
 
+/// The token signer with the key of `--cluster-key-file`; tokens signed with the object
+/// store's key (before the cluster had a key file) still verify.
+async fn signer_of_key_file(file: &Path, tier: &TierStore) -> io::Result<TokenSigner> {
+    let key = TokenSigner::read_key_file(file)
+        .map_err(|e| io::Error::other(format!("--cluster-key-file {}: {e}", file.display())))?;
+    let previous = tier.stored_token_key().await.unwrap_or_else(|e| {
+        tracing::warn!("the object store's token key cannot be read; tokens it signed will not verify here: {e}");
+        None
+    });
+    tracing::info!(file = %file.display(), "signing shard iterators and paging tokens with the cluster key file");
+    Ok(TokenSigner::with_previous(key, previous))
+}
+
 impl Broker {
     /// Open the data directory, recover every stream and finish what a crash interrupted;
     /// streams the object store describes but the data directory lacks (a lost disk) are
@@ -202,7 +215,10 @@ impl Broker {
             .map_err(io::Error::other)??
         };
         let catalog = Arc::new(catalog);
-        let signer = cluster_signer(&config.data_dir, archive.tier()).await?;
+        let signer = match &config.cluster_key_file {
+            Some(file) => signer_of_key_file(file, archive.tier()).await?,
+            None => cluster_signer(&config.data_dir, archive.tier()).await?,
+        };
         let tiers = Arc::new(Tiers::new(
             archive.tier().clone(),
             config.remote_cache_bytes,

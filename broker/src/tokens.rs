@@ -17,6 +17,9 @@ const TAG_LEN: usize = 16;
 #[derive(Clone)]
 pub struct TokenSigner {
     key: [u8; 32],
+    /// Tokens signed with this key verify too (the object store's key, once a cluster
+    /// signs with one of its own): none fails while a cluster moves from one to the other.
+    previous: Option<[u8; 32]>,
 }
 
 /// What a shard iterator says: where to read next, in which incarnation of which stream.
@@ -31,7 +34,35 @@ pub struct IteratorToken {
 
 impl TokenSigner {
     pub fn new(key: [u8; 32]) -> TokenSigner {
-        TokenSigner { key }
+        TokenSigner { key, previous: None }
+    }
+
+    /// Signs with `key`; tokens signed with `previous` verify as well.
+    pub fn with_previous(key: [u8; 32], previous: Option<[u8; 32]>) -> TokenSigner {
+        TokenSigner { key, previous: previous.filter(|p| *p != key) }
+    }
+
+    /// A key file as an operator writes it: 32 bytes, or 64 hex digits (a newline after them
+    /// allowed).
+    pub fn read_key_file(path: &Path) -> io::Result<[u8; 32]> {
+        let bytes = std::fs::read(path)?;
+        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(key);
+        }
+        let text = std::str::from_utf8(&bytes).unwrap_or_default().trim();
+        let mut key = [0u8; 32];
+        let hex = text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex {
+            return Err(io::Error::other(format!(
+                "{}: a cluster key is 32 bytes or 64 hex digits; this file has {} bytes",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex digits");
+        }
+        Ok(key)
     }
 
     /// The key kept at `path`, if there is a valid one.
@@ -64,17 +95,19 @@ impl TokenSigner {
         B64.encode(bytes)
     }
 
-    /// The payload of a token we signed, or None.
+    /// The payload of a token we signed (with the key, or the previous one), or None.
     pub fn verify(&self, token: &str) -> Option<Vec<u8>> {
         let mut bytes = B64.decode(token).ok()?;
         if bytes.len() < TAG_LEN {
             return None;
         }
         let tag = bytes.split_off(bytes.len() - TAG_LEN);
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(&bytes);
-        mac.verify_truncated_left(&tag).ok()?;
-        Some(bytes)
+        let signed_with = |key: &[u8; 32]| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+            mac.update(&bytes);
+            mac.verify_truncated_left(&tag).is_ok()
+        };
+        (signed_with(&self.key) || self.previous.as_ref().is_some_and(signed_with)).then_some(bytes)
     }
 
     pub fn iterator(&self, it: &IteratorToken) -> String {
@@ -187,6 +220,32 @@ mod tests {
         assert_eq!(other.parse_iterator(&t, 1_000_000).unwrap_err().code, ErrorCode::InvalidArgument);
         assert_eq!(other.parse_iterator("", 0).unwrap_err().code, ErrorCode::InvalidArgument);
         assert_eq!(other.parse_iterator("not base64 !", 0).unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn tokens_of_the_previous_key_verify_and_new_ones_use_the_new_key() {
+        let (old, new) = (TokenSigner::new([1; 32]), TokenSigner::with_previous([2; 32], Some([1; 32])));
+        let issued = old.iterator(&token());
+        assert_eq!(new.parse_iterator(&issued, token().issued_ms).unwrap(), token());
+        let fresh = new.iterator(&token());
+        assert!(old.parse_iterator(&fresh, token().issued_ms).is_err(), "signed with the new key");
+        assert!(TokenSigner::new([3; 32]).parse_iterator(&issued, token().issued_ms).is_err());
+    }
+
+    #[test]
+    fn key_files_hold_32_bytes_or_64_hex_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            TokenSigner::read_key_file(&path)
+        };
+        assert_eq!(file("raw", &[7; 32]).unwrap(), [7; 32]);
+        assert_eq!(file("hex", format!("{}\n", "0a".repeat(32)).as_bytes()).unwrap(), [10; 32]);
+        let err = file("short", b"abc").unwrap_err().to_string();
+        assert!(err.contains("32 bytes or 64 hex digits") && err.contains("3 bytes"), "{err}");
+        assert!(file("nothex", "zz".repeat(32).as_bytes()).is_err());
+        assert!(TokenSigner::read_key_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -61,6 +61,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 
 # check name -> the bug it shows (strict: passing is an error, remove the entry then).
 XFAIL = {}
@@ -722,6 +723,7 @@ class Scenario:
             names = {e["name"] for e in env}
             if "AWS_ACCESS_KEY_ID" not in names:
                 raise Failed(f"pod {pod}: no AWS_ACCESS_KEY_ID from spec.objectStore.credentialsSecretRef")
+        self.check_cluster_key(brokers)
         # Any broker answers: the Service spreads connections over all of them; each write
         # and read of a shard another broker owns is forwarded.
         self.run_loadgen("e2e-loadgen-fabric", self.fabric, self.fabric_endpoint,
@@ -735,6 +737,34 @@ class Scenario:
         if len(members) < brokers:
             raise Failed(f"{len(members)} membership records in the bucket for {brokers} brokers: {members}")
         log(f"bucket: {len(keys)} objects, {len(wal)} write-ahead, {len(members)} members")
+
+    def check_cluster_key(self, brokers):
+        """One key signs every broker's iterators: the operator's Secret, read by each broker
+        process from its mount; an iterator from the first broker reads at the last."""
+        import base64
+        secret = self.kjson("get", "secret", f"{self.fabric}-cluster-key", "-n", self.ns)
+        key = base64.b64decode(secret["data"]["token.key"])
+        if len(key) != 32 or secret["metadata"]["ownerReferences"][0]["kind"] != "DataStream":
+            raise Failed(f"Secret {self.fabric}-cluster-key: {len(key)}-byte key, owners "
+                         f"{secret['metadata'].get('ownerReferences')}")
+        clients = []
+        for i in range(brokers):
+            pod = f"{self.fabric}-broker-{i}"
+            ip = self.kjson("get", "pod", pod, "-n", self.ns)["status"]["podIP"]
+            with urllib.request.urlopen(f"http://{ip}:4568/config", timeout=10) as r:
+                path = json.load(r).get("cluster_key_file")
+            if not path:
+                raise Failed(f"pod {pod}: /config shows no cluster_key_file")
+            with open(f"/proc/{self.broker_pid(pod)}/root{path}", "rb") as f:
+                if f.read() != key:
+                    raise Failed(f"pod {pod}: {path} is not the key of Secret {self.fabric}-cluster-key")
+            clients.append(self.kinesis(f"http://{ip}:4567"))
+        shard = clients[0].list_shards(StreamName=self.fabric)["Shards"][0]["ShardId"]
+        it = clients[0].get_shard_iterator(StreamName=self.fabric, ShardId=shard,
+                                           ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        clients[-1].get_records(ShardIterator=it, Limit=1)
+        log(f"cluster key: Secret {self.fabric}-cluster-key in all {brokers} brokers; an iterator of "
+            f"{self.fabric}-broker-0 read at {self.fabric}-broker-{brokers - 1}")
 
     def broker_pid(self, pod):
         """The host pid of the broker process of pod (the scenario runs on the node as root)."""

@@ -11,10 +11,10 @@ use crate::status::{self, Observed};
 use crate::throughput::{self, Sample};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -174,9 +174,23 @@ where
     Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&child)).await?)
 }
 
+/// Create the cluster key Secret once (the brokers mount it); one that exists is kept as it is.
+async fn ensure_cluster_key(client: &Client, ns: &str, ds: &DataStream) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api.create(&PostParams::default(), &manifests::cluster_key_secret(ds, rand::random())).await {
+        Ok(_) => {
+            tracing::info!(datastream = %ds.name_any(), "created the cluster key Secret");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
     let client = &ctx.client;
+    ensure_cluster_key(client, &ns, ds).await?;
     apply_child(client, &ns, manifests::config_map(ds)).await?;
     apply_child(client, &ns, manifests::headless_service(ds)).await?;
     apply_child(client, &ns, manifests::client_service(ds)).await?;

@@ -1,13 +1,15 @@
 //! The children of a DataStream, built as pure functions of its spec: a StatefulSet of
 //! brokers, a headless Service (stable pod names), a client Service (the Kinesis
-//! endpoint), a ConfigMap (broker settings) and a PodDisruptionBudget.
+//! endpoint), a ConfigMap (broker settings), a PodDisruptionBudget, and the Secret holding
+//! the cluster key that signs shard iterators (created once, never rewritten).
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction,
-    VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, SleepAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -22,6 +24,9 @@ use streamfabric_api::settings::{BrokerConfig, Durability, FlushSetting, parse_d
 pub const API_PORT: i32 = 4567;
 pub const ADMIN_PORT: i32 = 4568;
 pub const DATA_DIR: &str = "/data";
+/// Where broker pods find the cluster key Secret, and its key in the Secret.
+pub const CLUSTER_KEY_DIR: &str = "/etc/streamfabric/cluster-key";
+pub const CLUSTER_KEY_FILE: &str = "token.key";
 /// The broker pod's preStop pause, while its removal from the Service reaches kube-proxy.
 pub const PRE_STOP_SLEEP_SECONDS: i64 = 3;
 /// The preStop pause, then the broker's shutdown: up to 12 s each for the requests in
@@ -36,6 +41,7 @@ pub struct Names {
     pub headless: String,
     pub client: String,
     pub config: String,
+    pub cluster_key: String,
 }
 
 impl Names {
@@ -46,6 +52,7 @@ impl Names {
             headless: format!("{name}-broker-headless"),
             client: name.clone(),
             config: format!("{name}-broker-config"),
+            cluster_key: format!("{name}-cluster-key"),
         }
     }
 }
@@ -139,6 +146,8 @@ pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
         shard_read_calls_per_sec: l.read_calls_per_second as u64,
         // Each pod's own name, from the Downward API (see `statefulset`).
         broker_id: None,
+        // One key for the brokers of this DataStream, from its Secret (see `cluster_key_secret`).
+        cluster_key_file: Some(format!("{CLUSTER_KEY_DIR}/{CLUSTER_KEY_FILE}").into()),
         ..defaults
     }
 }
@@ -167,6 +176,18 @@ fn advertised_address(ds: &DataStream) -> String {
 pub fn config_map(ds: &DataStream) -> ConfigMap {
     let data = broker_settings(ds).to_env();
     ConfigMap { metadata: metadata(ds, &Names::of(ds).config), data: Some(data), ..ConfigMap::default() }
+}
+
+/// The Secret with the key that signs the brokers' shard iterators and paging tokens, so that
+/// one issued by any broker of the DataStream verifies at every other. Created with `key`
+/// (random) when absent and never rewritten: a new key would void every iterator out there.
+pub fn cluster_key_secret(ds: &DataStream, key: [u8; 32]) -> Secret {
+    Secret {
+        metadata: metadata(ds, &Names::of(ds).cluster_key),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(CLUSTER_KEY_FILE.to_string(), ByteString(key.to_vec()))])),
+        ..Secret::default()
+    }
 }
 
 fn http_probe(path: &str, period: i32) -> Probe {
@@ -254,11 +275,15 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
             ..Lifecycle::default()
         }),
         resources: spec.brokers.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
+            VolumeMount {
+                name: "cluster-key".into(),
+                mount_path: CLUSTER_KEY_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -298,6 +323,16 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    volumes: Some(vec![Volume {
+                        name: "cluster-key".into(),
+                        secret: Some(SecretVolumeSource {
+                            secret_name: Some(names.cluster_key.clone()),
+                            // Readable by the broker's group (fsGroup) only.
+                            default_mode: Some(0o440),
+                            ..SecretVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -481,6 +516,7 @@ mod tests {
             shard_write_records_per_sec: 2,
             shard_read_bytes_per_sec: 3,
             shard_read_calls_per_sec: 4,
+            cluster_key_file: Some("/etc/streamfabric/cluster-key/token.key".into()),
             ..BrokerConfig::default()
         };
         assert_eq!(read, expected);
@@ -489,6 +525,23 @@ mod tests {
             BrokerConfig::default().segment_age,
             "unset spec fields keep the broker's defaults"
         );
+    }
+
+    /// The key file the settings name is where the pods mount the cluster key Secret.
+    #[test]
+    fn broker_pods_mount_the_cluster_key_where_their_settings_look_for_it() {
+        let ds = DataStream::test();
+        let secret = cluster_key_secret(&ds, [7; 32]);
+        assert_eq!(secret.metadata.name.as_deref(), Some("orders-cluster-key"));
+        assert_eq!(secret.metadata.owner_references.as_ref().unwrap()[0].kind, "DataStream");
+        assert_eq!(secret.data.as_ref().unwrap()[CLUSTER_KEY_FILE].0, vec![7; 32]);
+        let pod = statefulset(&ds).spec.unwrap().template.spec.unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "cluster-key").unwrap();
+        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("orders-cluster-key"));
+        let mount = pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "cluster-key").unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        let file = std::path::Path::new(&mount.mount_path).join(CLUSTER_KEY_FILE);
+        assert_eq!(broker_settings(&ds).cluster_key_file.as_deref(), Some(file.as_path()));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Events, follows a spec change and runs its finalizer on delete.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -299,6 +299,14 @@ async fn a_datastream_on_an_object_store_is_served_by_a_cluster_of_brokers() {
     let read = streamfabric_api::settings::BrokerConfig::from_env(&settings).unwrap();
     assert_eq!(read.object_store.as_deref(), Some(store.as_str()));
     assert_eq!(read.durability, streamfabric_api::settings::Durability::Object);
+    // The cluster key: one Secret, owned by the DataStream, mounted where the settings say.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    let key_of = |s: Secret| s.data.and_then(|d| d.get("token.key").map(|k| k.0.clone()));
+    let key = key_of(secrets.get("stream-cluster-key").await.unwrap()).expect("a key");
+    assert_eq!(key.len(), 32);
+    let mount = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].volume_mounts.clone().unwrap();
+    let mount = mount.iter().find(|m| m.name == "cluster-key").expect("the key is mounted");
+    assert_eq!(read.cluster_key_file, Some(std::path::Path::new(&mount.mount_path).join("token.key")));
     let status = eventually("status shows 2 members with 4 shards each", || async {
         let status = api.get("stream").await.ok()?.status?;
         let each: Vec<i32> = status.shards_per_broker.values().copied().collect();
@@ -310,6 +318,8 @@ async fn a_datastream_on_an_object_store_is_served_by_a_cluster_of_brokers() {
         ["stream-broker-0", "stream-broker-1"],
         "{status:?}"
     );
+    // Reconciled many times since (status polls): the key is the one first created.
+    assert_eq!(key_of(secrets.get("stream-cluster-key").await.unwrap()), Some(key));
     controller.abort();
     for broker in brokers {
         broker.shutdown(Duration::from_secs(5)).await;

@@ -148,6 +148,21 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
     .unwrap();
     let run = tokio::spawn(reconcile(Arc::new(ds.clone()), ctx));
 
+    // The cluster key: created (a POST, not an apply: an existing key is never rewritten).
+    let secret = expect(
+        &mut api,
+        Method::POST,
+        "/api/v1/namespaces/streams/secrets",
+        &[],
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "orders-cluster-key"}}),
+    )
+    .await;
+    assert_eq!(secret["metadata"]["name"], "orders-cluster-key");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "DataStream");
+    let key = secret["data"]["token.key"].as_str().expect("the key");
+    let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key).unwrap();
+    assert_eq!(key.len(), 32);
+
     let cm = expect(
         &mut api,
         Method::PATCH,
@@ -164,6 +179,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
         json!({
             "STREAMFABRIC_ACCOUNT": "000000000000",
             "STREAMFABRIC_ADMIN_LISTEN": "0.0.0.0:4568",
+            "STREAMFABRIC_CLUSTER_KEY_FILE": "/etc/streamfabric/cluster-key/token.key",
             "STREAMFABRIC_DATA_DIR": "/data",
             "STREAMFABRIC_DURABILITY": "object",
             "STREAMFABRIC_ENFORCE_SHARD_LIMITS": "true",

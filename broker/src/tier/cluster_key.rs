@@ -11,6 +11,18 @@ use super::{Result, TierError, TierStore};
 pub const CLUSTER_KEY: &str = "cluster/token.key";
 
 impl TierStore {
+    /// The stored token key, if there is one (not created).
+    pub async fn stored_token_key(&self) -> Result<Option<[u8; 32]>> {
+        let path = self.path(CLUSTER_KEY);
+        let got = match self.store().get(&path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(TierError::store("get", &path, e)),
+        };
+        let bytes = got.bytes().await.map_err(|e| TierError::store("get", &path, e))?;
+        key_of(&path, &bytes).map(Some)
+    }
+
     /// The cluster's token key: `candidate` if this call created it, else the stored one.
     pub async fn cluster_token_key(&self, candidate: [u8; 32]) -> Result<[u8; 32]> {
         let path = self.path(CLUSTER_KEY);
@@ -22,9 +34,13 @@ impl TierStore {
         }
         let got = self.store().get(&path).await.map_err(|e| TierError::store("get", &path, e))?;
         let bytes = got.bytes().await.map_err(|e| TierError::store("get", &path, e))?;
-        <[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| TierError::Corrupt {
-            path: path.to_string(),
-            reason: format!("a token key has 32 bytes, this object {}", bytes.len()),
-        })
+        key_of(&path, &bytes)
     }
+}
+
+fn key_of(path: &object_store::path::Path, bytes: &[u8]) -> Result<[u8; 32]> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| TierError::Corrupt {
+        path: path.to_string(),
+        reason: format!("a token key has 32 bytes, this object {}", bytes.len()),
+    })
 }

@@ -280,13 +280,28 @@ impl Archive {
 }
 
 /// The records of `chunks` for one shard (of this incarnation of its stream) at or past
-/// `from`, by offset.
+/// `from`, by offset. Where owners overlap, the later owner's chunks win: a record of epoch
+/// `e` is kept only below the first offset any later epoch wrote (what a superseded owner
+/// still wrote from there on was never acknowledged; the later owner's records were).
 pub fn records_past(chunks: &[WalChunk], stream: &str, incarnation: u64, shard: &str, from: u64) -> Vec<StoredRecord> {
+    let ours: Vec<&WalChunk> =
+        chunks.iter().filter(|c| c.stream == stream && c.incarnation == incarnation && c.shard == shard).collect();
+    // For each epoch, where the epochs after it began.
+    let mut later_start: BTreeMap<u64, u64> = BTreeMap::new();
+    for c in &ours {
+        let start = later_start.entry(c.epoch).or_insert(u64::MAX);
+        *start = (*start).min(c.first_offset);
+    }
+    let mut after = u64::MAX;
+    for start in later_start.values_mut().rev() {
+        (*start, after) = (after, after.min(*start));
+    }
     let mut by_offset = BTreeMap::new();
-    for c in chunks.iter().filter(|c| c.stream == stream && c.incarnation == incarnation && c.shard == shard) {
+    for c in ours {
+        let limit = later_start[&c.epoch];
         for (i, r) in c.records.iter().enumerate() {
             let offset = c.first_offset + i as u64;
-            if offset >= from {
+            if offset >= from && offset < limit {
                 by_offset.insert(
                     offset,
                     StoredRecord {

@@ -430,6 +430,37 @@ impl Broker {
         Ok(report)
     }
 
+    /// The write-ahead chunks that may hold records of one shard at or past `from`: objects
+    /// known (written here, or read by the cleaner) not to reach that far into the shard are
+    /// not read again, so a takeover reads what concerns its shard, not every object.
+    pub async fn write_ahead_of(
+        &self,
+        stream: &str,
+        incarnation: u64,
+        shard: &str,
+        from: u64,
+    ) -> Result<Vec<crate::tier::wal::WalChunk>, crate::tier::TierError> {
+        let tier = self.archive.tier();
+        let concerns =
+            |r: &crate::tier::wal::WalReach| r.stream == stream && r.incarnation == incarnation && r.shard == shard;
+        let paths: Vec<_> = tier
+            .list_wal()
+            .await?
+            .into_iter()
+            .filter(|path| {
+                self.wal.known_reach(path).is_none_or(|reach| reach.iter().any(|r| concerns(r) && r.end_offset > from))
+            })
+            .collect();
+        let mut chunks = Vec::new();
+        for (path, read) in tier.read_wal_objects(paths).await? {
+            self.wal.remember(path, crate::tier::wal::reach_of(&read));
+            chunks.extend(
+                read.into_iter().filter(|c| c.stream == stream && c.incarnation == incarnation && c.shard == shard),
+            );
+        }
+        Ok(chunks)
+    }
+
     /// Make records older than each stream's retention unreadable and delete their segments.
     pub fn enforce_retention(&self, now_ms: i64) {
         for stream in self.catalog.all() {

@@ -1,4 +1,5 @@
-//! Command line: `run` (put, optionally drain/verify, report) and `null-server`.
+//! Command line: `run` (put, optionally drain/verify, report), `probe` (outage windows per
+//! shard) and `null-server`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -37,6 +38,34 @@ pub enum Command {
     /// answered minimally; GetShardIterator/GetRecords are refused, so use `run` against it
     /// without --drain/--verify.
     NullServer(NullServerArgs),
+    /// Put one small record to every open shard each interval and report how long each shard
+    /// was unwritable (outage windows, p50/p99/max), e.g. while brokers hand shards over.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Endpoint URL (plain http only).
+    #[arg(long, default_value = "http://127.0.0.1:4567")]
+    pub endpoint: String,
+    /// Stream to probe; created if absent and waited ACTIVE.
+    #[arg(long, default_value = "probe")]
+    pub stream: String,
+    /// Shard count used when the stream has to be created.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub shards: u32,
+    /// How long to probe.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration_secs: u64,
+    /// Milliseconds between puts to one shard.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub interval_ms: u64,
+    /// A success slower than this also counts as an outage window.
+    #[arg(long, default_value_t = 200)]
+    pub slow_ms: u64,
+    /// Per-request timeout in milliseconds (a timeout is a failed attempt).
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -148,7 +177,7 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).unwrap().command {
             Command::Run(a) => a,
-            Command::NullServer(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod drain;
 mod null_server;
+mod probe;
 mod procstat;
 mod run;
 mod stats;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::NullServer(args) => runtime.block_on(null_server::serve(args)).map(|()| run::Outcome::Success),
+        Command::Probe(args) => runtime.block_on(probe::probe(args)).map(|()| run::Outcome::Success),
     };
     // Worker tasks aborted on an error may still hold connections; do not wait for them.
     runtime.shutdown_background();

@@ -137,7 +137,9 @@ async fn take(broker: &Broker, stream: &Arc<Stream>, shard: &Arc<Shard>) -> Resu
         Continue::Released(at) => rebuild(broker, stream, shard, &[], Some(at)).await?,
         Continue::TakenOver => {
             let replay = match broker.config.durability {
-                Durability::Object => broker.archive.tier().read_all_wal().await?,
+                Durability::Object => {
+                    broker.write_ahead_of(&stream.name, stream.incarnation, &shard.id, listed_end).await?
+                }
                 Durability::Local => Vec::new(),
             };
             rebuild(broker, stream, shard, &replay, None).await?

@@ -33,6 +33,7 @@ fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<New
         stream: stream.name.clone(),
         incarnation: stream.incarnation,
         shard: shard.id.clone(),
+        epoch: shard.bucket.owned_epoch().unwrap_or(0),
         first_offset: appended.first_offset,
         timestamp_ms: appended.timestamp_ms,
         records: records.into_iter().map(|r| WalRecord { partition_key: r.partition_key, data: r.data }).collect(),

@@ -877,6 +877,7 @@ fn wal_chunk(stream: &str, shard: &str, first: u64, n: usize, salt: u8) -> WalCh
         stream: stream.into(),
         incarnation: 7,
         shard: shard.into(),
+        epoch: 3,
         first_offset: first,
         timestamp_ms: 1_700_000_000_000 + first as i64,
         records: (0..n)
@@ -925,6 +926,67 @@ async fn wal_objects_put_list_read_delete(t: TierStore) {
     assert!(t.list_wal().await.unwrap().is_empty());
 }
 
+/// An object of the first format (no epoch field, as brokers before it wrote) still reads,
+/// as epoch 0, so an upgrade in `object` mode replays what the previous version wrote.
+#[test]
+fn wal_objects_of_the_first_format_read_as_epoch_zero() {
+    let chunk = WalChunk { epoch: 0, ..wal_chunk("s", "shardId-000000000000", 9, 3, 4) };
+    let mut v1 = b"SFWAL001".to_vec();
+    v1.extend_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&1u16.to_le_bytes());
+    v1.extend_from_slice(b"s");
+    v1.extend_from_slice(&7u64.to_le_bytes());
+    v1.extend_from_slice(&20u16.to_le_bytes());
+    v1.extend_from_slice(b"shardId-000000000000");
+    v1.extend_from_slice(&9u64.to_le_bytes());
+    v1.extend_from_slice(&chunk.timestamp_ms.to_le_bytes());
+    v1.extend_from_slice(&3u32.to_le_bytes());
+    for r in &chunk.records {
+        v1.extend_from_slice(&(r.partition_key.len() as u16).to_le_bytes());
+        v1.extend_from_slice(r.partition_key.as_bytes());
+        v1.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&r.data);
+    }
+    let crc = crc32c::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(wal::decode("p", &Bytes::from(v1)).unwrap(), vec![chunk]);
+    let mut unknown = wal::encode(&[]).to_vec();
+    unknown[7] = b'9';
+    assert!(wal::decode("p", &Bytes::from(unknown)).is_err(), "an unknown format is refused");
+}
+
+/// Replay across owners: where a superseded owner's chunks reach at or past the first
+/// offset a later owner wrote, the later owner's records are the shard's, whatever order
+/// the objects were listed in; below it, the earlier owner's records stay.
+#[test]
+fn replay_keeps_the_later_owners_records_where_owners_overlap() {
+    let shard = "shardId-000000000000";
+    let at = |epoch, first, n, salt| WalChunk { epoch, ..wal_chunk("s", shard, first, n, salt) };
+    // Epoch 1 wrote 0..10 (acknowledged) and, paused and superseded, 10..14 (never
+    // acknowledged); epoch 2 continued at 10 and wrote 10..13; epoch 3 took over at 13.
+    let chunks = vec![at(2, 10, 3, 20), at(1, 0, 10, 10), at(3, 13, 2, 30), at(1, 10, 4, 11)];
+    let replayed = crate::archive::records_past(&chunks, "s", 7, shard, 0);
+    let offsets: Vec<u64> = replayed.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..15).collect::<Vec<_>>());
+    let expected_data = |epoch_chunk: &WalChunk, offset: u64| {
+        epoch_chunk.records[(offset - epoch_chunk.first_offset) as usize].data.clone()
+    };
+    for r in &replayed {
+        let owner = match r.offset {
+            0..10 => &chunks[1],
+            10..13 => &chunks[0],
+            _ => &chunks[2],
+        };
+        assert_eq!(r.data, expected_data(owner, r.offset), "offset {}", r.offset);
+    }
+    // Objects listed in another order give the same records.
+    let reversed: Vec<WalChunk> = chunks.iter().rev().cloned().collect();
+    assert_eq!(crate::archive::records_past(&reversed, "s", 7, shard, 0), replayed);
+    // Only past `from`, only this shard and incarnation.
+    assert_eq!(crate::archive::records_past(&chunks, "s", 7, shard, 12).len(), 3);
+    assert!(crate::archive::records_past(&chunks, "s", 8, shard, 0).is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -933,7 +995,7 @@ proptest! {
     fn prop_wal_codec_round_trip(
         chunks in prop::collection::vec(
             (
-                "[a-z0-9_.-]{1,20}", any::<u64>(), "shardId-[0-9]{12}", 0u64..1 << 40, any::<i64>(),
+                "[a-z0-9_.-]{1,20}", any::<u64>(), "shardId-[0-9]{12}", any::<u64>(), 0u64..1 << 40, any::<i64>(),
                 prop::collection::vec((".{0,12}", prop::collection::vec(any::<u8>(), 0..200)), 0..20),
             ),
             0..6,
@@ -942,8 +1004,8 @@ proptest! {
     ) {
         let chunks: Vec<WalChunk> = chunks
             .into_iter()
-            .map(|(stream, incarnation, shard, first_offset, timestamp_ms, records)| WalChunk {
-                stream, incarnation, shard, first_offset, timestamp_ms,
+            .map(|(stream, incarnation, shard, epoch, first_offset, timestamp_ms, records)| WalChunk {
+                stream, incarnation, shard, epoch, first_offset, timestamp_ms,
                 records: records.into_iter().map(|(k, d)| WalRecord { partition_key: k, data: d.into() }).collect(),
             })
             .collect();

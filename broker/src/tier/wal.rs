@@ -6,12 +6,13 @@
 //! Format (little endian), one object:
 //!
 //! ```text
-//! magic        8 bytes  "SFWAL001"
+//! magic        8 bytes  "SFWAL002"
 //! chunk_count  u32
 //! chunk_count times:
 //!   stream_len u16, stream (UTF-8)
 //!   incarnation u64          the stream's incarnation (a re-created stream is another one)
 //!   shard_len  u16, shard id (UTF-8)
+//!   epoch      u64           the writer's ownership epoch of the shard (0: not claimed yet)
 //!   first_offset u64         records have offsets first_offset, first_offset + 1, ...
 //!   timestamp_ms i64         one timestamp per appended batch, as the log gave it
 //!   record_count u32
@@ -20,16 +21,22 @@
 //! ```
 //!
 //! A chunk is one append to one shard log: its records got contiguous offsets and one
-//! timestamp there, so the object holds everything needed to rebuild them exactly.
+//! timestamp there, so the object holds everything needed to rebuild them exactly. The
+//! epoch settles which of two chunks at the same offsets is the shard's: a superseded owner
+//! may still write objects it never acknowledges (see `archive::records_past`). Objects of
+//! the first format ("SFWAL001", no epoch) read as epoch 0.
 
 use bytes::{Buf, BufMut, Bytes};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutPayload};
 
 use super::{Result, TierError, TierStore};
 
-const MAGIC: &[u8; 8] = b"SFWAL001";
+const MAGIC: &[u8; 8] = b"SFWAL002";
+const MAGIC_WITHOUT_EPOCH: &[u8; 8] = b"SFWAL001";
+/// Write-ahead objects read at once when replaying.
+const PARALLEL_READS: usize = 16;
 
 /// One record of a chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +51,7 @@ pub struct WalChunk {
     pub stream: String,
     pub incarnation: u64,
     pub shard: String,
+    pub epoch: u64,
     pub first_offset: u64,
     pub timestamp_ms: i64,
     pub records: Vec<WalRecord>,
@@ -61,6 +69,7 @@ impl WalChunk {
             + 8
             + 2
             + self.shard.len()
+            + 8
             + 8
             + 8
             + 4
@@ -108,6 +117,7 @@ pub fn encode(chunks: &[WalChunk]) -> Bytes {
         buf.put_u64_le(c.incarnation);
         buf.put_u16_le(c.shard.len() as u16);
         buf.put_slice(c.shard.as_bytes());
+        buf.put_u64_le(c.epoch);
         buf.put_u64_le(c.first_offset);
         buf.put_i64_le(c.timestamp_ms);
         buf.put_u32_le(c.records.len() as u32);
@@ -127,16 +137,21 @@ pub fn encode(chunks: &[WalChunk]) -> Bytes {
 /// The chunks of one object; record data are slices of `bytes` (no copy).
 pub fn decode(path: &str, bytes: &Bytes) -> Result<Vec<WalChunk>> {
     let corrupt = |reason: &str| TierError::Corrupt { path: path.to_string(), reason: reason.to_string() };
-    if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(corrupt("not a write-ahead object (bad magic or too short)"));
+    if bytes.len() < MAGIC.len() + 8 {
+        return Err(corrupt("not a write-ahead object (too short)"));
     }
+    let with_epoch = match &bytes[..MAGIC.len()] {
+        m if m == MAGIC => true,
+        m if m == MAGIC_WITHOUT_EPOCH => false,
+        _ => return Err(corrupt("not a write-ahead object (bad magic)")),
+    };
     let body_len = bytes.len() - 4;
     let stored = u32::from_le_bytes(bytes[body_len..].try_into().expect("4 bytes"));
     if crc32c::crc32c(&bytes[..body_len]) != stored {
         return Err(corrupt("checksum mismatch"));
     }
     let body = bytes.slice(MAGIC.len()..body_len);
-    let mut cur = Cursor { buf: body.clone(), at: 0 };
+    let mut cur = Cursor { buf: body.clone(), at: 0, with_epoch };
     let count = cur.u32().ok_or_else(|| corrupt("chunk count cut off"))?;
     let mut chunks = Vec::with_capacity(count.min(1 << 16) as usize);
     for _ in 0..count {
@@ -153,6 +168,7 @@ pub fn decode(path: &str, bytes: &Bytes) -> Result<Vec<WalChunk>> {
 struct Cursor {
     buf: Bytes,
     at: usize,
+    with_epoch: bool,
 }
 
 impl Cursor {
@@ -180,6 +196,7 @@ impl Cursor {
         let incarnation = self.u64()?;
         let shard_len = self.u16()? as usize;
         let shard = self.string(shard_len)?;
+        let epoch = if self.with_epoch { self.u64()? } else { 0 };
         let first_offset = self.u64()?;
         let timestamp_ms = self.u64()? as i64;
         let count = self.u32()?;
@@ -195,7 +212,7 @@ impl Cursor {
             let data = self.take(data_len)?;
             records.push(WalRecord { partition_key, data });
         }
-        Some(WalChunk { stream, incarnation, shard, first_offset, timestamp_ms, records })
+        Some(WalChunk { stream, incarnation, shard, epoch, first_offset, timestamp_ms, records })
     }
 }
 
@@ -244,16 +261,25 @@ impl TierStore {
 
     /// Every chunk of every write-ahead object.
     pub async fn read_all_wal(&self) -> Result<Vec<WalChunk>> {
-        let mut chunks = Vec::new();
-        for path in self.list_wal().await? {
-            match self.read_wal(&path).await {
-                Ok(c) => chunks.extend(c),
-                // Deleted meanwhile: its records are in uploaded segments.
-                Err(TierError::Store { source: object_store::Error::NotFound { .. }, .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(chunks)
+        let paths = self.list_wal().await?;
+        Ok(self.read_wal_objects(paths).await?.into_iter().flat_map(|(_, chunks)| chunks).collect())
+    }
+
+    /// The chunks of each of `paths`, in their order, read a few at a time; objects deleted
+    /// meanwhile (their records are in uploaded segments) are left out.
+    pub async fn read_wal_objects(&self, paths: Vec<Path>) -> Result<Vec<(Path, Vec<WalChunk>)>> {
+        futures::stream::iter(paths)
+            .map(|path| async move {
+                match self.read_wal(&path).await {
+                    Ok(chunks) => Ok(Some((path, chunks))),
+                    Err(TierError::Store { source: object_store::Error::NotFound { .. }, .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(PARALLEL_READS)
+            .try_filter_map(|read| async move { Ok(read) })
+            .try_collect()
+            .await
     }
 
     /// Delete one write-ahead object (a missing one is fine).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Python tools of the compatibility tests (boto3, AWS CLI v1) into
+# Installs the Python tools of the compatibility tests (boto3, AWS CLI v1, and awslabs'
+# aws-kinesis-agg, the KPL aggregation format's reference for the sidecar's aggregates) into
 # a cached virtualenv and prints the venv's bin directory as the last line:
 #
 #   bin=$(scripts/install-python-tools.sh | tail -1)
@@ -24,6 +25,8 @@ PINS=(
     PyYAML==6.0.4
     rsa==4.7.2
     pyasn1==0.6.5
+    aws-kinesis-agg==1.2.3
+    protobuf==7.36.2
 )
 
 PYTHON="${PYTHON:-python3}"
@@ -45,7 +48,7 @@ if [[ ! -f "$marker" ]]; then
         "$PYTHON" -m venv "$venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
             --no-input "${PINS[@]}" >&2
-        "$venv/bin/python" -c 'import boto3, awscli' >&2
+        "$venv/bin/python" -c 'import boto3, awscli, aws_kinesis_agg.aggregator' >&2
         touch "$marker"
     fi
     exec 9>&-

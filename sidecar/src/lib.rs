@@ -2,9 +2,11 @@
 //! (batching, retries, per-record answers) behind a local endpoint any AWS SDK can use.
 //! The consumer half (leases, checkpoints, delivery over HTTP) is to come.
 
+pub mod aggregation;
 pub mod broker;
 pub mod producer;
 pub mod server;
+pub mod shards;
 
 use bytes::Bytes;
 use http_body_util::Full;

@@ -22,6 +22,13 @@ struct Args {
     /// How long a record is retried before its last error is its answer (KPL: 30 s).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_RECORD_TTL", default_value = "30s", value_parser = streamfabric_api::settings::parse_duration)]
     record_ttl: Duration,
+    /// Pack small records of one shard into KPL aggregated records (the consumers must
+    /// de-aggregate them, as the KCL does).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_AGGREGATE")]
+    aggregate: bool,
+    /// Bytes per aggregated record (KPL: 51,200; at most the 1 MiB record limit).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_AGGREGATION_MAX_BYTES", default_value_t = 51_200, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
+    aggregation_max_bytes: u32,
 }
 
 #[tokio::main]
@@ -41,12 +48,14 @@ async fn main() -> std::process::ExitCode {
             max_buffered_time: args.max_buffered_time,
             max_batch_records: args.max_batch_records as usize,
             record_ttl: args.record_ttl,
+            aggregate: args.aggregate,
+            aggregation_max_bytes: args.aggregation_max_bytes as usize,
             ..ProducerSettings::default()
         },
     };
     match streamfabric_sidecar::start(settings).await {
         Ok(running) => {
-            tracing::info!(listen = %running.addr, brokers = %args.broker_endpoint, "streamfabric sidecar serving");
+            tracing::info!(listen = %running.addr, brokers = %args.broker_endpoint, aggregate = args.aggregate, "streamfabric sidecar serving");
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {

@@ -4,8 +4,13 @@
 //! request: the KPL's defaults), entries the
 //! brokers refuse retryably are sent again with backoff and jitter until their time to live
 //! runs out, and each record is answered with its shard and sequence number, or its error.
+//! With aggregation on, the records of a batch that share a shard are packed into KPL
+//! aggregates (`aggregation`) of at most `aggregation_max_bytes`, sent with the first
+//! record's hash key; each record is answered with its aggregate's shard and sequence number.
 
+use crate::aggregation::{Aggregate, SubRecord};
 use crate::broker::{Brokers, CallError, retriable_code};
+use crate::shards::{ShardMap, hash_key_of};
 use bytes::Bytes;
 use rand::Rng;
 use std::collections::HashMap;
@@ -31,6 +36,11 @@ pub struct ProducerSettings {
     pub record_ttl: Duration,
     /// PutRecords in flight at once per stream.
     pub max_in_flight: usize,
+    /// Pack the small records of a shard into KPL aggregated records (consumers must
+    /// de-aggregate: the KCL and the sidecar's consumer do).
+    pub aggregate: bool,
+    /// Bytes per aggregated record (KPL: 51,200).
+    pub aggregation_max_bytes: usize,
 }
 
 impl Default for ProducerSettings {
@@ -41,6 +51,8 @@ impl Default for ProducerSettings {
             max_batch_bytes: MAX_PUT_RECORDS_BYTES,
             record_ttl: Duration::from_secs(30),
             max_in_flight: 4,
+            aggregate: false,
+            aggregation_max_bytes: crate::aggregation::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -83,6 +95,11 @@ pub struct ProducerCounters {
     pub batches: AtomicU64,
     pub retried: AtomicU64,
     pub failed: AtomicU64,
+    /// Aggregated records sent, and the user records they carried.
+    pub aggregates: AtomicU64,
+    pub aggregated_records: AtomicU64,
+    /// Aggregates that landed on another shard than predicted (a reshard): re-sent.
+    pub wrong_shard: AtomicU64,
 }
 
 pub struct Producer {
@@ -139,6 +156,7 @@ impl Producer {
             requeue: send.clone(),
             in_flight: Arc::new(Semaphore::new(self.settings.max_in_flight.max(1))),
             landed: Arc::new(Notify::new()),
+            shard_map: Arc::new(tokio::sync::Mutex::new(None)),
         };
         tokio::spawn(batcher.run(receive));
         streams.insert(stream.to_string(), send.clone());
@@ -155,6 +173,32 @@ struct Batcher {
     requeue: mpsc::UnboundedSender<Pending>,
     in_flight: Arc<Semaphore>,
     landed: Arc<Notify>,
+    /// The stream's shards, for aggregation; None until read, or once found stale.
+    shard_map: Arc<tokio::sync::Mutex<Option<ShardMap>>>,
+}
+
+/// One PutRecords entry: a record, or an aggregate of records of one shard.
+struct Entry {
+    input: PutRecordsRequestEntry,
+    members: Vec<Pending>,
+    /// For an aggregate: the shard it must land on.
+    predicted_shard: Option<String>,
+}
+
+impl Entry {
+    fn plain(p: Pending) -> Entry {
+        let input = PutRecordsRequestEntry {
+            data: Some(Blob(p.record.data.clone())),
+            partition_key: Some(p.record.partition_key.clone()),
+            explicit_hash_key: p.record.explicit_hash_key.clone(),
+        };
+        Entry { input, members: vec![p], predicted_shard: None }
+    }
+
+    /// What it counts for in a request's 5 MiB.
+    fn size(&self) -> usize {
+        self.input.data.as_ref().map_or(0, |d| d.0.len()) + self.input.partition_key.as_ref().map_or(0, String::len)
+    }
 }
 
 impl Batcher {
@@ -174,7 +218,9 @@ impl Batcher {
             let flush_at = Instant::now() + self.settings.max_buffered_time;
             let mut bytes = first.record.size();
             let mut batch = vec![first];
-            while batch.len() < self.settings.max_batch_records {
+            // Aggregated, many records share an entry: only the bytes bound a batch.
+            let max_records = if self.settings.aggregate { usize::MAX } else { self.settings.max_batch_records };
+            while batch.len() < max_records {
                 let next = match queue.try_recv() {
                     Ok(next) => Some(next),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -210,33 +256,152 @@ impl Batcher {
     }
 
     async fn send(&self, batch: Vec<Pending>) {
+        let entries = if self.settings.aggregate {
+            self.aggregated(batch).await
+        } else {
+            batch.into_iter().map(Entry::plain).collect()
+        };
+        // One batch's requests go one after another: records of a key stay in order.
+        for request in self.requests(entries) {
+            self.send_request(request).await;
+        }
+    }
+
+    /// Entries cut into PutRecords requests within the entry count and byte limits.
+    fn requests(&self, entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+        let mut requests: Vec<Vec<Entry>> = Vec::new();
+        let mut bytes = 0;
+        for entry in entries {
+            let full = requests.last().is_none_or(|r| {
+                r.len() >= self.settings.max_batch_records || bytes + entry.size() > self.settings.max_batch_bytes
+            });
+            if full {
+                requests.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += entry.size();
+            requests.last_mut().expect("pushed").push(entry);
+        }
+        requests
+    }
+
+    /// The batch as entries, records of one shard packed into aggregates in their order.
+    /// Without a shard map (ListShards failing), records go one per entry.
+    async fn aggregated(&self, batch: Vec<Pending>) -> Vec<Entry> {
+        let Some(map) = self.shard_map().await else {
+            return batch.into_iter().map(Entry::plain).collect();
+        };
+        let mut entries = Vec::new();
+        let mut by_shard: HashMap<String, Vec<Pending>> = HashMap::new();
+        let mut shard_order = Vec::new();
+        for p in batch {
+            let hash = hash_key_of(&p.record.partition_key, p.record.explicit_hash_key.as_deref());
+            match map.shard_of(hash) {
+                Some(shard) => {
+                    let members = by_shard.entry(shard.to_string()).or_insert_with(|| {
+                        shard_order.push(shard.to_string());
+                        Vec::new()
+                    });
+                    members.push(p);
+                }
+                None => entries.push(Entry::plain(p)),
+            }
+        }
+        for shard in shard_order {
+            let mut aggregate = Aggregate::default();
+            let mut members = Vec::new();
+            for p in by_shard.remove(&shard).unwrap_or_default() {
+                let sub = SubRecord {
+                    partition_key: p.record.partition_key.clone(),
+                    explicit_hash_key: p.record.explicit_hash_key.clone(),
+                    data: p.record.data.clone(),
+                };
+                if !aggregate.is_empty() && aggregate.encoded_len_with(&sub) > self.settings.aggregation_max_bytes {
+                    entries.push(self.packed(std::mem::take(&mut aggregate), std::mem::take(&mut members), &shard));
+                }
+                if Aggregate::default().encoded_len_with(&sub) > self.settings.aggregation_max_bytes {
+                    // Too big to share an aggregate: alone, as the KPL sends it.
+                    entries.push(Entry::plain(p));
+                    continue;
+                }
+                aggregate.push(sub);
+                members.push(p);
+            }
+            if !members.is_empty() {
+                entries.push(self.packed(aggregate, members, &shard));
+            }
+        }
+        entries
+    }
+
+    /// One entry for records of `shard`: alone as it is, or as an aggregate routed by the
+    /// first record's hash key.
+    fn packed(&self, aggregate: Aggregate, mut members: Vec<Pending>, shard: &str) -> Entry {
+        if members.len() == 1 {
+            return Entry::plain(members.pop().expect("one"));
+        }
+        self.counters.aggregates.fetch_add(1, Ordering::Relaxed);
+        self.counters.aggregated_records.fetch_add(members.len() as u64, Ordering::Relaxed);
+        let first = &members[0].record;
+        let input = PutRecordsRequestEntry {
+            data: Some(Blob(aggregate.encode())),
+            partition_key: Some(first.partition_key.clone()),
+            explicit_hash_key: Some(hash_key_of(&first.partition_key, first.explicit_hash_key.as_deref()).to_string()),
+        };
+        Entry { input, members, predicted_shard: Some(shard.to_string()) }
+    }
+
+    /// The stream's shard map, read again when missing or old.
+    async fn shard_map(&self) -> Option<ShardMap> {
+        let mut map = self.shard_map.lock().await;
+        if map.as_ref().is_none_or(|m| !m.is_fresh()) {
+            match ShardMap::load(&self.brokers, &self.stream).await {
+                Ok(loaded) => *map = Some(loaded),
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, "no shard map, records go unaggregated: {e:?}");
+                    *map = None;
+                }
+            }
+        }
+        map.clone()
+    }
+
+    async fn send_request(&self, entries: Vec<Entry>) {
         let input = PutRecordsInput {
             stream_name: Some(self.stream.clone()),
             stream_arn: None,
-            records: Some(
-                batch
-                    .iter()
-                    .map(|p| PutRecordsRequestEntry {
-                        data: Some(Blob(p.record.data.clone())),
-                        partition_key: Some(p.record.partition_key.clone()),
-                        explicit_hash_key: p.record.explicit_hash_key.clone(),
-                    })
-                    .collect(),
-            ),
+            records: Some(entries.iter().map(|e| e.input.clone()).collect()),
         };
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         match self.brokers.call::<_, PutRecordsOutput>("PutRecords", &input).await {
-            Ok(out) if out.records.len() == batch.len() => {
-                for (pending, result) in batch.into_iter().zip(out.records) {
+            Ok(out) if out.records.len() == entries.len() => {
+                for (entry, result) in entries.into_iter().zip(out.records) {
                     match (result.shard_id, result.sequence_number, result.error_code) {
+                        (Some(shard_id), _, None) if entry.predicted_shard.as_ref().is_some_and(|p| *p != shard_id) => {
+                            // Resharded since the map was read: some of its records may lie
+                            // outside the shard, where consumers drop them. Send them again.
+                            self.counters.wrong_shard.fetch_add(1, Ordering::Relaxed);
+                            *self.shard_map.lock().await = None;
+                            let error = ApiError::internal(format!(
+                                "the stream's shards changed: the records were stored in {shard_id}, not the expected shard"
+                            ));
+                            entry.members.into_iter().for_each(|p| self.retry_or_fail(p, error.clone(), true));
+                        }
                         (Some(shard_id), Some(sequence_number), None) => {
-                            self.counters.records.fetch_add(1, Ordering::Relaxed);
-                            let _ = pending.reply.send(Ok(Placed { shard_id, sequence_number }));
+                            self.counters.records.fetch_add(entry.members.len() as u64, Ordering::Relaxed);
+                            for pending in entry.members {
+                                let placed =
+                                    Placed { shard_id: shard_id.clone(), sequence_number: sequence_number.clone() };
+                                let _ = pending.reply.send(Ok(placed));
+                            }
                         }
                         (_, _, code) => {
                             let code = code.as_deref().and_then(ErrorCode::parse).unwrap_or(ErrorCode::InternalFailure);
                             let error = ApiError::new(code, result.error_message.unwrap_or_default());
-                            self.retry_or_fail(pending, error, retriable_code(code));
+                            entry
+                                .members
+                                .into_iter()
+                                .for_each(|p| self.retry_or_fail(p, error.clone(), retriable_code(code)));
                         }
                     }
                 }
@@ -245,9 +410,9 @@ impl Batcher {
                 let error = ApiError::internal(format!(
                     "the brokers answered {} entries for a request of {}",
                     out.records.len(),
-                    batch.len()
+                    entries.len()
                 ));
-                batch.into_iter().for_each(|p| self.retry_or_fail(p, error.clone(), true));
+                entries.into_iter().flat_map(|e| e.members).for_each(|p| self.retry_or_fail(p, error.clone(), true));
             }
             Err(e) => {
                 let retriable = e.is_retriable();
@@ -255,7 +420,10 @@ impl Batcher {
                     CallError::Api(api) => api,
                     CallError::Transport(reason) => ApiError::internal(format!("brokers unreachable: {reason}")),
                 };
-                batch.into_iter().for_each(|p| self.retry_or_fail(p, error.clone(), retriable));
+                entries
+                    .into_iter()
+                    .flat_map(|e| e.members)
+                    .for_each(|p| self.retry_or_fail(p, error.clone(), retriable));
             }
         }
     }

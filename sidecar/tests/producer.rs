@@ -227,3 +227,187 @@ async fn post(url: &str, body: &'static str) -> (u16, serde_json::Value) {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap())
 }
+
+type ShardRecords = (String, u128, u128, Vec<(String, String, bytes::Bytes)>);
+
+/// Every record of `stream` with its shard's hash key range: (shard, start, end, [(sequence, key, data)]).
+async fn stored_by_shard(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardRecords> {
+    let mut out = Vec::new();
+    let shards = k.list_shards().stream_name(stream).send().await.unwrap().shards.unwrap_or_default();
+    for shard in shards {
+        let range = shard.hash_key_range.unwrap();
+        let (start, end) = (range.starting_hash_key.parse().unwrap(), range.ending_hash_key.parse().unwrap());
+        let mut records = Vec::new();
+        let mut it = k
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&shard.shard_id)
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        while let Some(i) = it {
+            let page = k.get_records().shard_iterator(i).limit(10_000).send().await.unwrap();
+            records.extend(page.records.iter().map(|r| {
+                (
+                    r.sequence_number.clone(),
+                    r.partition_key().unwrap_or_default().to_string(),
+                    bytes::Bytes::copy_from_slice(r.data.as_ref()),
+                )
+            }));
+            if page.records.is_empty() && page.millis_behind_latest == Some(0) {
+                break;
+            }
+            it = page.next_shard_iterator;
+        }
+        out.push((shard.shard_id, start, end, records));
+    }
+    out
+}
+
+/// Aggregation: records of one shard share KPL aggregates; de-aggregated, every acknowledged
+/// record is in an aggregate stored where its answer said, on a shard whose range holds its
+/// hash key, once, in order per key. After a reshard the sidecar's shard map is stale: an
+/// aggregate landing on another shard than predicted is sent again, and the records are
+/// still found in range (consumers drop what is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record() {
+    use streamfabric_sidecar::aggregation::deaggregate;
+    use streamfabric_sidecar::shards::hash_key_of;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_on(dir.path(), "127.0.0.1:0".parse().unwrap()).await;
+    let broker_url = format!("http://{}", broker.api_addr);
+    let side = streamfabric_sidecar::start(SidecarSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_endpoint: broker_url.clone(),
+        broker_timeout: Duration::from_secs(5),
+        producer: ProducerSettings {
+            max_buffered_time: Duration::from_millis(20),
+            aggregate: true,
+            aggregation_max_bytes: 4_096,
+            ..ProducerSettings::default()
+        },
+    })
+    .await
+    .unwrap();
+    let k = sdk(&format!("http://{}", side.addr));
+    let direct = sdk(&broker_url);
+    create_active(&direct, "agg", 4).await;
+
+    // Callers put PutRecords of 50 one after another; keys repeat, so order per key is defined.
+    let put_all = |phase: &'static str| {
+        let tasks: Vec<_> = (0..20)
+            .map(|caller| {
+                let k = k.clone();
+                tokio::spawn(async move {
+                    let mut placed = Vec::new();
+                    for round in 0..5 {
+                        let entries: Vec<_> = (0..50)
+                            .map(|i| {
+                                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                                    .partition_key(format!("key-{caller}-{}", i % 7))
+                                    .data(Blob::new(format!("{phase} {caller} {round} {i}")))
+                                    .build()
+                                    .unwrap()
+                            })
+                            .collect();
+                        let out = k.put_records().stream_name("agg").set_records(Some(entries)).send().await.unwrap();
+                        assert_eq!(out.failed_record_count, Some(0));
+                        for (i, r) in out.records.into_iter().enumerate() {
+                            let key = format!("key-{caller}-{}", i % 7);
+                            let data = format!("{phase} {caller} {round} {i}");
+                            placed.push((data, key, r.shard_id.unwrap(), r.sequence_number.unwrap()));
+                        }
+                    }
+                    placed
+                })
+            })
+            .collect();
+        async move {
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        }
+    };
+    let mut answered = put_all("before").await;
+    assert_eq!(answered.len(), 5_000);
+    let aggregates = side.producer.counters.aggregates.load(Ordering::Relaxed);
+    assert!(aggregates > 0, "records were aggregated");
+
+    direct
+        .update_shard_count()
+        .stream_name("agg")
+        .target_shard_count(8)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        let d = direct.describe_stream_summary().stream_name("agg").send().await.unwrap();
+        if d.stream_description_summary.unwrap().stream_status.as_str() == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    answered.extend(put_all("after").await);
+    assert!(side.producer.counters.wrong_shard.load(Ordering::Relaxed) > 0, "the stale shard map was noticed");
+
+    // De-aggregate as a consumer does: sub-records outside the shard's range are dropped.
+    let mut found: BTreeMap<String, Vec<(String, String, usize)>> = BTreeMap::new();
+    let (mut kinesis_records, mut user_records, mut dropped) = (0, 0, 0);
+    for (shard, start, end, records) in stored_by_shard(&direct, "agg").await {
+        for (sequence, key, data) in records {
+            kinesis_records += 1;
+            // A record alone in its shard's batch goes as it is, as with the KPL.
+            let subs = deaggregate(&data).unwrap_or_else(|| {
+                vec![streamfabric_sidecar::aggregation::SubRecord { partition_key: key, explicit_hash_key: None, data }]
+            });
+            for (index, sub) in subs.into_iter().enumerate() {
+                let hash = hash_key_of(&sub.partition_key, sub.explicit_hash_key.as_deref());
+                if !(start..=end).contains(&hash) {
+                    dropped += 1;
+                    continue;
+                }
+                user_records += 1;
+                let data = String::from_utf8(sub.data.to_vec()).unwrap();
+                found.entry(data).or_default().push((shard.clone(), sequence.clone(), index));
+            }
+        }
+    }
+    eprintln!(
+        "{} user records in {kinesis_records} Kinesis records ({aggregates} aggregates before the reshard); {dropped} dropped out of range",
+        answered.len()
+    );
+    assert!(kinesis_records * 10 < user_records, "{kinesis_records} Kinesis records for {user_records} user records");
+    let wrong = side.producer.counters.wrong_shard.load(Ordering::Relaxed);
+    // Per (key, round): the first and last place (sequence, position in the aggregate).
+    type Place = (u128, usize);
+    let mut rounds_of_key: BTreeMap<(String, u32), (Place, Place)> = BTreeMap::new();
+    for (data, key, shard, sequence) in &answered {
+        let places = found.get(data).unwrap_or_else(|| panic!("{data} acknowledged but not found"));
+        assert!(
+            places.iter().any(|(s, q, _)| s == shard && q == sequence),
+            "{data}: answered {shard} {sequence}, stored at {places:?}"
+        );
+        assert!(places.len() == 1 || wrong > 0, "{data} stored {} times", places.len());
+        // Order per key across a caller's rounds (each waits for the previous one's answers):
+        // every record of a round is placed (sequence, then position in the aggregate) after
+        // the previous round's. Only before the reshard: records sent again after it may
+        // overtake others, as with the KPL.
+        let (_, _, index) = places.iter().find(|(s, q, _)| s == shard && q == sequence).unwrap();
+        let at = (sequence.parse::<u128>().unwrap(), *index);
+        if data.starts_with("before") {
+            let round: u32 = data.split(' ').nth(2).unwrap().parse().unwrap();
+            let span = rounds_of_key.entry((key.clone(), round)).or_insert((at, at));
+            *span = (span.0.min(at), span.1.max(at));
+        }
+    }
+    for ((key, round), (_, last)) in &rounds_of_key {
+        if let Some((first_next, _)) = rounds_of_key.get(&(key.clone(), round + 1)) {
+            assert!(last < first_next, "key {key}: round {} placed before round {round} ended", round + 1);
+        }
+    }
+}

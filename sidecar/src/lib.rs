@@ -1,9 +1,11 @@
 //! streamfabric's sidecar: beside an application, what the Kinesis Producer Library does
-//! (batching, retries, per-record answers) behind a local endpoint any AWS SDK can use.
-//! The consumer half (leases, checkpoints, delivery over HTTP) is to come.
+//! (batching, aggregation, retries, per-record answers) behind a local endpoint any AWS SDK
+//! can use, and what the Kinesis Client Library does (leases, reading shards in order,
+//! de-aggregation, checkpoints) with batches delivered to the application over HTTP.
 
 pub mod aggregation;
 pub mod broker;
+pub mod consumer;
 pub mod producer;
 pub mod server;
 pub mod shards;
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use consumer::ConsumerSettings;
 pub use producer::ProducerSettings;
 
 #[derive(Debug, Clone)]
@@ -28,12 +31,15 @@ pub struct SidecarSettings {
     /// Bound on one call to the brokers.
     pub broker_timeout: Duration,
     pub producer: ProducerSettings,
+    /// The consumer role, for one application and stream (off when None).
+    pub consumer: Option<ConsumerSettings>,
 }
 
 /// A sidecar serving on its address.
 pub struct Running {
     pub addr: SocketAddr,
     pub producer: Arc<producer::Producer>,
+    pub consumer: Option<consumer::Consumer>,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -41,9 +47,19 @@ pub struct Running {
 impl Running {
     /// Stop accepting connections and wait, up to `grace`, for the calls in flight to be
     /// answered (their records sent, retried or refused); false if some were cut short.
+    /// The consumer, if it runs, finishes the batches it is delivering, checkpoints and
+    /// releases its leases.
     pub async fn shutdown(self, grace: Duration) -> bool {
         let _ = self.stop.send(true);
-        tokio::time::timeout(grace, self.server).await.is_ok()
+        let consumer = async {
+            match self.consumer {
+                Some(c) => c.shutdown(grace).await,
+                None => true,
+            }
+        };
+        let server = async { tokio::time::timeout(grace, self.server).await.is_ok() };
+        let (consumed, served) = tokio::join!(consumer, server);
+        consumed && served
     }
 }
 
@@ -51,10 +67,14 @@ pub async fn start(settings: SidecarSettings) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let brokers = broker::Brokers::new(&settings.broker_endpoint, settings.broker_timeout);
+    let consumer = match settings.consumer {
+        Some(c) => Some(consumer::Consumer::start(brokers.clone(), &settings.broker_endpoint, c)?),
+        None => None,
+    };
     let producer = producer::Producer::new(brokers, settings.producer);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve(listener, producer.clone(), stopped));
-    Ok(Running { addr, producer, stop, server })
+    Ok(Running { addr, producer, consumer, stop, server })
 }
 
 async fn serve(

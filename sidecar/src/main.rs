@@ -1,9 +1,10 @@
 use clap::Parser;
 use std::net::SocketAddr;
 use std::time::Duration;
-use streamfabric_sidecar::{ProducerSettings, SidecarSettings};
+use streamfabric_sidecar::{ConsumerSettings, ProducerSettings, SidecarSettings};
 
-/// streamfabric's sidecar: a batching, retrying Kinesis producer on a local endpoint.
+/// streamfabric's sidecar: a batching, retrying Kinesis producer on a local endpoint, and
+/// (with --consumer-application) a consumer delivering a stream's records to the application.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -29,6 +30,27 @@ struct Args {
     /// Bytes per aggregated record (KPL: 51,200; at most the 1 MiB record limit).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_AGGREGATION_MAX_BYTES", default_value_t = 51_200, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     aggregation_max_bytes: u32,
+    /// Consume for this application (workers of one application share the shards' leases).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_CONSUMER_APPLICATION", requires_all = ["consumer_stream", "deliver_to"])]
+    consumer_application: Option<String>,
+    /// The stream the consumer reads.
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_CONSUMER_STREAM")]
+    consumer_stream: Option<String>,
+    /// Where batches of records are POSTed, e.g. http://127.0.0.1:8080/records.
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_DELIVER_TO")]
+    deliver_to: Option<String>,
+    /// This worker's name in the leases (default: the host name and process id).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Where a shard without a checkpoint starts: TRIM_HORIZON or LATEST.
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_INITIAL_POSITION", default_value = "TRIM_HORIZON", value_parser = ["TRIM_HORIZON", "LATEST"])]
+    initial_position: String,
+    /// A lease not renewed for this long is taken by another worker (KCL: 10 s).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_FAILOVER_TIME", default_value = "10s", value_parser = streamfabric_api::settings::parse_duration)]
+    failover_time: Duration,
+    /// Records per GetRecords (at most 10,000).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_MAX_RECORDS", default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    max_records: u16,
 }
 
 #[tokio::main]
@@ -44,6 +66,17 @@ async fn main() -> std::process::ExitCode {
         listen: args.listen,
         broker_endpoint: args.broker_endpoint.clone(),
         broker_timeout: Duration::from_secs(10),
+        consumer: args.consumer_application.as_ref().map(|application| ConsumerSettings {
+            initial_position: args.initial_position.clone(),
+            failover_time: args.failover_time,
+            max_records: args.max_records as usize,
+            ..ConsumerSettings::new(
+                application,
+                args.consumer_stream.as_deref().unwrap_or_default(),
+                &args.worker_id.clone().unwrap_or_else(default_worker_id),
+                args.deliver_to.as_deref().unwrap_or_default(),
+            )
+        }),
         producer: ProducerSettings {
             max_buffered_time: args.max_buffered_time,
             max_batch_records: args.max_batch_records as usize,
@@ -70,8 +103,18 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("streamfabric-sidecar: cannot listen on {}: {e}", args.listen);
+            eprintln!("streamfabric-sidecar: cannot start on {}: {e}", args.listen);
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The pod's (or machine's) name and this process: unique among an application's workers.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sidecar".into());
+    format!("{host}-{}", std::process::id())
 }

@@ -28,6 +28,7 @@ async fn sidecar(broker: &str) -> streamfabric_sidecar::Running {
         broker_endpoint: broker.to_string(),
         broker_timeout: Duration::from_secs(5),
         producer: ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() },
+        consumer: None,
     })
     .await
     .unwrap()
@@ -288,6 +289,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
             aggregation_max_bytes: 4_096,
             ..ProducerSettings::default()
         },
+        consumer: None,
     })
     .await
     .unwrap();

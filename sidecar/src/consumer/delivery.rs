@@ -1,0 +1,131 @@
+//! Batches to the application: `POST` of one JSON document per batch to the configured URL,
+//!
+//! ```json
+//! {"application": "billing", "stream": "orders", "shardId": "shardId-000000000001",
+//!  "millisBehindLatest": 0,
+//!  "records": [{"sequenceNumber": "4959...", "subSequenceNumber": 0, "partitionKey": "k1",
+//!               "approximateArrivalTimestamp": 1796400000123, "data": "<base64>"}]}
+//! ```
+//!
+//! (`explicitHashKey` too for sub-records of an aggregate that carry one). A 2xx answer
+//! means the batch is processed and is checkpointed; anything else, or no answer within the
+//! delivery timeout, is retried with backoff for as long as the lease is held.
+
+use super::{Halt, Shared};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// One user record as the application gets it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub sequence_number: String,
+    pub sub_sequence_number: u64,
+    pub partition_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explicit_hash_key: Option<String>,
+    #[serde(rename = "approximateArrivalTimestamp")]
+    pub arrival_ms: i64,
+    #[serde(serialize_with = "base64_data")]
+    pub data: Bytes,
+}
+
+fn base64_data<S: serde::Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Batch<'a> {
+    application: &'a str,
+    stream: &'a str,
+    shard_id: &'a str,
+    millis_behind_latest: i64,
+    records: &'a [UserRecord],
+}
+
+pub struct Delivery {
+    url: http::Uri,
+    http: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Delivery {
+    pub fn new(url: &str, timeout: Duration) -> std::io::Result<Delivery> {
+        let url: http::Uri = url.parse().map_err(|e| std::io::Error::other(format!("--deliver-to {url:?}: {e}")))?;
+        if url.scheme_str() != Some("http") {
+            return Err(std::io::Error::other(format!("--deliver-to {url}: must be an http:// URL")));
+        }
+        Ok(Delivery { url, http: Client::builder(TokioExecutor::new()).build_http(), timeout })
+    }
+
+    /// Deliver one batch until a 2xx answers it: true then; false if the worker was told to
+    /// halt while retrying (the batch is not checkpointed and will be read again).
+    pub async fn deliver(
+        &self,
+        shared: &Shared,
+        shard: &str,
+        millis_behind_latest: i64,
+        records: &[UserRecord],
+        halt: &watch::Receiver<Halt>,
+    ) -> bool {
+        let s = &shared.settings;
+        let body = Bytes::from(
+            serde_json::to_vec(&Batch {
+                application: &s.application,
+                stream: &s.stream,
+                shard_id: shard,
+                millis_behind_latest,
+                records,
+            })
+            .expect("batches serialise"),
+        );
+        let mut failures = 0;
+        loop {
+            match self.post(body.clone()).await {
+                Ok(()) => {
+                    shared.counters_out.delivered.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    shared.counters_out.batches.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(why) => {
+                    failures += 1;
+                    shared.counters_out.delivery_retries.fetch_add(1, Ordering::Relaxed);
+                    if failures == 1 || failures % 20 == 0 {
+                        tracing::warn!(%shard, failures, "the application did not take a batch (retried): {why}");
+                    }
+                }
+            }
+            let mut halt = halt.clone();
+            let wait = super::reader::backoff(failures);
+            if tokio::time::timeout(wait, halt.wait_for(|h| *h != Halt::Run)).await.is_ok() {
+                return false;
+            }
+        }
+    }
+
+    async fn post(&self, body: Bytes) -> Result<(), String> {
+        let request = http::Request::post(self.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            // Read the answer whole so the connection is reused.
+            let _ = response.into_body().collect().await;
+            if status.is_success() { Ok(()) } else { Err(format!("HTTP {status}")) }
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)))
+    }
+}

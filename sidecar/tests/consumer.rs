@@ -1,0 +1,286 @@
+//! The consumer through the sidecar, against a real broker in process and an application
+//! that takes batches over HTTP: two workers of one application share the shards, follow a
+//! reshard (parents before children), survive a worker's death (its leases move after the
+//! failover time), retry a failing application, checkpoint what was delivered and release
+//! their leases on shutdown; aggregates from the producer arrive as their user records.
+
+use aws_sdk_kinesis::primitives::Blob;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use streamfabric_api::leases::client::LeasesClient;
+use streamfabric_sidecar::{ConsumerSettings, ProducerSettings, SidecarSettings};
+
+fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "sidecar-tests"))
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+async fn wait_active(k: &aws_sdk_kinesis::Client, stream: &str) {
+    for _ in 0..500 {
+        let d = k.describe_stream_summary().stream_name(stream).send().await.unwrap();
+        if d.stream_description_summary.unwrap().stream_status.as_str() == "ACTIVE" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{stream} did not become ACTIVE");
+}
+
+/// One delivered user record: (worker path, shard, sequence, sub-sequence, key, data).
+type Delivered = (String, String, String, u64, String, String);
+
+/// The application: takes batches at `/<worker>`, refusing the first `refuse` with a 503.
+struct App {
+    url: String,
+    delivered: Arc<Mutex<Vec<Delivered>>>,
+}
+
+async fn app(refuse: usize) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let sink = delivered.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (sink, refused) = (sink.clone(), refused.clone());
+            let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (sink, refused) = (sink.clone(), refused.clone());
+                async move {
+                    let worker = req.uri().path().trim_start_matches('/').to_string();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    if refused.fetch_add(1, Ordering::SeqCst) < refuse {
+                        return Ok::<_, std::convert::Infallible>(
+                            http::Response::builder().status(503).body(Full::new(Bytes::new())).unwrap(),
+                        );
+                    }
+                    let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let shard = batch["shardId"].as_str().unwrap().to_string();
+                    let mut sink = sink.lock().unwrap();
+                    for r in batch["records"].as_array().unwrap() {
+                        let data =
+                            base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).unwrap();
+                        sink.push((
+                            worker.clone(),
+                            shard.clone(),
+                            r["sequenceNumber"].as_str().unwrap().to_string(),
+                            r["subSequenceNumber"].as_u64().unwrap(),
+                            r["partitionKey"].as_str().unwrap().to_string(),
+                            String::from_utf8(data).unwrap(),
+                        ));
+                    }
+                    Ok(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                }
+            });
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+        }
+    });
+    App { url, delivered }
+}
+
+async fn consumer(
+    broker: &str,
+    app: &App,
+    worker: &str,
+    stream: &str,
+    producer: ProducerSettings,
+) -> streamfabric_sidecar::Running {
+    let mut settings = ConsumerSettings::new("billing", stream, worker, &format!("{}/{worker}", app.url));
+    settings.failover_time = Duration::from_secs(2);
+    settings.idle_poll = Duration::from_millis(50);
+    streamfabric_sidecar::start(SidecarSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_endpoint: broker.to_string(),
+        broker_timeout: Duration::from_secs(5),
+        producer,
+        consumer: Some(settings),
+    })
+    .await
+    .unwrap()
+}
+
+async fn put(k: &aws_sdk_kinesis::Client, stream: &str, prefix: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|i| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(format!("key-{}", i % 40))
+                    .data(Blob::new(format!("{prefix}-{i}")))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let out = k.put_records().stream_name(stream).set_records(Some(entries)).send().await.unwrap();
+        assert_eq!(out.failed_record_count, Some(0));
+    }
+}
+
+async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let broker_url = format!("http://{}", broker.api_addr);
+    let direct = sdk(&broker_url);
+    direct.create_stream().stream_name("orders").shard_count(4).send().await.unwrap();
+    wait_active(&direct, "orders").await;
+    put(&direct, "orders", "a", 2_000).await;
+
+    // The application refuses its first three batches: they are retried, not lost.
+    let app = app(3).await;
+    let w1 = consumer(&broker_url, &app, "w1", "orders", ProducerSettings::default()).await;
+    let w2 = consumer(&broker_url, &app, "w2", "orders", ProducerSettings::default()).await;
+    // A reshard while the parents are being read: their children's records come after.
+    direct
+        .update_shard_count()
+        .stream_name("orders")
+        .target_shard_count(8)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&direct, "orders").await;
+    put(&direct, "orders", "b", 2_000).await;
+    let distinct = |d: &Arc<Mutex<Vec<Delivered>>>| {
+        d.lock().unwrap().iter().map(|r| r.5.clone()).collect::<std::collections::HashSet<_>>().len()
+    };
+    wait_for("half the records delivered", 60, || distinct(&app.delivered) >= 2_000).await;
+
+    // Both workers hold leases (the fair share: the second steals from the first).
+    let leases = LeasesClient::new(&broker_url).unwrap();
+    let owners = || async {
+        let all = leases.list_leases("billing", "orders").await.unwrap();
+        let mut by: BTreeMap<String, usize> = BTreeMap::new();
+        for l in all.iter().filter(|l| !l.is_finished()) {
+            *by.entry(l.lease_owner.clone().unwrap_or_default()).or_default() += 1;
+        }
+        by
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let by = owners().await;
+        if by.get("w1").is_some_and(|&n| n > 0) && by.get("w2").is_some_and(|&n| n > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leases not shared: {by:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let retries = |r: &streamfabric_sidecar::Running| {
+        r.consumer.as_ref().unwrap().counters.delivery_retries.load(Ordering::Relaxed)
+    };
+    assert!(retries(&w1) + retries(&w2) >= 3, "the refused batches were delivered again");
+
+    // w2 dies without a word: after the failover time w1 takes its leases and reads on.
+    let killed_at = Instant::now();
+    w2.consumer.unwrap().kill().await;
+    put(&direct, "orders", "c", 1_000).await;
+    wait_for("every record delivered after a worker's death", 60, || distinct(&app.delivered) >= 5_000).await;
+    eprintln!("every record delivered {:?} after w2's death", killed_at.elapsed());
+    let by = owners().await;
+    assert_eq!(
+        by.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["w1"],
+        "w1 holds every unfinished lease: {by:?}"
+    );
+
+    // Order per key over the reshard and the death: first deliveries follow the put order
+    // (a before b before c, and by index within each).
+    let delivered = app.delivered.lock().unwrap().clone();
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    for (i, r) in delivered.iter().enumerate() {
+        first_seen.entry(r.5.clone()).or_insert(i);
+    }
+    let order_of = |data: &str| {
+        let (prefix, i) = data.split_once('-').unwrap();
+        (prefix.to_string(), i.parse::<usize>().unwrap())
+    };
+    // Per key: (position of first delivery, (prefix, index) as put).
+    type Arrival = (usize, (String, usize));
+    let mut by_key: BTreeMap<String, Vec<Arrival>> = BTreeMap::new();
+    for (data, at) in &first_seen {
+        let (prefix, i) = order_of(data);
+        by_key.entry(format!("key-{}", i % 40)).or_default().push((*at, (prefix, i)));
+    }
+    for (key, mut arrivals) in by_key {
+        arrivals.sort();
+        let puts: Vec<_> = arrivals.iter().map(|(_, p)| p.clone()).collect();
+        let mut sorted = puts.clone();
+        sorted.sort();
+        assert_eq!(puts, sorted, "{key}: delivered out of put order");
+    }
+    let duplicates = delivered.len() - first_seen.len();
+    eprintln!("{} deliveries of 5,000 records ({duplicates} again after the death)", delivered.len());
+
+    // Shutdown checkpoints and releases: a new worker finds nothing left to deliver.
+    assert!(w1.shutdown(Duration::from_secs(10)).await, "stopped in time");
+    let all = leases.list_leases("billing", "orders").await.unwrap();
+    // (A finished lease w2 had checkpointed at SHARD_END just before its death stays its.)
+    let held: Vec<_> = all.iter().filter(|l| l.lease_owner.as_deref().is_some_and(|o| o != "w2")).collect();
+    assert!(held.is_empty(), "every lease of w1 released: {held:?}");
+    assert!(all.iter().filter(|l| !l.is_finished()).all(|l| l.lease_owner.is_none()), "{all:?}");
+    assert!(all.iter().filter(|l| !l.child_shard_ids.is_empty()).all(|l| l.is_finished()), "parents at SHARD_END");
+    let before = app.delivered.lock().unwrap().len();
+    let w3 = consumer(&broker_url, &app, "w3", "orders", ProducerSettings::default()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app.delivered.lock().unwrap().len(), before, "nothing after the checkpoints is delivered again");
+    put(&direct, "orders", "d", 10).await;
+    wait_for("a new record reaches the new worker", 20, || distinct(&app.delivered) >= 5_010).await;
+    assert!(w3.shutdown(Duration::from_secs(10)).await);
+}
+
+/// Aggregates written by the sidecar's producer reach the application as their user
+/// records, with the KCL's sub-sequence numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregated_records_are_delivered_as_their_user_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let broker_url = format!("http://{}", broker.api_addr);
+    let direct = sdk(&broker_url);
+    direct.create_stream().stream_name("agg").shard_count(2).send().await.unwrap();
+    wait_active(&direct, "agg").await;
+    let app = app(0).await;
+    let producer =
+        ProducerSettings { aggregate: true, max_buffered_time: Duration::from_millis(20), ..Default::default() };
+    let side = consumer(&broker_url, &app, "w1", "agg", producer).await;
+    put(&sdk(&format!("http://{}", side.addr)), "agg", "r", 1_000).await;
+    wait_for("every user record delivered", 30, || app.delivered.lock().unwrap().len() >= 1_000).await;
+    let delivered = app.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1_000, "each once");
+    assert!(delivered.iter().any(|r| r.3 > 0), "sub-sequence numbers of aggregated records");
+    for r in &delivered {
+        let i: usize = r.5.strip_prefix("r-").unwrap().parse().unwrap();
+        assert_eq!(r.4, format!("key-{}", i % 40), "{} keeps its partition key", r.5);
+    }
+    let aggregates = side.producer.counters.aggregates.load(Ordering::Relaxed);
+    assert!(aggregates > 0);
+    assert!(side.shutdown(Duration::from_secs(10)).await);
+}

@@ -3,9 +3,11 @@
 //! can use, and what the Kinesis Client Library does (leases, reading shards in order,
 //! de-aggregation, checkpoints) with batches delivered to the application over HTTP.
 
+mod admin;
 pub mod aggregation;
 pub mod broker;
 pub mod consumer;
+pub mod metrics;
 pub mod producer;
 pub mod server;
 pub mod shards;
@@ -33,11 +35,15 @@ pub struct SidecarSettings {
     pub producer: ProducerSettings,
     /// The consumer role, for one application and stream (off when None).
     pub consumer: Option<ConsumerSettings>,
+    /// Where `/metrics` and `/healthz` are served (off when None).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// A sidecar serving on its address.
 pub struct Running {
     pub addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub metrics: Arc<metrics::Metrics>,
     pub producer: Arc<producer::Producer>,
     pub consumer: Option<consumer::Consumer>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -46,7 +52,8 @@ pub struct Running {
 
 impl Running {
     /// Stop accepting connections and wait, up to `grace`, for the calls in flight to be
-    /// answered (their records sent, retried or refused); false if some were cut short.
+    /// answered and every buffered record sent (retried or refused, also fire-and-forget
+    /// ones); false if some were cut short.
     /// The consumer, if it runs, finishes the batches it is delivering, checkpoints and
     /// releases its leases.
     pub async fn shutdown(self, grace: Duration) -> bool {
@@ -57,7 +64,11 @@ impl Running {
                 None => true,
             }
         };
-        let server = async { tokio::time::timeout(grace, self.server).await.is_ok() };
+        let producer = self.producer.clone();
+        let server = async {
+            let served = tokio::time::timeout(grace, self.server).await.is_ok();
+            served && producer.drain(grace).await
+        };
         let (consumed, served) = tokio::join!(consumer, server);
         consumed && served
     }
@@ -66,15 +77,20 @@ impl Running {
 pub async fn start(settings: SidecarSettings) -> std::io::Result<Running> {
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
-    let brokers = broker::Brokers::new(&settings.broker_endpoint, settings.broker_timeout);
-    let consumer = match settings.consumer {
-        Some(c) => Some(consumer::Consumer::start(brokers.clone(), &settings.broker_endpoint, c)?),
+    let metrics = Arc::new(metrics::Metrics::new());
+    let admin_addr = match settings.admin_listen {
+        Some(at) => Some(admin::serve(at, metrics.clone()).await?),
         None => None,
     };
-    let producer = producer::Producer::new(brokers, settings.producer);
+    let brokers = broker::Brokers::new(&settings.broker_endpoint, settings.broker_timeout);
+    let consumer = match settings.consumer {
+        Some(c) => Some(consumer::Consumer::start(brokers.clone(), &settings.broker_endpoint, c, metrics.clone())?),
+        None => None,
+    };
+    let producer = producer::Producer::new(brokers, settings.producer, metrics.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve(listener, producer.clone(), stopped));
-    Ok(Running { addr, producer, consumer, stop, server })
+    Ok(Running { addr, admin_addr, metrics, producer, consumer, stop, server })
 }
 
 async fn serve(

@@ -1,6 +1,7 @@
 use clap::Parser;
 use std::net::SocketAddr;
 use std::time::Duration;
+use streamfabric_sidecar::producer::Ack;
 use streamfabric_sidecar::{ConsumerSettings, ProducerSettings, SidecarSettings};
 
 /// streamfabric's sidecar: a batching, retrying Kinesis producer on a local endpoint, and
@@ -11,6 +12,9 @@ struct Args {
     /// The application's endpoint: point its AWS SDK here (or POST /v1/streams/{stream}/records).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_LISTEN", default_value = "127.0.0.1:4599")]
     listen: SocketAddr,
+    /// Where /metrics (Prometheus) and /healthz are served; "off" for nowhere.
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_ADMIN_LISTEN", default_value = "127.0.0.1:4600", value_parser = parse_admin)]
+    admin_listen: Option<SocketAddr>,
     /// The brokers' Kinesis API, e.g. a DataStream's status.endpoint.
     #[arg(long, env = "STREAMFABRIC_SIDECAR_BROKER_ENDPOINT")]
     broker_endpoint: String,
@@ -23,6 +27,15 @@ struct Args {
     /// How long a record is retried before its last error is its answer (KPL: 30 s).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_RECORD_TTL", default_value = "30s", value_parser = streamfabric_api::settings::parse_duration)]
     record_ttl: Duration,
+    /// When puts are answered: `stored` (once the brokers stored each record; the answer
+    /// says where) or `buffered` (fire and forget: once buffered, with no shard or sequence
+    /// number; failures only counted and logged).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_ACK", default_value = "stored", value_parser = parse_ack)]
+    ack: Ack,
+    /// Bytes of records waiting for the brokers beyond which puts are refused at once
+    /// (LimitExceededException).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_MAX_BUFFERED_BYTES", default_value_t = 256 << 20)]
+    max_buffered_bytes: usize,
     /// Pack small records of one shard into KPL aggregated records (the consumers must
     /// de-aggregate them, as the KCL does).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_AGGREGATE")]
@@ -64,6 +77,7 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let settings = SidecarSettings {
         listen: args.listen,
+        admin_listen: args.admin_listen,
         broker_endpoint: args.broker_endpoint.clone(),
         broker_timeout: Duration::from_secs(10),
         consumer: args.consumer_application.as_ref().map(|application| ConsumerSettings {
@@ -82,13 +96,19 @@ async fn main() -> std::process::ExitCode {
             max_batch_records: args.max_batch_records as usize,
             record_ttl: args.record_ttl,
             aggregate: args.aggregate,
+            ack: args.ack,
+            max_buffered_bytes: args.max_buffered_bytes,
             aggregation_max_bytes: args.aggregation_max_bytes as usize,
             ..ProducerSettings::default()
         },
     };
     match streamfabric_sidecar::start(settings).await {
         Ok(running) => {
-            tracing::info!(listen = %running.addr, brokers = %args.broker_endpoint, aggregate = args.aggregate, "streamfabric sidecar serving");
+            tracing::info!(
+                listen = %running.addr, admin = ?running.admin_addr, brokers = %args.broker_endpoint,
+                aggregate = args.aggregate, ack = ?args.ack, consumer = ?args.consumer_application,
+                "streamfabric sidecar serving"
+            );
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {
@@ -117,4 +137,19 @@ fn default_worker_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "sidecar".into());
     format!("{host}-{}", std::process::id())
+}
+
+fn parse_ack(s: &str) -> Result<Ack, String> {
+    match s {
+        "stored" => Ok(Ack::Stored),
+        "buffered" => Ok(Ack::Buffered),
+        other => Err(format!("{other:?}: expected stored or buffered")),
+    }
+}
+
+fn parse_admin(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:4600, or off)"))
 }

@@ -3,18 +3,20 @@
 //! sooner when no batch is in the air; `max_batch_records` and `max_batch_bytes` per
 //! request: the KPL's defaults), entries the
 //! brokers refuse retryably are sent again with backoff and jitter until their time to live
-//! runs out, and each record is answered with its shard and sequence number, or its error.
+//! runs out, and each record is answered with its shard and sequence number, or its error
+//! (or, fire and forget, as soon as it is buffered). The buffer is bounded in bytes: beyond
+//! it a record is refused at once with `LimitExceededException`.
 //! With aggregation on, the records of a batch that share a shard are packed into KPL
 //! aggregates (`aggregation`) of at most `aggregation_max_bytes`, sent with the first
 //! record's hash key; each record is answered with its aggregate's shard and sequence number.
 
 use crate::aggregation::{Aggregate, SubRecord};
 use crate::broker::{Brokers, CallError, retriable_code};
+use crate::metrics::Metrics;
 use crate::shards::{ShardMap, hash_key_of};
 use bytes::Bytes;
 use rand::Rng;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamfabric_api::limits::{MAX_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_ENTRIES};
@@ -41,6 +43,21 @@ pub struct ProducerSettings {
     pub aggregate: bool,
     /// Bytes per aggregated record (KPL: 51,200).
     pub aggregation_max_bytes: usize,
+    /// When the application is answered.
+    pub ack: Ack,
+    /// Bytes (data and partition keys) of records accepted and not yet answered by the
+    /// brokers, over all streams; a record beyond it is refused at once.
+    pub max_buffered_bytes: usize,
+}
+
+/// When a put is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Once the brokers stored each record (or its last error): the answer says where.
+    Stored,
+    /// Once the records are buffered (fire and forget): the answers carry no shard or
+    /// sequence number, and failures are only counted and logged.
+    Buffered,
 }
 
 impl Default for ProducerSettings {
@@ -53,6 +70,8 @@ impl Default for ProducerSettings {
             max_in_flight: 4,
             aggregate: false,
             aggregation_max_bytes: crate::aggregation::DEFAULT_MAX_BYTES,
+            ack: Ack::Stored,
+            max_buffered_bytes: 256 << 20,
         }
     }
 }
@@ -86,37 +105,32 @@ struct Pending {
     reply: oneshot::Sender<Outcome>,
     deadline: Instant,
     attempts: u32,
+    _buffered: Buffered,
 }
 
-/// What the producer did, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct ProducerCounters {
-    pub records: AtomicU64,
-    pub batches: AtomicU64,
-    pub retried: AtomicU64,
-    pub failed: AtomicU64,
-    /// Aggregated records sent, and the user records they carried.
-    pub aggregates: AtomicU64,
-    pub aggregated_records: AtomicU64,
-    /// Aggregates that landed on another shard than predicted (a reshard): re-sent.
-    pub wrong_shard: AtomicU64,
+/// A record's place in the buffer, given back when it is answered (dropped).
+struct Buffered {
+    bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.metrics.buffered_records.dec();
+        self.metrics.buffered_bytes.sub(self.bytes as i64);
+    }
 }
 
 pub struct Producer {
     brokers: Brokers,
     settings: ProducerSettings,
     streams: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
-    pub counters: Arc<ProducerCounters>,
+    metrics: Arc<Metrics>,
 }
 
 impl Producer {
-    pub fn new(brokers: Brokers, settings: ProducerSettings) -> Arc<Producer> {
-        Arc::new(Producer {
-            brokers,
-            settings,
-            streams: Mutex::new(HashMap::new()),
-            counters: Arc::new(ProducerCounters::default()),
-        })
+    pub fn new(brokers: Brokers, settings: ProducerSettings, metrics: Arc<Metrics>) -> Arc<Producer> {
+        Arc::new(Producer { brokers, settings, streams: Mutex::new(HashMap::new()), metrics })
     }
 
     /// Where the records go.
@@ -124,21 +138,74 @@ impl Producer {
         &self.brokers
     }
 
-    /// Buffer `records` for `stream` and wait for each one's outcome, in the order given.
+    /// Buffer `records` for `stream` and wait for each one's outcome, in the order given
+    /// (with `Ack::Buffered`, only until they are buffered). Records beyond the buffer's
+    /// bound are refused at once.
     pub async fn put(&self, stream: &str, records: Vec<Record>) -> Vec<Outcome> {
+        let started = std::time::Instant::now();
         let queue = self.queue(stream);
         let deadline = Instant::now() + self.settings.record_ttl;
         let mut answers = Vec::with_capacity(records.len());
         for record in records {
+            let bytes = record.size();
+            let Some(buffered) = self.reserve(bytes) else {
+                self.metrics.records.with_label_values(&["refused_full"]).inc();
+                answers.push(Err(self.buffer_full(bytes)));
+                continue;
+            };
             let (reply, answer) = oneshot::channel();
-            let _ = queue.send(Pending { record, reply, deadline, attempts: 0 });
-            answers.push(answer);
+            let _ = queue.send(Pending { record, reply, deadline, attempts: 0, _buffered: buffered });
+            answers.push(Ok(answer));
         }
         let mut outcomes = Vec::with_capacity(answers.len());
         for answer in answers {
-            outcomes.push(answer.await.unwrap_or_else(|_| Err(ApiError::internal("the sidecar is stopping"))));
+            outcomes.push(match (answer, self.settings.ack) {
+                (Err(refused), _) => Err(refused),
+                (Ok(_), Ack::Buffered) => Ok(Placed { shard_id: String::new(), sequence_number: String::new() }),
+                (Ok(answer), Ack::Stored) => {
+                    answer.await.unwrap_or_else(|_| Err(ApiError::internal("the sidecar is stopping")))
+                }
+            });
         }
+        self.metrics.put_seconds.observe(started.elapsed().as_secs_f64());
         outcomes
+    }
+
+    /// Wait until every buffered record is answered (stored, or failed), up to `grace`: at
+    /// shutdown, fire-and-forget records are not dropped. False if some were still waiting.
+    pub async fn drain(&self, grace: std::time::Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        while self.metrics.buffered_records.get() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// Room for `bytes` more in the buffer.
+    fn reserve(&self, bytes: usize) -> Option<Buffered> {
+        let after = self.metrics.buffered_bytes.get() as usize + bytes;
+        if after > self.settings.max_buffered_bytes {
+            return None;
+        }
+        self.metrics.buffered_records.inc();
+        self.metrics.buffered_bytes.add(bytes as i64);
+        Some(Buffered { bytes, metrics: self.metrics.clone() })
+    }
+
+    fn buffer_full(&self, bytes: usize) -> ApiError {
+        ApiError::new(
+            ErrorCode::LimitExceeded,
+            format!(
+                "The sidecar's buffer is full: {} bytes of records wait for the brokers, and a record of {bytes} \
+                 bytes would pass the limit of {} (--max-buffered-bytes). The brokers are slower than the \
+                 application or unreachable; retry later.",
+                self.metrics.buffered_bytes.get(),
+                self.settings.max_buffered_bytes
+            ),
+        )
     }
 
     /// The batching queue of a stream, started on first use.
@@ -152,7 +219,7 @@ impl Producer {
             stream: stream.to_string(),
             brokers: self.brokers.clone(),
             settings: self.settings.clone(),
-            counters: self.counters.clone(),
+            metrics: self.metrics.clone(),
             requeue: send.clone(),
             in_flight: Arc::new(Semaphore::new(self.settings.max_in_flight.max(1))),
             landed: Arc::new(Notify::new()),
@@ -169,7 +236,7 @@ struct Batcher {
     stream: String,
     brokers: Brokers,
     settings: ProducerSettings,
-    counters: Arc<ProducerCounters>,
+    metrics: Arc<Metrics>,
     requeue: mpsc::UnboundedSender<Pending>,
     in_flight: Arc<Semaphore>,
     landed: Arc<Notify>,
@@ -340,8 +407,8 @@ impl Batcher {
         if members.len() == 1 {
             return Entry::plain(members.pop().expect("one"));
         }
-        self.counters.aggregates.fetch_add(1, Ordering::Relaxed);
-        self.counters.aggregated_records.fetch_add(members.len() as u64, Ordering::Relaxed);
+        self.metrics.aggregates.inc();
+        self.metrics.aggregated_records.inc_by(members.len() as u64);
         let first = &members[0].record;
         let input = PutRecordsRequestEntry {
             data: Some(Blob(aggregate.encode())),
@@ -372,7 +439,8 @@ impl Batcher {
             stream_arn: None,
             records: Some(entries.iter().map(|e| e.input.clone()).collect()),
         };
-        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.put_requests.inc();
+        self.metrics.batch_records.observe(entries.iter().map(|e| e.members.len()).sum::<usize>() as f64);
         match self.brokers.call::<_, PutRecordsOutput>("PutRecords", &input).await {
             Ok(out) if out.records.len() == entries.len() => {
                 for (entry, result) in entries.into_iter().zip(out.records) {
@@ -380,15 +448,16 @@ impl Batcher {
                         (Some(shard_id), _, None) if entry.predicted_shard.as_ref().is_some_and(|p| *p != shard_id) => {
                             // Resharded since the map was read: some of its records may lie
                             // outside the shard, where consumers drop them. Send them again.
-                            self.counters.wrong_shard.fetch_add(1, Ordering::Relaxed);
                             *self.shard_map.lock().await = None;
                             let error = ApiError::internal(format!(
                                 "the stream's shards changed: the records were stored in {shard_id}, not the expected shard"
                             ));
-                            entry.members.into_iter().for_each(|p| self.retry_or_fail(p, error.clone(), true));
+                            for p in entry.members {
+                                self.retry_or_fail(p, error.clone(), true, "wrong_shard");
+                            }
                         }
                         (Some(shard_id), Some(sequence_number), None) => {
-                            self.counters.records.fetch_add(entry.members.len() as u64, Ordering::Relaxed);
+                            self.metrics.records.with_label_values(&["stored"]).inc_by(entry.members.len() as u64);
                             for pending in entry.members {
                                 let placed =
                                     Placed { shard_id: shard_id.clone(), sequence_number: sequence_number.clone() };
@@ -398,10 +467,11 @@ impl Batcher {
                         (_, _, code) => {
                             let code = code.as_deref().and_then(ErrorCode::parse).unwrap_or(ErrorCode::InternalFailure);
                             let error = ApiError::new(code, result.error_message.unwrap_or_default());
-                            entry
-                                .members
-                                .into_iter()
-                                .for_each(|p| self.retry_or_fail(p, error.clone(), retriable_code(code)));
+                            let reason =
+                                if code == ErrorCode::ProvisionedThroughputExceeded { "throttled" } else { "failed" };
+                            for p in entry.members {
+                                self.retry_or_fail(p, error.clone(), retriable_code(code), reason);
+                            }
                         }
                     }
                 }
@@ -412,7 +482,9 @@ impl Batcher {
                     out.records.len(),
                     entries.len()
                 ));
-                entries.into_iter().flat_map(|e| e.members).for_each(|p| self.retry_or_fail(p, error.clone(), true));
+                for p in entries.into_iter().flat_map(|e| e.members) {
+                    self.retry_or_fail(p, error.clone(), true, "failed");
+                }
             }
             Err(e) => {
                 let retriable = e.is_retriable();
@@ -420,27 +492,32 @@ impl Batcher {
                     CallError::Api(api) => api,
                     CallError::Transport(reason) => ApiError::internal(format!("brokers unreachable: {reason}")),
                 };
-                entries
-                    .into_iter()
-                    .flat_map(|e| e.members)
-                    .for_each(|p| self.retry_or_fail(p, error.clone(), retriable));
+                let reason =
+                    if error.code == ErrorCode::ProvisionedThroughputExceeded { "throttled" } else { "failed" };
+                for p in entries.into_iter().flat_map(|e| e.members) {
+                    self.retry_or_fail(p, error.clone(), retriable, reason);
+                }
             }
         }
     }
 
     /// Send a refused record again after a backoff with full jitter, unless its time to
     /// live would run out first; then its last error is its answer.
-    fn retry_or_fail(&self, mut pending: Pending, error: ApiError, retriable: bool) {
+    fn retry_or_fail(&self, mut pending: Pending, error: ApiError, retriable: bool, reason: &str) {
         let ceiling =
             Duration::from_millis(100).saturating_mul(1 << pending.attempts.min(5)).min(Duration::from_secs(2));
         let backoff = ceiling.mul_f64(rand::rng().random_range(0.5..=1.0));
         if !retriable || Instant::now() + backoff >= pending.deadline {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.records.with_label_values(&["failed"]).inc();
+            if self.settings.ack == Ack::Buffered {
+                // Nobody waits for this answer: say it here.
+                tracing::warn!(stream = %self.stream, "a buffered record was not stored: {}", error.message);
+            }
             let _ = pending.reply.send(Err(error));
             return;
         }
         pending.attempts += 1;
-        self.counters.retried.fetch_add(1, Ordering::Relaxed);
+        self.metrics.retries.with_label_values(&[reason]).inc();
         let requeue = self.requeue.clone();
         tokio::spawn(async move {
             tokio::time::sleep(backoff).await;

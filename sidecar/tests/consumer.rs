@@ -108,6 +108,7 @@ async fn consumer(
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker.to_string(),
         broker_timeout: Duration::from_secs(5),
+        admin_listen: None,
         producer,
         consumer: Some(settings),
     })
@@ -192,9 +193,7 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let retries = |r: &streamfabric_sidecar::Running| {
-        r.consumer.as_ref().unwrap().counters.delivery_retries.load(Ordering::Relaxed)
-    };
+    let retries = |r: &streamfabric_sidecar::Running| r.metrics.delivery_retries.get();
     assert!(retries(&w1) + retries(&w2) >= 3, "the refused batches were delivered again");
 
     // w2 dies without a word: after the failover time w1 takes its leases and reads on.
@@ -280,7 +279,7 @@ async fn aggregated_records_are_delivered_as_their_user_records() {
         let i: usize = r.5.strip_prefix("r-").unwrap().parse().unwrap();
         assert_eq!(r.4, format!("key-{}", i % 40), "{} keeps its partition key", r.5);
     }
-    let aggregates = side.producer.counters.aggregates.load(Ordering::Relaxed);
+    let aggregates = side.metrics.aggregates.get();
     assert!(aggregates > 0);
     assert!(side.shutdown(Duration::from_secs(10)).await);
 }

@@ -7,7 +7,6 @@
 use aws_sdk_kinesis::primitives::Blob;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use streamfabric_sidecar::{ProducerSettings, SidecarSettings};
 
@@ -27,6 +26,7 @@ async fn sidecar(broker: &str) -> streamfabric_sidecar::Running {
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker.to_string(),
         broker_timeout: Duration::from_secs(5),
+        admin_listen: None,
         producer: ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() },
         consumer: None,
     })
@@ -184,7 +184,7 @@ async fn sdk_and_plain_records_are_batched_and_each_stored_once_where_answered()
     assert!(twice.is_empty(), "stored twice: {:?}", &twice[..twice.len().min(3)]);
     let seen: BTreeMap<_, _> = seen.into_iter().map(|(d, mut p)| (d, p.remove(0))).collect();
     assert_eq!(seen, answered, "every acknowledged record stored once, at its answered place; nothing else");
-    let batches = side.producer.counters.batches.load(Ordering::Relaxed);
+    let batches = side.metrics.put_requests.get();
     assert!(batches < 6_004 / 10, "{batches} PutRecords for 6,004 records: batched");
     eprintln!("6,004 records in {batches} PutRecords to the broker");
 }
@@ -204,7 +204,7 @@ async fn records_buffered_while_the_broker_is_down_are_retried_until_it_is_back(
         k.put_record().stream_name("orders").partition_key("p").data(Blob::new("while down")).send().await
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(side.producer.counters.retried.load(Ordering::Relaxed) > 0, "retried while the broker was down");
+    assert!(side.metrics.retries.with_label_values(&["failed"]).get() > 0, "retried while the broker was down");
     // Stopping now (SIGTERM) waits for the call in flight: its record is not dropped.
     let addr = side.addr;
     let stopping = tokio::spawn(side.shutdown(Duration::from_secs(20)));
@@ -283,6 +283,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker_url.clone(),
         broker_timeout: Duration::from_secs(5),
+        admin_listen: None,
         producer: ProducerSettings {
             max_buffered_time: Duration::from_millis(20),
             aggregate: true,
@@ -336,7 +337,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
     };
     let mut answered = put_all("before").await;
     assert_eq!(answered.len(), 5_000);
-    let aggregates = side.producer.counters.aggregates.load(Ordering::Relaxed);
+    let aggregates = side.metrics.aggregates.get();
     assert!(aggregates > 0, "records were aggregated");
 
     direct
@@ -355,7 +356,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     answered.extend(put_all("after").await);
-    assert!(side.producer.counters.wrong_shard.load(Ordering::Relaxed) > 0, "the stale shard map was noticed");
+    assert!(side.metrics.retries.with_label_values(&["wrong_shard"]).get() > 0, "the stale shard map was noticed");
 
     // De-aggregate as a consumer does: sub-records outside the shard's range are dropped.
     let mut found: BTreeMap<String, Vec<(String, String, usize)>> = BTreeMap::new();
@@ -384,7 +385,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
         answered.len()
     );
     assert!(kinesis_records * 10 < user_records, "{kinesis_records} Kinesis records for {user_records} user records");
-    let wrong = side.producer.counters.wrong_shard.load(Ordering::Relaxed);
+    let wrong = side.metrics.retries.with_label_values(&["wrong_shard"]).get();
     // Per (key, round): the first and last place (sequence, position in the aggregate).
     type Place = (u128, usize);
     let mut rounds_of_key: BTreeMap<(String, u32), (Place, Place)> = BTreeMap::new();
@@ -412,4 +413,80 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
             assert!(last < first_next, "key {key}: round {} placed before round {round} ended", round + 1);
         }
     }
+}
+
+/// Fire and forget: puts are answered once buffered (no placement), the buffer is bounded
+/// (a record beyond it is refused at once with LimitExceededException naming the limit),
+/// buffered records wait out a broker outage and are all stored before shutdown ends, and
+/// the admin port's metrics count what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_and_forget_answers_at_once_bounds_its_buffer_and_stores_everything_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let broker = broker_on(dir.path(), listen).await;
+    let broker_url = format!("http://{listen}");
+    create_active(&sdk(&broker_url), "events", 2).await;
+    assert!(broker.shutdown(Duration::from_secs(5)).await, "the brokers are down while the application puts");
+
+    let side = streamfabric_sidecar::start(SidecarSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_endpoint: broker_url.clone(),
+        broker_timeout: Duration::from_secs(2),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        producer: ProducerSettings {
+            ack: streamfabric_sidecar::producer::Ack::Buffered,
+            max_buffered_bytes: 2_000,
+            max_buffered_time: Duration::from_millis(20),
+            ..ProducerSettings::default()
+        },
+        consumer: None,
+    })
+    .await
+    .unwrap();
+    let k = sdk(&format!("http://{}", side.addr));
+    // 30 records of 100 bytes (and a 6-byte key): 18 fit in 2,000 bytes.
+    let entries: Vec<_> = (0..30)
+        .map(|i| {
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(format!("k-{i:04}"))
+                .data(Blob::new(format!("{i:0100}")))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let out = k.put_records().stream_name("events").set_records(Some(entries)).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1), "answered at once, with the brokers down");
+    let accepted: Vec<usize> =
+        out.records.iter().enumerate().filter(|(_, r)| r.error_code.is_none()).map(|(i, _)| i).collect();
+    assert_eq!(accepted, (0..18).collect::<Vec<_>>(), "{:?}", out.records);
+    let refused = &out.records[18];
+    assert_eq!(refused.error_code.as_deref(), Some("LimitExceededException"));
+    assert!(refused.error_message.as_deref().unwrap().contains("--max-buffered-bytes"), "{refused:?}");
+    assert_eq!(out.failed_record_count, Some(12));
+    assert_eq!(out.records[0].sequence_number.as_deref(), Some(""), "no placement when fire and forget");
+
+    let metrics = get(&format!("http://{}/metrics", side.admin_addr.unwrap())).await;
+    assert!(metrics.contains("streamfabric_sidecar_buffered_records 18"), "{metrics}");
+    assert!(metrics.contains("streamfabric_sidecar_records_total{outcome=\"refused_full\"} 12"), "{metrics}");
+
+    // The brokers come back; shutdown waits until every buffered record is stored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let back = broker_on(dir.path(), listen).await;
+    let metrics_at = side.metrics.clone();
+    assert!(side.shutdown(Duration::from_secs(20)).await, "every buffered record answered before exit");
+    assert_eq!(metrics_at.buffered_records.get(), 0);
+    assert_eq!(metrics_at.records.with_label_values(&["stored"]).get(), 18);
+    let seen = stored(&sdk(&broker_url), "events").await;
+    let expected: std::collections::BTreeSet<Vec<u8>> = (0..18).map(|i| format!("{i:0100}").into_bytes()).collect();
+    assert_eq!(seen.keys().cloned().collect::<std::collections::BTreeSet<_>>(), expected);
+    drop(back);
+}
+
+async fn get(url: &str) -> String {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let response = client.get(url.parse().unwrap()).await.unwrap();
+    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }

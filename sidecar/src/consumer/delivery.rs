@@ -19,7 +19,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -92,13 +91,18 @@ impl Delivery {
         loop {
             match self.post(body.clone()).await {
                 Ok(()) => {
-                    shared.counters_out.delivered.fetch_add(records.len() as u64, Ordering::Relaxed);
-                    shared.counters_out.batches.fetch_add(1, Ordering::Relaxed);
+                    let m = &shared.metrics;
+                    m.delivered_records.inc_by(records.len() as u64);
+                    m.delivery_batches.inc();
+                    let now = streamfabric_api::types::Timestamp::now().millis();
+                    for r in records {
+                        m.delivery_latency_seconds.observe((now - r.arrival_ms).max(0) as f64 / 1000.0);
+                    }
                     return true;
                 }
                 Err(why) => {
                     failures += 1;
-                    shared.counters_out.delivery_retries.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.delivery_retries.inc();
                     if failures == 1 || failures % 20 == 0 {
                         tracing::warn!(%shard, failures, "the application did not take a batch (retried): {why}");
                     }

@@ -10,8 +10,8 @@ mod delivery;
 mod reader;
 
 use crate::broker::Brokers;
+use crate::metrics::Metrics;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamfabric_api::leases::client::LeasesClient;
@@ -56,20 +56,6 @@ impl ConsumerSettings {
     }
 }
 
-/// What the consumer did, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct ConsumerCounters {
-    /// User records delivered (a 2xx answered), and the batches holding them.
-    pub delivered: AtomicU64,
-    pub batches: AtomicU64,
-    /// Deliveries answered otherwise (or not at all), each retried.
-    pub delivery_retries: AtomicU64,
-    pub checkpoints: AtomicU64,
-    /// Sub-records of aggregates outside their shard's range (after a reshard), dropped.
-    pub dropped_out_of_range: AtomicU64,
-    pub leases_held: AtomicU64,
-}
-
 /// State shared by the worker loop and its readers.
 struct Shared {
     settings: ConsumerSettings,
@@ -78,7 +64,7 @@ struct Shared {
     http: delivery::Delivery,
     /// The counter of each held lease as last answered: changes are conditional on it.
     counters: Mutex<HashMap<String, u64>>,
-    counters_out: Arc<ConsumerCounters>,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -102,24 +88,27 @@ pub enum Halt {
 pub struct Consumer {
     halt: watch::Sender<Halt>,
     worker: JoinHandle<()>,
-    pub counters: Arc<ConsumerCounters>,
 }
 
 impl Consumer {
-    pub fn start(brokers: Brokers, broker_endpoint: &str, settings: ConsumerSettings) -> std::io::Result<Consumer> {
+    pub fn start(
+        brokers: Brokers,
+        broker_endpoint: &str,
+        settings: ConsumerSettings,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Consumer> {
         let leases = LeasesClient::new(broker_endpoint).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let counters = Arc::new(ConsumerCounters::default());
         let shared = Arc::new(Shared {
             http: delivery::Delivery::new(&settings.deliver_to, settings.delivery_timeout)?,
             settings,
             brokers,
             leases,
             counters: Mutex::new(HashMap::new()),
-            counters_out: counters.clone(),
+            metrics,
         });
         let (halt, halted) = watch::channel(Halt::Run);
         let worker = tokio::spawn(work(shared, halted));
-        Ok(Consumer { halt, worker, counters })
+        Ok(Consumer { halt, worker })
     }
 
     /// Stop: readers finish the batch under way and checkpoint, leases are released.
@@ -165,7 +154,7 @@ async fn work(shared: Arc<Shared>, mut halt: watch::Receiver<Halt>) {
             }
             Err(e) => tracing::warn!(worker = %s.worker_id, "syncing leases failed (retried): {e}"),
         }
-        shared.counters_out.leases_held.store(readers.len() as u64, Ordering::Relaxed);
+        shared.metrics.leases_held.set(readers.len() as i64);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = halt.wait_for(|h| *h != Halt::Run) => break,
@@ -178,6 +167,7 @@ async fn work(shared: Arc<Shared>, mut halt: watch::Receiver<Halt>) {
         }
         let _ = reader.await;
     }
+    shared.metrics.leases_held.set(0);
     if kill {
         return;
     }

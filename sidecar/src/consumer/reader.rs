@@ -9,7 +9,6 @@ use crate::aggregation::deaggregate;
 use crate::broker::CallError;
 use crate::shards::hash_key_of;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use streamfabric_api::ErrorCode;
 use streamfabric_api::hashkey::HashRange;
@@ -33,7 +32,9 @@ enum End {
 pub async fn read(shared: Arc<Shared>, lease: Lease, halt: watch::Receiver<Halt>) {
     let shard = lease.lease_key.clone();
     let worker = shared.settings.worker_id.clone();
-    match Reader::new(shared.clone(), lease, halt).run().await {
+    let end = Reader::new(shared.clone(), lease, halt).run().await;
+    let _ = shared.metrics.millis_behind_latest.remove_label_values(&[shard.as_str()]);
+    match end {
         End::Finished => {
             // Nothing is left to do with it: released, so it counts for no worker's share.
             tracing::info!(%worker, %shard, "shard read to its end: SHARD_END checkpointed");
@@ -113,6 +114,8 @@ impl Reader {
                 }
             };
             failures = 0;
+            let lag = self.shared.metrics.millis_behind_latest.with_label_values(&[self.shard.as_str()]);
+            lag.set(page.millis_behind_latest);
             let read_any = !page.records.is_empty();
             let (batch, end_position) = self.user_records(&page);
             if let Some(last) = page.records.last() {
@@ -198,7 +201,7 @@ impl Reader {
                     continue;
                 }
                 if aggregated && !self.range.contains(hash_key_of(&partition_key, explicit_hash_key.as_deref())) {
-                    self.shared.counters_out.dropped_out_of_range.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.dropped_out_of_range.inc();
                     continue;
                 }
                 out.push(UserRecord {
@@ -228,7 +231,7 @@ impl Reader {
             match result {
                 Ok(lease) => {
                     self.shared.set_counter(&self.shard, lease.lease_counter);
-                    self.shared.counters_out.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.checkpoints.inc();
                     return Ok(());
                 }
                 Err(e) if e.is_conflict() => {

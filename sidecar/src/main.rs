@@ -61,6 +61,17 @@ struct Args {
     /// A lease not renewed for this long is taken by another worker (KCL: 10 s).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_FAILOVER_TIME", default_value = "10s", value_parser = streamfabric_api::settings::parse_duration)]
     failover_time: Duration,
+    /// Deliver this fraction of records (0 to 1; by a hash of their sequence numbers).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_SAMPLE_RECORDS", value_parser = parse_fraction)]
+    sample_records: Option<f64>,
+    /// Deliver every record of this fraction of partition keys (0 to 1; the same keys at
+    /// every consumer and after restarts) and none of the others.
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_SAMPLE_KEYS", value_parser = parse_fraction)]
+    sample_keys: Option<f64>,
+    /// Deliver only records whose JSON data satisfies this expression, e.g.
+    /// 'kind == "refund" && amount > 100' (README: the sidecar's filter expressions).
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_SAMPLE_FILTER", value_parser = streamfabric_sidecar::consumer::filter::Filter::parse)]
+    sample_filter: Option<streamfabric_sidecar::consumer::filter::Filter>,
     /// Records per GetRecords (at most 10,000).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_MAX_RECORDS", default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     max_records: u16,
@@ -84,6 +95,11 @@ async fn main() -> std::process::ExitCode {
             initial_position: args.initial_position.clone(),
             failover_time: args.failover_time,
             max_records: args.max_records as usize,
+            sampling: streamfabric_sidecar::consumer::sampling::Sampling {
+                records: args.sample_records,
+                keys: args.sample_keys,
+                filter: args.sample_filter.clone(),
+            },
             ..ConsumerSettings::new(
                 application,
                 args.consumer_stream.as_deref().unwrap_or_default(),
@@ -152,4 +168,11 @@ fn parse_admin(s: &str) -> Result<Option<SocketAddr>, String> {
         return Ok(None);
     }
     s.parse().map(Some).map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:4600, or off)"))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?}: expected a fraction between 0 and 1")),
+    }
 }

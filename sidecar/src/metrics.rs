@@ -36,6 +36,8 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     /// Sub-records of aggregates outside their shard's range (after a reshard), dropped.
     pub dropped_out_of_range: IntCounter,
+    /// Records not delivered by sampling, by reason: uniform, key, filter, not_json.
+    pub sampled_out: IntCounterVec,
 }
 
 impl Metrics {
@@ -95,6 +97,11 @@ impl Metrics {
             dropped_out_of_range: counter(
                 "dropped_out_of_range_total",
                 "Sub-records of aggregates outside their shard's hash key range, dropped",
+            ),
+            sampled_out: reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name("sampled_out_total"), "Records sampled out, by reason"), &["reason"])
+                    .expect("valid metric"),
             ),
             registry,
         }

@@ -101,9 +101,21 @@ async fn consumer(
     stream: &str,
     producer: ProducerSettings,
 ) -> streamfabric_sidecar::Running {
+    consumer_sampling(broker, app, worker, stream, producer, Default::default()).await
+}
+
+async fn consumer_sampling(
+    broker: &str,
+    app: &App,
+    worker: &str,
+    stream: &str,
+    producer: ProducerSettings,
+    sampling: streamfabric_sidecar::consumer::sampling::Sampling,
+) -> streamfabric_sidecar::Running {
     let mut settings = ConsumerSettings::new("billing", stream, worker, &format!("{}/{worker}", app.url));
     settings.failover_time = Duration::from_secs(2);
     settings.idle_poll = Duration::from_millis(50);
+    settings.sampling = sampling;
     streamfabric_sidecar::start(SidecarSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker.to_string(),
@@ -282,4 +294,60 @@ async fn aggregated_records_are_delivered_as_their_user_records() {
     let aggregates = side.metrics.aggregates.get();
     assert!(aggregates > 0);
     assert!(side.shutdown(Duration::from_secs(10)).await);
+}
+
+/// A filter on delivery: exactly the matching records reach the application, the others
+/// are counted by reason and checkpointed past (a new worker delivers none of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_delivers_exactly_the_matching_records_and_checkpoints_past_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let broker_url = format!("http://{}", broker.api_addr);
+    let direct = sdk(&broker_url);
+    direct.create_stream().stream_name("json").shard_count(2).send().await.unwrap();
+    wait_active(&direct, "json").await;
+    let entries: Vec<_> = (0..400)
+        .map(|i| {
+            let kind = if i % 4 == 0 { "refund" } else { "sale" };
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key(format!("key-{i}"))
+                .data(Blob::new(format!(r#"{{"n": {i}, "kind": "{kind}"}}"#)))
+                .build()
+                .unwrap()
+        })
+        .chain(std::iter::once(
+            aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                .partition_key("binary")
+                .data(Blob::new(vec![0xff, 0x00]))
+                .build()
+                .unwrap(),
+        ))
+        .collect();
+    direct.put_records().stream_name("json").set_records(Some(entries)).send().await.unwrap();
+
+    let app = app(0).await;
+    let filter = streamfabric_sidecar::consumer::filter::Filter::parse(r#"kind == "refund" && n >= 200"#).unwrap();
+    let sampling = streamfabric_sidecar::consumer::sampling::Sampling { filter: Some(filter), ..Default::default() };
+    let side = consumer_sampling(&broker_url, &app, "w1", "json", ProducerSettings::default(), sampling).await;
+    let m = side.metrics.clone();
+    let out = |reason: &str| m.sampled_out.with_label_values(&[reason]).get();
+    wait_for("every record judged", 30, || out("filter") + out("not_json") + m.delivered_records.get() == 401).await;
+    let mut got: Vec<usize> = app
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.5).unwrap()["n"].as_u64().unwrap() as usize)
+        .collect();
+    got.sort();
+    assert_eq!(got, (200..400).filter(|i| i % 4 == 0).collect::<Vec<_>>());
+    assert_eq!((out("filter"), out("not_json")), (350, 1));
+    assert!(side.shutdown(Duration::from_secs(10)).await);
+    let before = app.delivered.lock().unwrap().len();
+    let again = consumer(&broker_url, &app, "w2", "json", ProducerSettings::default()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.delivered.lock().unwrap().len(), before, "the sampled-out records were checkpointed past");
+    assert!(again.shutdown(Duration::from_secs(10)).await);
 }

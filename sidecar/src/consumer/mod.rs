@@ -7,7 +7,9 @@
 //! it is delivering, checkpoints, and the leases are released for others to take at once.
 
 mod delivery;
+pub mod filter;
 mod reader;
+pub mod sampling;
 
 use crate::broker::Brokers;
 use crate::metrics::Metrics;
@@ -38,6 +40,8 @@ pub struct ConsumerSettings {
     pub idle_poll: Duration,
     /// Bound on one delivery to the application.
     pub delivery_timeout: Duration,
+    /// Which records are delivered (all by default).
+    pub sampling: sampling::Sampling,
 }
 
 impl ConsumerSettings {
@@ -52,6 +56,7 @@ impl ConsumerSettings {
             max_records: 1_000,
             idle_poll: Duration::from_millis(250),
             delivery_timeout: Duration::from_secs(30),
+            sampling: sampling::Sampling::default(),
         }
     }
 }

@@ -183,8 +183,8 @@ impl Reader {
         Ok(out.shard_iterator)
     }
 
-    /// The page's user records not yet processed, and the position of its last one (also
-    /// when it was dropped or skipped: the checkpoint moves past it).
+    /// The page's user records not yet processed and sampled in, and the position of its
+    /// last one (also when it was dropped, skipped or sampled out: the checkpoint moves past).
     fn user_records(&self, page: &GetRecordsOutput) -> (Vec<UserRecord>, Option<Position>) {
         let mut out = Vec::new();
         let mut end = None;
@@ -204,14 +204,18 @@ impl Reader {
                     self.shared.metrics.dropped_out_of_range.inc();
                     continue;
                 }
-                out.push(UserRecord {
+                let user = UserRecord {
                     sequence_number: record.sequence_number.clone(),
                     sub_sequence_number: sub as u64,
                     partition_key,
                     explicit_hash_key,
                     arrival_ms: record.approximate_arrival_timestamp.millis(),
                     data,
-                });
+                };
+                match self.shared.settings.sampling.sampled_out(&user) {
+                    None => out.push(user),
+                    Some(reason) => self.shared.metrics.sampled_out.with_label_values(&[reason]).inc(),
+                }
             }
         }
         (out, end)

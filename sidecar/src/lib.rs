@@ -89,13 +89,15 @@ pub async fn start(settings: SidecarSettings) -> std::io::Result<Running> {
     };
     let producer = producer::Producer::new(brokers, settings.producer, metrics.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve(listener, producer.clone(), stopped));
+    let pull = consumer.as_ref().and_then(|c| c.pull.clone());
+    let server = tokio::spawn(serve(listener, producer.clone(), pull, stopped));
     Ok(Running { addr, admin_addr, metrics, producer, consumer, stop, server })
 }
 
 async fn serve(
     listener: tokio::net::TcpListener,
     producer: Arc<producer::Producer>,
+    pull: Option<Arc<consumer::pull::PullQueue>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
@@ -109,10 +111,10 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let producer = producer.clone();
+        let (producer, pull) = (producer.clone(), pull.clone());
         let service = service_fn(move |req| {
-            let producer = producer.clone();
-            async move { Ok::<Response, Infallible>(server::handle(producer, req).await) }
+            let (producer, pull) = (producer.clone(), pull.clone());
+            async move { Ok::<Response, Infallible>(server::handle(producer, pull.as_deref(), req).await) }
         });
         let connection = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
             .serve_connection(TokioIo::new(stream), service)

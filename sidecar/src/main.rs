@@ -44,12 +44,13 @@ struct Args {
     #[arg(long, env = "STREAMFABRIC_SIDECAR_AGGREGATION_MAX_BYTES", default_value_t = 51_200, value_parser = clap::value_parser!(u32).range(64..=1_048_576))]
     aggregation_max_bytes: u32,
     /// Consume for this application (workers of one application share the shards' leases).
-    #[arg(long, env = "STREAMFABRIC_SIDECAR_CONSUMER_APPLICATION", requires_all = ["consumer_stream", "deliver_to"])]
+    #[arg(long, env = "STREAMFABRIC_SIDECAR_CONSUMER_APPLICATION", requires = "consumer_stream")]
     consumer_application: Option<String>,
     /// The stream the consumer reads.
     #[arg(long, env = "STREAMFABRIC_SIDECAR_CONSUMER_STREAM")]
     consumer_stream: Option<String>,
-    /// Where batches of records are POSTed, e.g. http://127.0.0.1:8080/records.
+    /// Where batches of records are POSTed, e.g. http://127.0.0.1:8080/records; without it
+    /// the application pulls them (GET /v1/next, POST /v1/checkpoint on --listen).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_DELIVER_TO")]
     deliver_to: Option<String>,
     /// This worker's name in the leases (default: the host name and process id).
@@ -104,7 +105,7 @@ async fn main() -> std::process::ExitCode {
                 application,
                 args.consumer_stream.as_deref().unwrap_or_default(),
                 &args.worker_id.clone().unwrap_or_else(default_worker_id),
-                args.deliver_to.as_deref().unwrap_or_default(),
+                args.deliver_to.as_deref(),
             )
         }),
         producer: ProducerSettings {

@@ -1,7 +1,9 @@
 //! The application's side: a local endpoint that speaks PutRecord and PutRecords of the
 //! Kinesis API (any AWS SDK, endpoint changed only; every other operation is passed to the
-//! brokers unchanged) and a plain `POST /v1/streams/{stream}/records`.
+//! brokers unchanged) and a plain `POST /v1/streams/{stream}/records`; with a pulling
+//! consumer, `GET /v1/next` and `POST /v1/checkpoint` (`consumer::pull`).
 
+use crate::consumer::pull::PullQueue;
 use crate::producer::{Outcome, Producer, Record};
 use base64::Engine;
 use bytes::Bytes;
@@ -22,7 +24,11 @@ use streamfabric_api::{ApiError, ErrorCode, Format};
 /// The largest request read: 5 MiB of data grows by a third in base64.
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-pub async fn handle(producer: Arc<Producer>, req: http::Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    producer: Arc<Producer>,
+    pull: Option<&PullQueue>,
+    req: http::Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, BODY_LIMIT).collect().await {
         Ok(b) => b.to_bytes(),
@@ -30,6 +36,18 @@ pub async fn handle(producer: Arc<Producer>, req: http::Request<Incoming>) -> Re
             return plain_error(StatusCode::PAYLOAD_TOO_LARGE, "ValidationException", &format!("request body: {e}"));
         }
     };
+    match (parts.method.as_str(), parts.uri.path()) {
+        ("GET", "/v1/next") => return pull_next(pull, parts.uri.query()).await,
+        ("POST", "/v1/checkpoint") => return pull_checkpoint(pull, &body),
+        (_, "/v1/next" | "/v1/checkpoint") => {
+            return plain_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "GET /v1/next, POST /v1/checkpoint",
+            );
+        }
+        _ => {}
+    }
     if let Some(stream) = parts.uri.path().strip_prefix("/v1/streams/").and_then(|r| r.strip_suffix("/records")) {
         return if parts.method == http::Method::POST {
             plain_records(&producer, stream, &body).await
@@ -268,4 +286,61 @@ async fn plain_records(producer: &Producer, stream: &str, body: &[u8]) -> Respon
 fn plain_error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = serde_json::json!({"errorCode": code, "message": message});
     respond(status, "application/json", serde_json::to_vec(&body).expect("JSON"))
+}
+
+fn no_pull() -> Response<Full<Bytes>> {
+    plain_error(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        "this sidecar has no pulling consumer: start it with --consumer-application and --consumer-stream, without --deliver-to",
+    )
+}
+
+/// `GET /v1/next?max=N&waitMs=W`.
+async fn pull_next(pull: Option<&PullQueue>, query: Option<&str>) -> Response<Full<Bytes>> {
+    let Some(pull) = pull else { return no_pull() };
+    let (mut max, mut wait_ms) = (100usize, 1_000u64);
+    for (key, value) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+        let parsed = match key {
+            "max" => value.parse().ok().filter(|m| (1..=10_000).contains(m)).map(|m| max = m),
+            "waitMs" => value.parse().ok().filter(|w| *w <= 20_000).map(|w| wait_ms = w),
+            _ => Some(()),
+        };
+        if parsed.is_none() {
+            let limit = if key == "max" { "between 1 and 10000" } else { "between 0 and 20000" };
+            return plain_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                &format!("{key}={value}: must be {limit}"),
+            );
+        }
+    }
+    let records = pull.next(max, std::time::Duration::from_millis(wait_ms)).await;
+    let body = serde_json::json!({ "records": records });
+    respond(StatusCode::OK, "application/json", serde_json::to_vec(&body).expect("JSON"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PullCheckpoint {
+    shard_id: String,
+    sequence_number: String,
+    #[serde(default)]
+    sub_sequence_number: u64,
+}
+
+/// `POST /v1/checkpoint`.
+fn pull_checkpoint(pull: Option<&PullQueue>, body: &[u8]) -> Response<Full<Bytes>> {
+    let Some(pull) = pull else { return no_pull() };
+    let input: PullCheckpoint = match serde_json::from_slice(body) {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("the checkpoint (shardId, sequenceNumber, subSequenceNumber): {e}");
+            return plain_error(StatusCode::BAD_REQUEST, "ValidationException", &message);
+        }
+    };
+    match pull.checkpoint(&input.shard_id, &input.sequence_number, input.sub_sequence_number) {
+        Ok(()) => respond(StatusCode::OK, "application/json", b"{}".to_vec()),
+        Err(why) => plain_error(StatusCode::CONFLICT, "InvalidArgumentException", &why),
+    }
 }

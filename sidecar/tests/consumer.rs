@@ -112,7 +112,9 @@ async fn consumer_sampling(
     producer: ProducerSettings,
     sampling: streamfabric_sidecar::consumer::sampling::Sampling,
 ) -> streamfabric_sidecar::Running {
-    let mut settings = ConsumerSettings::new("billing", stream, worker, &format!("{}/{worker}", app.url));
+    let url = format!("{}/{worker}", app.url);
+    let push = (!app.url.is_empty()).then_some(url.as_str());
+    let mut settings = ConsumerSettings::new("billing", stream, worker, push);
     settings.failover_time = Duration::from_secs(2);
     settings.idle_poll = Duration::from_millis(50);
     settings.sampling = sampling;
@@ -349,5 +351,82 @@ async fn a_filter_delivers_exactly_the_matching_records_and_checkpoints_past_the
     let again = consumer(&broker_url, &app, "w2", "json", ProducerSettings::default()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.delivered.lock().unwrap().len(), before, "the sampled-out records were checkpointed past");
+    assert!(again.shutdown(Duration::from_secs(10)).await);
+}
+
+async fn http(method: http::Method, url: &str, body: &str) -> (u16, serde_json::Value) {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request =
+        http::Request::builder().method(method).uri(url).body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// The pull API: records come from GET /v1/next, a shard's next batch only once its
+/// records are checkpointed through POST /v1/checkpoint; each record once, in order per
+/// shard; what was checkpointed is not handed out again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let broker_url = format!("http://{}", broker.api_addr);
+    let direct = sdk(&broker_url);
+    direct.create_stream().stream_name("pulled").shard_count(2).send().await.unwrap();
+    wait_active(&direct, "pulled").await;
+    put(&direct, "pulled", "p", 600).await;
+    let no_app = App { url: String::new(), delivered: Arc::default() };
+    let producer = ProducerSettings { max_buffered_time: Duration::from_millis(5), ..Default::default() };
+    let side = consumer(&broker_url, &no_app, "puller", "pulled", producer).await;
+    let base = format!("http://{}", side.addr);
+
+    let (status, bad) = http(http::Method::GET, &format!("{base}/v1/next?max=0"), "").await;
+    assert_eq!((status, bad["errorCode"].as_str()), (400, Some("ValidationException")), "{bad}");
+    let mut got: Vec<(String, u128, String)> = Vec::new();
+    let mut rounds = 0;
+    while got.len() < 600 {
+        rounds += 1;
+        assert!(rounds < 200, "only {} of 600 records pulled", got.len());
+        let (status, page) = http(http::Method::GET, &format!("{base}/v1/next?max=150&waitMs=2000"), "").await;
+        assert_eq!(status, 200, "{page}");
+        let records = page["records"].as_array().unwrap();
+        assert!(records.len() <= 150);
+        // Unless checkpointed, nothing more comes of those batches.
+        let (_, more) = http(http::Method::GET, &format!("{base}/v1/next?max=1000&waitMs=0"), "").await;
+        let mut last: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for r in records.iter().chain(more["records"].as_array().unwrap()) {
+            let shard = r["shardId"].as_str().unwrap().to_string();
+            let seq = r["sequenceNumber"].as_str().unwrap().to_string();
+            let data = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).unwrap();
+            got.push((shard.clone(), seq.parse().unwrap(), String::from_utf8(data).unwrap()));
+            last.insert(shard, (seq, r["subSequenceNumber"].as_u64().unwrap()));
+        }
+        for (shard, (seq, sub)) in last {
+            let body = format!(r#"{{"shardId": "{shard}", "sequenceNumber": "{seq}", "subSequenceNumber": {sub}}}"#);
+            let (status, answer) = http(http::Method::POST, &format!("{base}/v1/checkpoint"), &body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+    let distinct: std::collections::HashSet<_> = got.iter().map(|g| g.2.clone()).collect();
+    assert_eq!((got.len(), distinct.len()), (600, 600), "each record once");
+    let mut by_shard: BTreeMap<&str, Vec<u128>> = BTreeMap::new();
+    for (shard, seq, _) in &got {
+        by_shard.entry(shard).or_default().push(*seq);
+    }
+    assert!(by_shard.values().all(|seqs| seqs.windows(2).all(|w| w[0] < w[1])), "in order per shard");
+    let body = r#"{"shardId": "shardId-000000000000", "sequenceNumber": "1", "subSequenceNumber": 0}"#;
+    let (status, answer) = http(http::Method::POST, &format!("{base}/v1/checkpoint"), body).await;
+    assert_eq!((status, answer["errorCode"].as_str()), (409, Some("InvalidArgumentException")), "{answer}");
+
+    // The brokers hold the checkpoints: after a restart nothing is handed out again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(side.shutdown(Duration::from_secs(10)).await);
+    let again = consumer(&broker_url, &no_app, "puller-2", "pulled", ProducerSettings::default()).await;
+    let (_, page) = http(http::Method::GET, &format!("http://{}/v1/next?max=10&waitMs=3000", again.addr), "").await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 0, "{page}");
     assert!(again.shutdown(Duration::from_secs(10)).await);
 }

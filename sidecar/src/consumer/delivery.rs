@@ -1,4 +1,5 @@
-//! Batches to the application: `POST` of one JSON document per batch to the configured URL,
+//! Batches to the application: pulled by it (`pull`), or `POST`ed as one JSON document per
+//! batch to the configured URL,
 //!
 //! ```json
 //! {"application": "billing", "stream": "orders", "shardId": "shardId-000000000001",
@@ -11,6 +12,7 @@
 //! means the batch is processed and is checkpointed; anything else, or no answer within the
 //! delivery timeout, is retried with backoff for as long as the lease is held.
 
+use super::pull::PullQueue;
 use super::{Halt, Shared};
 use base64::Engine;
 use bytes::Bytes;
@@ -19,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -51,24 +54,76 @@ struct Batch<'a> {
     records: &'a [UserRecord],
 }
 
-pub struct Delivery {
+/// How batches reach the application.
+pub enum Delivery {
+    /// POSTed to its URL.
+    Push(Box<Push>),
+    /// Waiting for it to pull them (`pull`).
+    Pull(Arc<PullQueue>),
+}
+
+pub struct Push {
     url: http::Uri,
     http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl Delivery {
-    pub fn new(url: &str, timeout: Duration) -> std::io::Result<Delivery> {
+    /// POSTs to `url`, or the pull API when None.
+    pub fn new(url: Option<&str>, timeout: Duration) -> std::io::Result<Delivery> {
+        let Some(url) = url else { return Ok(Delivery::Pull(Arc::default())) };
         let url: http::Uri = url.parse().map_err(|e| std::io::Error::other(format!("--deliver-to {url:?}: {e}")))?;
         if url.scheme_str() != Some("http") {
             return Err(std::io::Error::other(format!("--deliver-to {url}: must be an http:// URL")));
         }
-        Ok(Delivery { url, http: Client::builder(TokioExecutor::new()).build_http(), timeout })
+        Ok(Delivery::Push(Box::new(Push { url, http: Client::builder(TokioExecutor::new()).build_http(), timeout })))
     }
 
-    /// Deliver one batch until a 2xx answers it: true then; false if the worker was told to
-    /// halt while retrying (the batch is not checkpointed and will be read again).
+    /// Deliver one batch until the application processed it: true then; false if the
+    /// worker was told to halt meanwhile (the batch is not checkpointed and will be read
+    /// again).
     pub async fn deliver(
+        &self,
+        shared: &Shared,
+        shard: &str,
+        millis_behind_latest: i64,
+        records: &[UserRecord],
+        halt: &watch::Receiver<Halt>,
+    ) -> bool {
+        let delivered = match self {
+            Delivery::Push(push) => push.deliver(shared, shard, millis_behind_latest, records, halt).await,
+            Delivery::Pull(queue) => {
+                // Withdrawn however this ends: a halt, or the reader aborted (lease lost).
+                struct Withdraw<'a>(&'a PullQueue, &'a str);
+                impl Drop for Withdraw<'_> {
+                    fn drop(&mut self) {
+                        self.0.withdraw(self.1);
+                    }
+                }
+                let processed = queue.offer(shard, records.to_vec());
+                let _withdraw = Withdraw(queue, shard);
+                let mut halt = halt.clone();
+                tokio::select! {
+                    done = processed => done.is_ok(),
+                    _ = halt.wait_for(|h| *h != Halt::Run) => false,
+                }
+            }
+        };
+        if delivered {
+            let m = &shared.metrics;
+            m.delivered_records.inc_by(records.len() as u64);
+            m.delivery_batches.inc();
+            let now = streamfabric_api::types::Timestamp::now().millis();
+            for r in records {
+                m.delivery_latency_seconds.observe((now - r.arrival_ms).max(0) as f64 / 1000.0);
+            }
+        }
+        delivered
+    }
+}
+
+impl Push {
+    async fn deliver(
         &self,
         shared: &Shared,
         shard: &str,
@@ -90,16 +145,7 @@ impl Delivery {
         let mut failures = 0;
         loop {
             match self.post(body.clone()).await {
-                Ok(()) => {
-                    let m = &shared.metrics;
-                    m.delivered_records.inc_by(records.len() as u64);
-                    m.delivery_batches.inc();
-                    let now = streamfabric_api::types::Timestamp::now().millis();
-                    for r in records {
-                        m.delivery_latency_seconds.observe((now - r.arrival_ms).max(0) as f64 / 1000.0);
-                    }
-                    return true;
-                }
+                Ok(()) => return true,
                 Err(why) => {
                     failures += 1;
                     shared.metrics.delivery_retries.inc();

@@ -8,6 +8,7 @@
 
 mod delivery;
 pub mod filter;
+pub mod pull;
 mod reader;
 pub mod sampling;
 
@@ -28,8 +29,9 @@ pub struct ConsumerSettings {
     pub stream: String,
     /// This worker's name in the leases (unique among the application's workers).
     pub worker_id: String,
-    /// Where batches are POSTed (the application, on localhost).
-    pub deliver_to: String,
+    /// Where batches are POSTed (the application, on localhost); None: the application
+    /// pulls them (`pull`).
+    pub deliver_to: Option<String>,
     /// Where a shard without a checkpoint starts: `TRIM_HORIZON` or `LATEST`.
     pub initial_position: String,
     /// A lease not renewed for this long is taken by another worker (KCL: 10 s).
@@ -45,12 +47,12 @@ pub struct ConsumerSettings {
 }
 
 impl ConsumerSettings {
-    pub fn new(application: &str, stream: &str, worker_id: &str, deliver_to: &str) -> ConsumerSettings {
+    pub fn new(application: &str, stream: &str, worker_id: &str, deliver_to: Option<&str>) -> ConsumerSettings {
         ConsumerSettings {
             application: application.into(),
             stream: stream.into(),
             worker_id: worker_id.into(),
-            deliver_to: deliver_to.into(),
+            deliver_to: deliver_to.map(String::from),
             initial_position: streamfabric_api::leases::TRIM_HORIZON.into(),
             failover_time: Duration::from_millis(streamfabric_api::leases::DEFAULT_FAILOVER_TIME_MILLIS),
             max_records: 1_000,
@@ -93,6 +95,8 @@ pub enum Halt {
 pub struct Consumer {
     halt: watch::Sender<Halt>,
     worker: JoinHandle<()>,
+    /// The pull API's queue, when the application pulls.
+    pub pull: Option<Arc<pull::PullQueue>>,
 }
 
 impl Consumer {
@@ -104,16 +108,20 @@ impl Consumer {
     ) -> std::io::Result<Consumer> {
         let leases = LeasesClient::new(broker_endpoint).map_err(|e| std::io::Error::other(e.to_string()))?;
         let shared = Arc::new(Shared {
-            http: delivery::Delivery::new(&settings.deliver_to, settings.delivery_timeout)?,
+            http: delivery::Delivery::new(settings.deliver_to.as_deref(), settings.delivery_timeout)?,
             settings,
             brokers,
             leases,
             counters: Mutex::new(HashMap::new()),
             metrics,
         });
+        let pull = match &shared.http {
+            delivery::Delivery::Pull(queue) => Some(queue.clone()),
+            delivery::Delivery::Push(_) => None,
+        };
         let (halt, halted) = watch::channel(Halt::Run);
         let worker = tokio::spawn(work(shared, halted));
-        Ok(Consumer { halt, worker })
+        Ok(Consumer { halt, worker, pull })
     }
 
     /// Stop: readers finish the batch under way and checkpoint, leases are released.

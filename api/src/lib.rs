@@ -2,6 +2,7 @@
 //! their shapes, error codes, the JSON 1.1 / CBOR 1.1 codecs, hash keys and sequence numbers;
 //! and the broker's settings, which the broker reads and the operator writes.
 
+pub mod aggregation;
 pub mod codec;
 #[cfg(feature = "crd")]
 pub mod crd;
@@ -11,6 +12,7 @@ pub mod leases;
 pub mod limits;
 pub mod model;
 pub mod names;
+pub mod owners;
 pub mod sequence;
 pub mod settings;
 pub mod stats;

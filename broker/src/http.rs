@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use streamfabric_api::leases::{LEASES_TARGET_PREFIX, LeaseOperation};
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
+use streamfabric_api::owners::{CLUSTER_TARGET_PREFIX, DESCRIBE_SHARD_OWNERS};
 use streamfabric_api::{ApiError, ErrorCode, Format};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -87,7 +88,7 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
         None => Err(ApiError::new(
             ErrorCode::UnknownOperation,
             format!(
-                "Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation> or {LEASES_TARGET_PREFIX}<Operation> for a supported operation."
+                "Unknown operation {target:?}: X-Amz-Target must be {TARGET_PREFIX}<Operation>, {LEASES_TARGET_PREFIX}<Operation> or {CLUSTER_TARGET_PREFIX}{DESCRIBE_SHARD_OWNERS} for a supported operation."
             ),
         )),
         Some(op) => {
@@ -105,6 +106,10 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
                     }
                     Target::Kinesis(op) => broker.call(op, format, &body.to_bytes()).await,
                     Target::Leases(op) => broker.call_leases(op, format, &body.to_bytes()).await,
+                    Target::ShardOwners => format
+                        .decode(&body.to_bytes())
+                        .and_then(|input| broker.describe_shard_owners(input))
+                        .map(|out| format.encode(&out)),
                 },
                 Err(_) => Err(ApiError::new(
                     ErrorCode::Serialization,
@@ -152,17 +157,22 @@ fn relayed_response(
         .expect("valid response")
 }
 
-/// The operation an `X-Amz-Target` names: Kinesis, or streamfabric's lease operations.
+/// The operation an `X-Amz-Target` names: Kinesis, streamfabric's lease operations, or
+/// where shards are served.
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Kinesis(Operation),
     Leases(LeaseOperation),
+    ShardOwners,
 }
 
 impl Target {
     fn parse(target: &str) -> Option<Target> {
         if let Some(name) = target.strip_prefix(TARGET_PREFIX) {
             return Operation::from_name(name).map(Target::Kinesis);
+        }
+        if target.strip_prefix(CLUSTER_TARGET_PREFIX) == Some(DESCRIBE_SHARD_OWNERS) {
+            return Some(Target::ShardOwners);
         }
         target.strip_prefix(LEASES_TARGET_PREFIX).and_then(LeaseOperation::from_name).map(Target::Leases)
     }
@@ -171,6 +181,7 @@ impl Target {
         match self {
             Target::Kinesis(op) => op.name(),
             Target::Leases(op) => op.name(),
+            Target::ShardOwners => DESCRIBE_SHARD_OWNERS,
         }
     }
 }

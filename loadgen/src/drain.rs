@@ -110,10 +110,17 @@ async fn drain_shard(
         failures = 0;
         let empty = out.records.is_empty();
         for record in &out.records {
-            stats.records += 1;
-            stats.bytes += record.data.0.len() as u64;
-            if collect_ids {
-                stats.ids.push(RecordId::decode(&record.data.0));
+            // KPL aggregates (the sidecar's --aggregate) count as the user records in them.
+            let user_records = match streamfabric_api::aggregation::deaggregate(&record.data.0) {
+                Some(subs) => subs.into_iter().map(|s| s.data).collect(),
+                None => vec![record.data.0.clone()],
+            };
+            for data in user_records {
+                stats.records += 1;
+                stats.bytes += data.len() as u64;
+                if collect_ids {
+                    stats.ids.push(RecordId::decode(&data));
+                }
             }
         }
         if let Some(last) = out.records.last() {

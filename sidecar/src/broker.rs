@@ -58,6 +58,11 @@ impl Brokers {
         Brokers { endpoint: endpoint.trim_end_matches('/').to_string(), http, timeout }
     }
 
+    /// The same pool of connections, for one broker at `address` (`host:port`).
+    pub fn at(&self, address: &str) -> Brokers {
+        Brokers { endpoint: format!("http://{address}"), http: self.http.clone(), timeout: self.timeout }
+    }
+
     /// One request as it came (target, content type and body), its answer as it went.
     pub async fn forward(
         &self,
@@ -84,11 +89,20 @@ impl Brokers {
         Ok(RawAnswer { status, content_type, body })
     }
 
-    /// One operation in JSON.
+    /// One Kinesis operation in JSON.
     pub async fn call<I: Serialize, O: DeserializeOwned>(&self, op: &str, input: &I) -> Result<O, CallError> {
+        self.call_target(&format!("{TARGET_PREFIX}{op}"), input).await
+    }
+
+    /// One operation named by its whole `X-Amz-Target`, in JSON.
+    pub async fn call_target<I: Serialize, O: DeserializeOwned>(
+        &self,
+        target: &str,
+        input: &I,
+    ) -> Result<O, CallError> {
         let json = http::HeaderValue::from_static(streamfabric_api::codec::JSON_CONTENT_TYPE);
         let body = Bytes::from(Format::Json.encode(input));
-        let answer = self.forward(&format!("{TARGET_PREFIX}{op}"), Some(&json), body).await?;
+        let answer = self.forward(target, Some(&json), body).await?;
         if (200..300).contains(&answer.status) {
             return Format::Json.decode(&answer.body).map_err(CallError::Api);
         }

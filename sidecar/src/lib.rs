@@ -4,7 +4,6 @@
 //! de-aggregation, checkpoints) with batches delivered to the application over HTTP.
 
 mod admin;
-pub mod aggregation;
 pub mod broker;
 pub mod consumer;
 pub mod metrics;
@@ -23,6 +22,8 @@ use std::time::Duration;
 
 pub use consumer::ConsumerSettings;
 pub use producer::ProducerSettings;
+/// The KPL's aggregated record format (shared with the load generator's verification).
+pub use streamfabric_api::aggregation;
 
 #[derive(Debug, Clone)]
 pub struct SidecarSettings {

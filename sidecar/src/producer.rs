@@ -43,6 +43,9 @@ pub struct ProducerSettings {
     pub aggregate: bool,
     /// Bytes per aggregated record (KPL: 51,200).
     pub aggregation_max_bytes: usize,
+    /// Send each shard's records straight to the broker serving it (from the cluster's
+    /// DescribeShardOwners), not through the endpoint, which would forward them.
+    pub route_to_owners: bool,
     /// When the application is answered.
     pub ack: Ack,
     /// Bytes (data and partition keys) of records accepted and not yet answered by the
@@ -70,6 +73,7 @@ impl Default for ProducerSettings {
             max_in_flight: 4,
             aggregate: false,
             aggregation_max_bytes: crate::aggregation::DEFAULT_MAX_BYTES,
+            route_to_owners: true,
             ack: Ack::Stored,
             max_buffered_bytes: 256 << 20,
         }
@@ -250,6 +254,8 @@ struct Entry {
     members: Vec<Pending>,
     /// For an aggregate: the shard it must land on.
     predicted_shard: Option<String>,
+    /// The broker to send it to (`host:port`); None: the endpoint.
+    owner: Option<String>,
 }
 
 impl Entry {
@@ -259,7 +265,12 @@ impl Entry {
             partition_key: Some(p.record.partition_key.clone()),
             explicit_hash_key: p.record.explicit_hash_key.clone(),
         };
-        Entry { input, members: vec![p], predicted_shard: None }
+        Entry { input, members: vec![p], predicted_shard: None, owner: None }
+    }
+
+    fn to(mut self, owner: Option<&str>) -> Entry {
+        self.owner = owner.map(String::from);
+        self
     }
 
     /// What it counts for in a request's 5 MiB.
@@ -323,15 +334,26 @@ impl Batcher {
     }
 
     async fn send(&self, batch: Vec<Pending>) {
-        let entries = if self.settings.aggregate {
-            self.aggregated(batch).await
+        let entries = if self.settings.aggregate || self.settings.route_to_owners {
+            self.by_shard(batch).await
         } else {
             batch.into_iter().map(Entry::plain).collect()
         };
-        // One batch's requests go one after another: records of a key stay in order.
-        for request in self.requests(entries) {
-            self.send_request(request).await;
+        // Per broker, in parallel; one broker's requests one after another, so records of
+        // a key (always of one shard, so of one broker) stay in order.
+        let mut by_owner: Vec<(Option<String>, Vec<Entry>)> = Vec::new();
+        for entry in entries {
+            match by_owner.iter_mut().find(|(owner, _)| *owner == entry.owner) {
+                Some((_, group)) => group.push(entry),
+                None => by_owner.push((entry.owner.clone(), vec![entry])),
+            }
         }
+        let sends = by_owner.into_iter().map(|(owner, group)| async move {
+            for request in self.requests(group) {
+                self.send_request(request, owner.as_deref()).await;
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 
     /// Entries cut into PutRecords requests within the entry count and byte limits.
@@ -352,12 +374,14 @@ impl Batcher {
         requests
     }
 
-    /// The batch as entries, records of one shard packed into aggregates in their order.
-    /// Without a shard map (ListShards failing), records go one per entry.
-    async fn aggregated(&self, batch: Vec<Pending>) -> Vec<Entry> {
+    /// The batch as entries for the brokers serving their shards; with aggregation, records
+    /// of one shard packed into aggregates in their order. Without a shard map (ListShards
+    /// failing), records go one per entry, to the endpoint.
+    async fn by_shard(&self, batch: Vec<Pending>) -> Vec<Entry> {
         let Some(map) = self.shard_map().await else {
             return batch.into_iter().map(Entry::plain).collect();
         };
+        let owner = |shard: &str| if self.settings.route_to_owners { map.owner_of(shard) } else { None };
         let mut entries = Vec::new();
         let mut by_shard: HashMap<String, Vec<Pending>> = HashMap::new();
         let mut shard_order = Vec::new();
@@ -375,6 +399,11 @@ impl Batcher {
             }
         }
         for shard in shard_order {
+            let to = owner(&shard);
+            if !self.settings.aggregate {
+                entries.extend(by_shard.remove(&shard).unwrap_or_default().into_iter().map(|p| Entry::plain(p).to(to)));
+                continue;
+            }
             let mut aggregate = Aggregate::default();
             let mut members = Vec::new();
             for p in by_shard.remove(&shard).unwrap_or_default() {
@@ -384,18 +413,19 @@ impl Batcher {
                     data: p.record.data.clone(),
                 };
                 if !aggregate.is_empty() && aggregate.encoded_len_with(&sub) > self.settings.aggregation_max_bytes {
-                    entries.push(self.packed(std::mem::take(&mut aggregate), std::mem::take(&mut members), &shard));
+                    let full = self.packed(std::mem::take(&mut aggregate), std::mem::take(&mut members), &shard);
+                    entries.push(full.to(to));
                 }
                 if Aggregate::default().encoded_len_with(&sub) > self.settings.aggregation_max_bytes {
                     // Too big to share an aggregate: alone, as the KPL sends it.
-                    entries.push(Entry::plain(p));
+                    entries.push(Entry::plain(p).to(to));
                     continue;
                 }
                 aggregate.push(sub);
                 members.push(p);
             }
             if !members.is_empty() {
-                entries.push(self.packed(aggregate, members, &shard));
+                entries.push(self.packed(aggregate, members, &shard).to(to));
             }
         }
         entries
@@ -415,25 +445,26 @@ impl Batcher {
             partition_key: Some(first.partition_key.clone()),
             explicit_hash_key: Some(hash_key_of(&first.partition_key, first.explicit_hash_key.as_deref()).to_string()),
         };
-        Entry { input, members, predicted_shard: Some(shard.to_string()) }
+        Entry { input, members, predicted_shard: Some(shard.to_string()), owner: None }
     }
 
     /// The stream's shard map, read again when missing or old.
     async fn shard_map(&self) -> Option<ShardMap> {
         let mut map = self.shard_map.lock().await;
         if map.as_ref().is_none_or(|m| !m.is_fresh()) {
-            match ShardMap::load(&self.brokers, &self.stream).await {
-                Ok(loaded) => *map = Some(loaded),
+            *map = Some(match ShardMap::load(&self.brokers, &self.stream).await {
+                Ok(loaded) => loaded,
                 Err(e) => {
-                    tracing::warn!(stream = %self.stream, "no shard map, records go unaggregated: {e:?}");
-                    *map = None;
+                    tracing::warn!(stream = %self.stream, "no shard map, records go unaggregated to the endpoint: {e:?}");
+                    ShardMap::unknown()
                 }
-            }
+            });
         }
         map.clone()
     }
 
-    async fn send_request(&self, entries: Vec<Entry>) {
+    /// One PutRecords, to `owner` or else the endpoint.
+    async fn send_request(&self, entries: Vec<Entry>, owner: Option<&str>) {
         let input = PutRecordsInput {
             stream_name: Some(self.stream.clone()),
             stream_arn: None,
@@ -441,7 +472,13 @@ impl Batcher {
         };
         self.metrics.put_requests.inc();
         self.metrics.batch_records.observe(entries.iter().map(|e| e.members.len()).sum::<usize>() as f64);
-        match self.brokers.call::<_, PutRecordsOutput>("PutRecords", &input).await {
+        let brokers = owner.map_or_else(|| self.brokers.clone(), |address| self.brokers.at(address));
+        let answer = brokers.call::<_, PutRecordsOutput>("PutRecords", &input).await;
+        if owner.is_some() && matches!(answer, Err(CallError::Transport(_))) {
+            // The owner is gone or moved: read the owners again before the retries.
+            *self.shard_map.lock().await = None;
+        }
+        match answer {
             Ok(out) if out.records.len() == entries.len() => {
                 for (entry, result) in entries.into_iter().zip(out.records) {
                     match (result.shard_id, result.sequence_number, result.error_code) {

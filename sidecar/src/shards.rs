@@ -1,11 +1,16 @@
 //! A stream's open shards and their hash key ranges (from ListShards), so the producer
 //! knows which records share a shard: only those may share an aggregate, since consumers
-//! drop the sub-records of an aggregate that fall outside the shard it landed on.
+//! drop the sub-records of an aggregate that fall outside the shard it landed on; and the
+//! broker serving each (DescribeShardOwners), so records go straight to it.
 
 use crate::broker::{Brokers, CallError};
+use std::collections::HashMap;
 use std::time::Duration;
 use streamfabric_api::hashkey::{HashRange, hash_of_partition_key};
 use streamfabric_api::model::{ListShardsInput, ListShardsOutput};
+use streamfabric_api::owners::{
+    CLUSTER_TARGET_PREFIX, DESCRIBE_SHARD_OWNERS, DescribeShardOwnersInput, DescribeShardOwnersOutput,
+};
 use tokio::time::Instant;
 
 /// A map older than this is read again before use (a reshard elsewhere is noticed within it,
@@ -18,13 +23,27 @@ const MAX_PAGES: usize = 20;
 pub struct ShardMap {
     /// Open shards, by starting hash key.
     shards: Vec<(HashRange, String)>,
+    /// Each shard's broker (`host:port`), where the brokers form a cluster.
+    owners: HashMap<String, String>,
     pub loaded: Instant,
+    max_age: Duration,
 }
 
 impl ShardMap {
     pub fn new(mut shards: Vec<(HashRange, String)>) -> ShardMap {
         shards.sort_by_key(|(range, _)| range.start);
-        ShardMap { shards, loaded: Instant::now() }
+        ShardMap { shards, owners: HashMap::new(), loaded: Instant::now(), max_age: MAX_AGE }
+    }
+
+    /// No shards known (ListShards failed): records go unaggregated to the endpoint, and
+    /// the map is read again after a second.
+    pub fn unknown() -> ShardMap {
+        ShardMap { max_age: Duration::from_secs(1), ..ShardMap::new(Vec::new()) }
+    }
+
+    /// The broker serving `shard`, if known.
+    pub fn owner_of(&self, shard: &str) -> Option<&str> {
+        self.owners.get(shard).map(String::as_str)
     }
 
     /// The open shards of `stream`.
@@ -44,11 +63,19 @@ impl ShardMap {
                 None => break,
             }
         }
-        Ok(ShardMap::new(shards))
+        let mut map = ShardMap::new(shards);
+        // Brokers that are not streamfabric's (or not a cluster) name no owners: everything
+        // then goes to the endpoint.
+        let input = DescribeShardOwnersInput { stream_name: Some(stream.to_string()), stream_arn: None };
+        let target = format!("{CLUSTER_TARGET_PREFIX}{DESCRIBE_SHARD_OWNERS}");
+        if let Ok(out) = brokers.call_target::<_, DescribeShardOwnersOutput>(&target, &input).await {
+            map.owners = out.shards.into_iter().map(|o| (o.shard_id, o.address)).collect();
+        }
+        Ok(map)
     }
 
     pub fn is_fresh(&self) -> bool {
-        self.loaded.elapsed() < MAX_AGE
+        self.loaded.elapsed() < self.max_age
     }
 
     /// The shard a record goes to, as the brokers route it.

@@ -48,6 +48,27 @@ const FILTER_TYPES: &[&str] =
     &["AFTER_SHARD_ID", "AT_TRIM_HORIZON", "FROM_TRIM_HORIZON", "AT_LATEST", "AT_TIMESTAMP", "FROM_TIMESTAMP"];
 
 impl Broker {
+    /// DescribeShardOwners: the broker serving each shard, as this broker sees the cluster's
+    /// assignment (none outside a cluster: this broker serves them all).
+    pub fn describe_shard_owners(
+        &self,
+        input: streamfabric_api::owners::DescribeShardOwnersInput,
+    ) -> Result<streamfabric_api::owners::DescribeShardOwnersOutput, ApiError> {
+        let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
+        let shards = match &self.fabric {
+            None => Vec::new(),
+            Some(fabric) => stream
+                .shards()
+                .iter()
+                .filter_map(|shard| {
+                    let (broker_id, address) = fabric.cluster.owner_of(&stream.name, &shard.id)?;
+                    Some(streamfabric_api::owners::ShardOwner { shard_id: shard.id.clone(), broker_id, address })
+                })
+                .collect(),
+        };
+        Ok(streamfabric_api::owners::DescribeShardOwnersOutput { shards })
+    }
+
     pub(crate) async fn list_shards(&self, input: ListShardsInput) -> Result<ListShardsOutput, ApiError> {
         let max = bounded("maxResults", input.max_results, 1, MAX_LIST_SHARDS_RESULTS, 1000)? as usize;
         let (stream, after) = match &input.next_token {

@@ -1,6 +1,6 @@
 //! The KPL's aggregated record format (aggregation-format.md in the KPL repository): many
 //! small user records in one Kinesis record, which KPL-aware consumers (the KCL, the
-//! sidecar's consumer) split again.
+//! sidecar's consumer, the load generator's verification) split again.
 //!
 //! ```text
 //! magic  F3 89 9A C2

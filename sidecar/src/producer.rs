@@ -244,8 +244,8 @@ struct Batcher {
     requeue: mpsc::UnboundedSender<Pending>,
     in_flight: Arc<Semaphore>,
     landed: Arc<Notify>,
-    /// The stream's shards, for aggregation; None until read, or once found stale.
-    shard_map: Arc<tokio::sync::Mutex<Option<ShardMap>>>,
+    /// The stream's shards and owners; None until read, or once found stale.
+    shard_map: Arc<tokio::sync::Mutex<Option<Arc<ShardMap>>>>,
 }
 
 /// One PutRecords entry: a record, or an aggregate of records of one shard.
@@ -378,9 +378,7 @@ impl Batcher {
     /// of one shard packed into aggregates in their order. Without a shard map (ListShards
     /// failing), records go one per entry, to the endpoint.
     async fn by_shard(&self, batch: Vec<Pending>) -> Vec<Entry> {
-        let Some(map) = self.shard_map().await else {
-            return batch.into_iter().map(Entry::plain).collect();
-        };
+        let map = self.shard_map().await;
         let owner = |shard: &str| if self.settings.route_to_owners { map.owner_of(shard) } else { None };
         let mut entries = Vec::new();
         let mut by_shard: HashMap<String, Vec<Pending>> = HashMap::new();
@@ -448,19 +446,21 @@ impl Batcher {
         Entry { input, members, predicted_shard: Some(shard.to_string()), owner: None }
     }
 
-    /// The stream's shard map, read again when missing or old.
-    async fn shard_map(&self) -> Option<ShardMap> {
+    /// The stream's shard map, read again when missing or old (an empty one, read again
+    /// soon, while ListShards fails).
+    async fn shard_map(&self) -> Arc<ShardMap> {
         let mut map = self.shard_map.lock().await;
-        if map.as_ref().is_none_or(|m| !m.is_fresh()) {
-            *map = Some(match ShardMap::load(&self.brokers, &self.stream).await {
-                Ok(loaded) => loaded,
-                Err(e) => {
+        match map.as_ref().filter(|m| m.is_fresh()) {
+            Some(fresh) => fresh.clone(),
+            None => {
+                let loaded = Arc::new(ShardMap::load(&self.brokers, &self.stream).await.unwrap_or_else(|e| {
                     tracing::warn!(stream = %self.stream, "no shard map, records go unaggregated to the endpoint: {e:?}");
                     ShardMap::unknown()
-                }
-            });
+                }));
+                *map = Some(loaded.clone());
+                loaded
+            }
         }
-        map.clone()
     }
 
     /// One PutRecords, to `owner` or else the endpoint.

@@ -2,15 +2,16 @@
 # Builds the streamfabric images without a container engine, as `docker save`-format
 # tars (docker/image-tar.py), from release binaries already built on this machine:
 #
-#   docker/build-image-tars.sh OUTDIR [broker operator loadgen pause minio]
+#   docker/build-image-tars.sh OUTDIR [broker operator loadgen sidecar pause minio]
 #
 # Images (tags as the chart and the CRD default reference them, with the workspace version):
 #   ghcr.io/streamfabric/broker:<version>     what docker/Dockerfile.broker makes
 #   ghcr.io/streamfabric/operator:<version>   what docker/Dockerfile.operator makes
 #   ghcr.io/streamfabric/loadgen:<version>    streamfabric-loadgen, for clients in a cluster
+#   ghcr.io/streamfabric/sidecar:<version>    what docker/Dockerfile.sidecar makes
 #   localhost/streamfabric/pause:e2e          the pod sandbox (e2e/kube/pause.c, static)
 #   localhost/streamfabric/minio:e2e          MinIO (built from Go modules), for the e2e bucket
-# Inputs: RELEASE_DIR (default $CARGO_TARGET_DIR/release) holding the three binaries,
+# Inputs: RELEASE_DIR (default $CARGO_TARGET_DIR/release) holding the binaries,
 # PAUSE_BIN (a static pause binary; needed for `pause`), MINIO_BIN (needed for `minio`). Each tar is written only when its
 # inputs changed (OUTDIR/<image>.key), so a warm run costs a few hashes. Load with
 #   ctr -n k8s.io images import OUTDIR/<image>.tar     (or docker load -i)
@@ -20,7 +21,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { echo "build-image-tars: $*" >&2; }
 
-[[ $# -ge 1 ]] || { echo "usage: $0 OUTDIR [broker operator loadgen pause minio]" >&2; exit 2; }
+[[ $# -ge 1 ]] || { echo "usage: $0 OUTDIR [broker operator loadgen sidecar pause minio]" >&2; exit 2; }
 out="$1"; shift
 images=("$@")
 [[ ${#images[@]} -gt 0 ]] || images=(broker operator loadgen pause)
@@ -51,6 +52,10 @@ image_args() {   # one argument of docker/image-tar.py per line
         loadgen) printf '%s\n' --tag "$registry/loadgen:$version" --strip-debug \
                 --file "$release/streamfabric-loadgen:/usr/local/bin/streamfabric-loadgen" \
                 --user 65532:65532 --entrypoint /usr/local/bin/streamfabric-loadgen ;;
+        sidecar) printf '%s\n' --tag "$registry/sidecar:$version" --strip-debug \
+                --file "$release/streamfabric-sidecar:/usr/local/bin/streamfabric-sidecar" --user 65532:65532 \
+                --env STREAMFABRIC_SIDECAR_LISTEN=127.0.0.1:4599 --env STREAMFABRIC_SIDECAR_ADMIN_LISTEN=0.0.0.0:4600 \
+                --entrypoint /usr/local/bin/streamfabric-sidecar --expose 4600 ;;
         pause) printf '%s\n' --tag localhost/streamfabric/pause:e2e --no-etc \
                 --file "${PAUSE_BIN:?PAUSE_BIN: a static pause binary}:/pause" --user 65535:65535 \
                 --entrypoint /pause ;;
@@ -58,7 +63,7 @@ image_args() {   # one argument of docker/image-tar.py per line
                 --file "${MINIO_BIN:?MINIO_BIN: a minio binary}:/usr/local/bin/minio" \
                 --dir /data:65532 --user 65532:65532 --env MINIO_BROWSER=off --env MINIO_UPDATE=off \
                 --env MINIO_CALLHOME_ENABLE=off --entrypoint /usr/local/bin/minio --expose 9000 ;;
-        *) log "unknown image '$1' (broker operator loadgen pause minio)"; exit 2 ;;
+        *) log "unknown image '$1' (broker operator loadgen sidecar pause minio)"; exit 2 ;;
     esac
 }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the two streamfabric images from the repository root, tagged with the
+# Builds the streamfabric images from the repository root, tagged with the
 # workspace version (Cargo.toml [workspace.package] version):
 #
-#   docker/build.sh                 # both images
-#   docker/build.sh broker          # or just one: broker | operator
+#   docker/build.sh                 # all three images
+#   docker/build.sh broker          # or just one: broker | operator | sidecar
 #   docker/build.sh --push          # also push them
 #
-# Images: $REGISTRY/broker:<version> and $REGISTRY/operator:<version>, with
+# Images: $REGISTRY/broker:<version>, $REGISTRY/operator:<version> and
+# $REGISTRY/sidecar:<version>, with
 # REGISTRY defaulting to ghcr.io/streamfabric (the DataStream CRD's default broker
 # image and the chart's default operator image). Other knobs:
 #   PLATFORM=linux/arm64   passed to docker build --platform
@@ -23,12 +24,12 @@ images=()
 for arg in "$@"; do
     case "$arg" in
         --push) push=1 ;;
-        broker|operator) images+=("$arg") ;;
+        broker|operator|sidecar) images+=("$arg") ;;
         -h|--help) sed -n '2,/^set -e/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) log "unknown argument '$arg' (broker, operator, --push)"; exit 2 ;;
+        *) log "unknown argument '$arg' (broker, operator, sidecar, --push)"; exit 2 ;;
     esac
 done
-[[ ${#images[@]} -gt 0 ]] || images=(broker operator)
+[[ ${#images[@]} -gt 0 ]] || images=(broker operator sidecar)
 
 # The workspace version: the first `version = "..."` under [workspace.package].
 version="$(awk '

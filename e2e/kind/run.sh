@@ -27,10 +27,10 @@ context="e2e/kind/context"
 scenario_image="localhost/streamfabric/scenario:e2e"
 
 bin="$(scripts/install-go-tools.sh kube-node | tail -1)"
-cargo build --release --locked -p streamfabric-broker -p streamfabric-operator -p streamfabric-loadgen
+cargo build --release --locked -p streamfabric-broker -p streamfabric-operator -p streamfabric-loadgen -p streamfabric-sidecar
 mkdir -p "$images" "$context"
 # kind brings its own pause image: the pod sandbox is not built here.
-MINIO_BIN="$bin/minio" docker/build-image-tars.sh "$images" broker operator loadgen minio
+MINIO_BIN="$bin/minio" docker/build-image-tars.sh "$images" broker operator loadgen sidecar minio
 cp "$bin/kubectl" "$bin/helm" "$context/"
 docker build -q -f e2e/kind/Dockerfile.scenario -t "$scenario_image" .
 

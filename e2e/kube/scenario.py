@@ -26,6 +26,10 @@
             every broker pod a member and the shards spread evenly; loadgen --verify through
             the Service (any broker answers, forwarding to the owner); write-ahead objects
             and membership records in the bucket.
+  sidecar   a pod whose loadgen writes through a streamfabric-sidecar container beside it
+            (a native sidecar: an init container that keeps running), with --aggregate:
+            the sidecar sends each shard's aggregates straight to its broker (the pods'
+            advertised names) and loadgen --verify reads every record back once, de-aggregated.
   disruptions  under load, one broker process SIGKILLed (restarts on its volume) and
             another pod deleted (its shards handed over, then back): loadgen --verify.
   lost-volume  a broker pod deleted with its volume claim: every record boto3 wrote before
@@ -84,6 +88,7 @@ class Scenario:
         self.stream = None          # the example's DataStream name, read from the file
         self.fabric = None          # the object-store example's DataStream name
         self.endpoint = None
+        self.fabric_endpoint = None
         self.timings = []
         self.xfailed = []
 
@@ -873,11 +878,34 @@ class Scenario:
         a = self.a
         self.run_loadgen("e2e-loadgen", self.stream, self.endpoint, a.loadgen_records, a.loadgen_seconds)
 
-    def run_loadgen(self, name, stream, endpoint, records, seconds, during=None, rate=None):
+    def step_sidecar(self):
+        a = self.a
+        if not self.fabric_endpoint:
+            raise Failed("the sidecar step needs the fabric step's DataStream")
+        sidecar = {
+            "name": "sidecar", "image": a.sidecar_image, "imagePullPolicy": a.loadgen_pull_policy,
+            # A native sidecar: started (and healthy) before the application, stopped after it.
+            "restartPolicy": "Always",
+            "env": [{"name": "STREAMFABRIC_SIDECAR_BROKER_ENDPOINT", "value": self.fabric_endpoint},
+                    {"name": "STREAMFABRIC_SIDECAR_AGGREGATE", "value": "true"}],
+            "startupProbe": {"httpGet": {"path": "/healthz", "port": 4600}, "periodSeconds": 1,
+                             "failureThreshold": 30},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+        }
+        acked = self.run_loadgen("e2e-loadgen-sidecar", self.fabric, "http://127.0.0.1:4599",
+                                 a.loadgen_records, a.loadgen_seconds // 2, init_containers=[sidecar])
+        logs = self.kubectl("logs", "e2e-loadgen-sidecar", "-n", self.ns, "-c", "sidecar")
+        if "aggregate=true" not in logs:
+            raise Failed(f"the sidecar did not start with aggregation on:\n{logs[-2000:]}")
+        log(f"sidecar: {acked} records through the sidecar, aggregated, read back once")
+
+    def run_loadgen(self, name, stream, endpoint, records, seconds, during=None, rate=None, init_containers=None):
         """A pod running `streamfabric-loadgen run --verify` against endpoint: every acknowledged
         record must come back exactly once (a second copy only of a record sent again after
         a request whose outcome was unknown, as with any Kinesis producer that retries).
-        during(), if given, runs once the pod is Running, while it writes."""
+        during(), if given, runs once the pod is Running, while it writes; init_containers
+        (native sidecars) run beside it."""
         a = self.a
         self.run("kubectl", "delete", "pod", name, "-n", self.ns, "--ignore-not-found", "--wait=true")
         pod = {
@@ -898,6 +926,8 @@ class Scenario:
                 }],
             },
         }
+        if init_containers:
+            pod["spec"]["initContainers"] = init_containers
         self.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
         if during:
             def running():
@@ -913,9 +943,9 @@ class Scenario:
             p = self.kjson("get", "pod", name, "-n", self.ns)
             return p if p.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
         p = self.wait(f"pod {name} finished", finished, seconds + 200, interval=1)
-        out = self.kubectl("logs", name, "-n", self.ns)
+        out = self.kubectl("logs", name, "-n", self.ns, "-c", "loadgen")
         log(f"{name} pod output:\n{out.rstrip()}")
-        state = p["status"]["containerStatuses"][0]["state"].get("terminated", {})
+        state = next(c for c in p["status"]["containerStatuses"] if c["name"] == "loadgen")["state"].get("terminated", {})
         if p["status"]["phase"] != "Succeeded" or state.get("exitCode") != 0:
             raise Failed(f"{name} pod {p['status']['phase']} (exit {state.get('exitCode')}, {state.get('reason')})")
         m = re.search(r"^verify result=(\S+) acked=(\d+) read=\d+ exactly_once=(\d+) missing=(\d+) "
@@ -955,7 +985,7 @@ class Scenario:
                  ("ondemand", self.step_ondemand), ("paused", self.step_paused),
                  ("invalid", self.step_invalid), ("degraded", self.step_degraded),
                  ("pending", self.step_pending),
-                 ("minio", self.step_minio), ("fabric", self.step_fabric),
+                 ("minio", self.step_minio), ("fabric", self.step_fabric), ("sidecar", self.step_sidecar),
                  ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),
                  ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe),
                  ("delete", self.step_delete), ("uninstall", self.step_uninstall)]
@@ -993,6 +1023,7 @@ def main():
     ap.add_argument("--timeout", type=int, default=180, help="bound on each wait for Ready/Available")
     ap.add_argument("--loadgen-image", default="ghcr.io/streamfabric/loadgen:0.1.0")
     ap.add_argument("--loadgen-pull-policy", default="Never")
+    ap.add_argument("--sidecar-image", default="ghcr.io/streamfabric/sidecar:0.1.0")
     ap.add_argument("--loadgen-records", type=int, default=20000)
     ap.add_argument("--loadgen-seconds", type=int, default=40)
     ap.add_argument("--loadgen-rate", type=int, default=1000, help="records/s (below the autoscale target)")

@@ -14,7 +14,7 @@ struct Args {
     listen: SocketAddr,
     /// Where /metrics (Prometheus) and /healthz are served; "off" for nowhere.
     #[arg(long, env = "STREAMFABRIC_SIDECAR_ADMIN_LISTEN", default_value = "127.0.0.1:4600", value_parser = parse_admin)]
-    admin_listen: Option<SocketAddr>,
+    admin_listen: AdminAddress,
     /// The brokers' Kinesis API, e.g. a DataStream's status.endpoint.
     #[arg(long, env = "STREAMFABRIC_SIDECAR_BROKER_ENDPOINT")]
     broker_endpoint: String,
@@ -89,7 +89,7 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let settings = SidecarSettings {
         listen: args.listen,
-        admin_listen: args.admin_listen,
+        admin_listen: args.admin_listen.0,
         broker_endpoint: args.broker_endpoint.clone(),
         broker_timeout: Duration::from_secs(10),
         consumer: args.consumer_application.as_ref().map(|application| ConsumerSettings {
@@ -164,11 +164,85 @@ fn parse_ack(s: &str) -> Result<Ack, String> {
     }
 }
 
-fn parse_admin(s: &str) -> Result<Option<SocketAddr>, String> {
+/// `--admin-listen`: an address, or none ("off").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AdminAddress(Option<SocketAddr>);
+
+fn parse_admin(s: &str) -> Result<AdminAddress, String> {
     if s == "off" {
-        return Ok(None);
+        return Ok(AdminAddress(None));
     }
-    s.parse().map(Some).map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:4600, or off)"))
+    s.parse()
+        .map(|a| AdminAddress(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:4600, or off)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("streamfabric-sidecar").chain(args.iter().copied()))
+    }
+
+    /// Every flag parses into the field that reads it (a mismatch between a flag's parser
+    /// and its field only shows when the arguments are read).
+    #[test]
+    fn every_flag_parses() {
+        let a = parse(&["--broker-endpoint", "http://b:4567"]).unwrap();
+        assert_eq!(a.admin_listen, AdminAddress(Some("127.0.0.1:4600".parse().unwrap())));
+        assert_eq!((a.ack, a.aggregate, a.consumer_application), (Ack::Stored, false, None));
+        let a = parse(&[
+            "--broker-endpoint",
+            "http://b:4567",
+            "--listen",
+            "127.0.0.1:5000",
+            "--admin-listen",
+            "off",
+            "--max-buffered-time",
+            "20ms",
+            "--max-batch-records",
+            "100",
+            "--record-ttl",
+            "5s",
+            "--ack",
+            "buffered",
+            "--max-buffered-bytes",
+            "1000",
+            "--aggregate",
+            "--aggregation-max-bytes",
+            "4096",
+            "--consumer-application",
+            "app",
+            "--consumer-stream",
+            "s",
+            "--deliver-to",
+            "http://127.0.0.1:8080/",
+            "--worker-id",
+            "w",
+            "--initial-position",
+            "LATEST",
+            "--failover-time",
+            "3s",
+            "--max-records",
+            "50",
+            "--sample-records",
+            "0.5",
+            "--sample-keys",
+            "0.25",
+            "--sample-filter",
+            "kind == \"a\"",
+        ])
+        .unwrap();
+        assert_eq!(a.admin_listen, AdminAddress(None));
+        assert_eq!((a.ack, a.max_buffered_bytes, a.aggregation_max_bytes), (Ack::Buffered, 1000, 4096));
+        assert_eq!((a.sample_records, a.sample_keys), (Some(0.5), Some(0.25)));
+        assert!(a.sample_filter.is_some() && a.consumer_stream.as_deref() == Some("s"));
+        assert!(parse(&["--broker-endpoint", "x", "--sample-keys", "2"]).is_err());
+        assert!(parse(&["--broker-endpoint", "x", "--sample-filter", "kind =="]).is_err());
+        assert!(parse(&["--broker-endpoint", "x", "--consumer-application", "app"]).is_err(), "needs a stream");
+        assert!(parse(&["--broker-endpoint", "x", "--ack", "maybe"]).is_err());
+    }
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

@@ -177,6 +177,13 @@ fn parse_admin(s: &str) -> Result<AdminAddress, String> {
         .map_err(|e| format!("{s:?}: {e} (an address such as 127.0.0.1:4600, or off)"))
 }
 
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?}: expected a fraction between 0 and 1")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,12 +249,5 @@ mod tests {
         assert!(parse(&["--broker-endpoint", "x", "--sample-filter", "kind =="]).is_err());
         assert!(parse(&["--broker-endpoint", "x", "--consumer-application", "app"]).is_err(), "needs a stream");
         assert!(parse(&["--broker-endpoint", "x", "--ack", "maybe"]).is_err());
-    }
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-        _ => Err(format!("{s:?}: expected a fraction between 0 and 1")),
     }
 }

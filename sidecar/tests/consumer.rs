@@ -4,9 +4,12 @@
 //! failover time), retry a failing application, checkpoint what was delivered and release
 //! their leases on shutdown; aggregates from the producer arrive as their user records.
 
+mod common;
+
 use aws_sdk_kinesis::primitives::Blob;
 use base64::Engine;
 use bytes::Bytes;
+use common::{request_json, sdk, wait_active};
 use http_body_util::{BodyExt, Full};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,28 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use streamfabric_api::leases::client::LeasesClient;
 use streamfabric_sidecar::{ConsumerSettings, ProducerSettings, SidecarSettings};
-
-fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "sidecar-tests"))
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
-
-async fn wait_active(k: &aws_sdk_kinesis::Client, stream: &str) {
-    for _ in 0..500 {
-        let d = k.describe_stream_summary().stream_name(stream).send().await.unwrap();
-        if d.stream_description_summary.unwrap().stream_status.as_str() == "ACTIVE" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{stream} did not become ACTIVE");
-}
 
 /// One delivered user record: (worker path, shard, sequence, sub-sequence, key, data).
 type Delivered = (String, String, String, u64, String, String);
@@ -354,17 +335,6 @@ async fn a_filter_delivers_exactly_the_matching_records_and_checkpoints_past_the
     assert!(again.shutdown(Duration::from_secs(10)).await);
 }
 
-async fn http(method: http::Method, url: &str, body: &str) -> (u16, serde_json::Value) {
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let request =
-        http::Request::builder().method(method).uri(url).body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
-}
-
 /// The pull API: records come from GET /v1/next, a shard's next batch only once its
 /// records are checkpointed through POST /v1/checkpoint; each record once, in order per
 /// shard; what was checkpointed is not handed out again after a restart.
@@ -384,19 +354,19 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
     let side = consumer(&broker_url, &no_app, "puller", "pulled", producer).await;
     let base = format!("http://{}", side.addr);
 
-    let (status, bad) = http(http::Method::GET, &format!("{base}/v1/next?max=0"), "").await;
+    let (status, bad) = request_json(http::Method::GET, &format!("{base}/v1/next?max=0"), "").await;
     assert_eq!((status, bad["errorCode"].as_str()), (400, Some("ValidationException")), "{bad}");
     let mut got: Vec<(String, u128, String)> = Vec::new();
     let mut rounds = 0;
     while got.len() < 600 {
         rounds += 1;
         assert!(rounds < 200, "only {} of 600 records pulled", got.len());
-        let (status, page) = http(http::Method::GET, &format!("{base}/v1/next?max=150&waitMs=2000"), "").await;
+        let (status, page) = request_json(http::Method::GET, &format!("{base}/v1/next?max=150&waitMs=2000"), "").await;
         assert_eq!(status, 200, "{page}");
         let records = page["records"].as_array().unwrap();
         assert!(records.len() <= 150);
         // Unless checkpointed, nothing more comes of those batches.
-        let (_, more) = http(http::Method::GET, &format!("{base}/v1/next?max=1000&waitMs=0"), "").await;
+        let (_, more) = request_json(http::Method::GET, &format!("{base}/v1/next?max=1000&waitMs=0"), "").await;
         let mut last: BTreeMap<String, (String, u64)> = BTreeMap::new();
         for r in records.iter().chain(more["records"].as_array().unwrap()) {
             let shard = r["shardId"].as_str().unwrap().to_string();
@@ -407,7 +377,7 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
         }
         for (shard, (seq, sub)) in last {
             let body = format!(r#"{{"shardId": "{shard}", "sequenceNumber": "{seq}", "subSequenceNumber": {sub}}}"#);
-            let (status, answer) = http(http::Method::POST, &format!("{base}/v1/checkpoint"), &body).await;
+            let (status, answer) = request_json(http::Method::POST, &format!("{base}/v1/checkpoint"), &body).await;
             assert_eq!(status, 200, "{answer}");
         }
     }
@@ -419,14 +389,15 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
     }
     assert!(by_shard.values().all(|seqs| seqs.windows(2).all(|w| w[0] < w[1])), "in order per shard");
     let body = r#"{"shardId": "shardId-000000000000", "sequenceNumber": "1", "subSequenceNumber": 0}"#;
-    let (status, answer) = http(http::Method::POST, &format!("{base}/v1/checkpoint"), body).await;
+    let (status, answer) = request_json(http::Method::POST, &format!("{base}/v1/checkpoint"), body).await;
     assert_eq!((status, answer["errorCode"].as_str()), (409, Some("InvalidArgumentException")), "{answer}");
 
     // The brokers hold the checkpoints: after a restart nothing is handed out again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(side.shutdown(Duration::from_secs(10)).await);
     let again = consumer(&broker_url, &no_app, "puller-2", "pulled", ProducerSettings::default()).await;
-    let (_, page) = http(http::Method::GET, &format!("http://{}/v1/next?max=10&waitMs=3000", again.addr), "").await;
+    let (_, page) =
+        request_json(http::Method::GET, &format!("http://{}/v1/next?max=10&waitMs=3000", again.addr), "").await;
     assert_eq!(page["records"].as_array().unwrap().len(), 0, "{page}");
     assert!(again.shutdown(Duration::from_secs(10)).await);
 }

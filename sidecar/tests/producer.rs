@@ -4,22 +4,14 @@
 //! buffered while the brokers are down are retried until they come back, also through a
 //! shutdown.
 
+mod common;
+
 use aws_sdk_kinesis::primitives::Blob;
+use common::{request, request_json, sdk, shard_records, wait_active};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use streamfabric_sidecar::{ProducerSettings, SidecarSettings};
-
-fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "sidecar-tests"))
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
 
 async fn sidecar(broker: &str) -> streamfabric_sidecar::Running {
     streamfabric_sidecar::start(SidecarSettings {
@@ -42,41 +34,15 @@ async fn broker_on(dir: &std::path::Path, listen: SocketAddr) -> streamfabric_br
 
 async fn create_active(k: &aws_sdk_kinesis::Client, stream: &str, shards: i32) {
     k.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
-    for _ in 0..200 {
-        let d = k.describe_stream_summary().stream_name(stream).send().await.unwrap();
-        if d.stream_description_summary.unwrap().stream_status.as_str() == "ACTIVE" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{stream} did not become ACTIVE");
+    wait_active(k, stream).await;
 }
 
 /// Every record of `stream`, read straight from the broker: data -> [(shard, sequence)].
 async fn stored(k: &aws_sdk_kinesis::Client, stream: &str) -> BTreeMap<Vec<u8>, Vec<(String, String)>> {
     let mut out: BTreeMap<Vec<u8>, Vec<(String, String)>> = BTreeMap::new();
-    let shards = k.list_shards().stream_name(stream).send().await.unwrap().shards.unwrap_or_default();
-    for shard in shards {
-        let mut it = k
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(&shard.shard_id)
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(i) = it {
-            let page = k.get_records().shard_iterator(i).limit(10_000).send().await.unwrap();
-            for r in &page.records {
-                out.entry(r.data.as_ref().to_vec())
-                    .or_default()
-                    .push((shard.shard_id.clone(), r.sequence_number.clone()));
-            }
-            if page.records.is_empty() && page.millis_behind_latest == Some(0) {
-                break;
-            }
-            it = page.next_shard_iterator;
+    for (shard, _, _, records) in shard_records(k, stream).await {
+        for (sequence, _, data) in records {
+            out.entry(data.to_vec()).or_default().push((shard.clone(), sequence));
         }
     }
     out
@@ -219,52 +185,7 @@ async fn records_buffered_while_the_broker_is_down_are_retried_until_it_is_back(
 }
 
 async fn post(url: &str, body: &'static str) -> (u16, serde_json::Value) {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let request = http::Request::post(url).body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
-}
-
-type ShardRecords = (String, u128, u128, Vec<(String, String, bytes::Bytes)>);
-
-/// Every record of `stream` with its shard's hash key range: (shard, start, end, [(sequence, key, data)]).
-async fn stored_by_shard(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<ShardRecords> {
-    let mut out = Vec::new();
-    let shards = k.list_shards().stream_name(stream).send().await.unwrap().shards.unwrap_or_default();
-    for shard in shards {
-        let range = shard.hash_key_range.unwrap();
-        let (start, end) = (range.starting_hash_key.parse().unwrap(), range.ending_hash_key.parse().unwrap());
-        let mut records = Vec::new();
-        let mut it = k
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(&shard.shard_id)
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(i) = it {
-            let page = k.get_records().shard_iterator(i).limit(10_000).send().await.unwrap();
-            records.extend(page.records.iter().map(|r| {
-                (
-                    r.sequence_number.clone(),
-                    r.partition_key().unwrap_or_default().to_string(),
-                    bytes::Bytes::copy_from_slice(r.data.as_ref()),
-                )
-            }));
-            if page.records.is_empty() && page.millis_behind_latest == Some(0) {
-                break;
-            }
-            it = page.next_shard_iterator;
-        }
-        out.push((shard.shard_id, start, end, records));
-    }
-    out
+    request_json(http::Method::POST, url, body).await
 }
 
 /// Aggregation: records of one shard share KPL aggregates; de-aggregated, every acknowledged
@@ -361,7 +282,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
     // De-aggregate as a consumer does: sub-records outside the shard's range are dropped.
     let mut found: BTreeMap<String, Vec<(String, String, usize)>> = BTreeMap::new();
     let (mut kinesis_records, mut user_records, mut dropped) = (0, 0, 0);
-    for (shard, start, end, records) in stored_by_shard(&direct, "agg").await {
+    for (shard, start, end, records) in shard_records(&direct, "agg").await {
         for (sequence, key, data) in records {
             kinesis_records += 1;
             // A record alone in its shard's batch goes as it is, as with the KPL.
@@ -484,9 +405,5 @@ async fn fire_and_forget_answers_at_once_bounds_its_buffer_and_stores_everything
 }
 
 async fn get(url: &str) -> String {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let response = client.get(url.parse().unwrap()).await.unwrap();
-    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    request(http::Method::GET, url, "").await.1
 }

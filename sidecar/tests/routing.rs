@@ -3,21 +3,13 @@
 //! there, so no broker forwards any: the brokers together receive exactly the PutRecords
 //! the sidecar sent, each of them some. Every record is stored once, where answered.
 
+mod common;
+
 use aws_sdk_kinesis::primitives::Blob;
+use common::{request, sdk, shard_records};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use streamfabric_sidecar::{ProducerSettings, SidecarSettings};
-
-fn sdk(endpoint: &str) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "sidecar-tests"))
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
 
 async fn clustered(store: &std::path::Path, dir: &std::path::Path, id: &str) -> streamfabric_broker::Running {
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -32,12 +24,7 @@ async fn clustered(store: &std::path::Path, dir: &std::path::Path, id: &str) -> 
 
 /// PutRecords requests a broker received (its own and forwarded ones alike).
 async fn put_records_received(broker: &streamfabric_broker::Running) -> u64 {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let url = format!("http://{}/metrics", broker.admin_addr);
-    let response = client.get(url.parse().unwrap()).await.unwrap();
-    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let (_, text) = request(http::Method::GET, &format!("http://{}/metrics", broker.admin_addr), "").await;
     text.lines()
         .filter(|l| l.starts_with("streamfabric_requests_total{") && l.contains("operation=\"PutRecords\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -140,29 +127,12 @@ async fn records_go_straight_to_the_broker_serving_their_shard() {
 
     // Stored once each, where answered (read through any broker).
     let mut seen: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    let shards = direct.list_shards().stream_name("routed").send().await.unwrap().shards.unwrap_or_default();
-    for shard in shards {
-        let mut it = direct
-            .get_shard_iterator()
-            .stream_name("routed")
-            .shard_id(&shard.shard_id)
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        while let Some(i) = it {
-            let page = direct.get_records().shard_iterator(i).limit(10_000).send().await.unwrap();
-            for r in &page.records {
-                let data = String::from_utf8(r.data.as_ref().to_vec()).unwrap();
-                if data != "warm" {
-                    seen.entry(data).or_default().push((shard.shard_id.clone(), r.sequence_number.clone()));
-                }
+    for (shard, _, _, records) in shard_records(&direct, "routed").await {
+        for (sequence, _, data) in records {
+            let data = String::from_utf8(data.to_vec()).unwrap();
+            if data != "warm" {
+                seen.entry(data).or_default().push((shard.clone(), sequence));
             }
-            if page.records.is_empty() && page.millis_behind_latest == Some(0) {
-                break;
-            }
-            it = page.next_shard_iterator;
         }
     }
     let seen: BTreeMap<String, (String, String)> = seen

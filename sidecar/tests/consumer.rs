@@ -9,7 +9,7 @@ mod common;
 use aws_sdk_kinesis::primitives::Blob;
 use base64::Engine;
 use bytes::Bytes;
-use common::{request_json, sdk, wait_active};
+use common::{broker_with_stream, request_json, sdk, wait_active};
 use http_body_util::{BodyExt, Full};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,13 +139,7 @@ async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let broker = streamfabric_broker::start(config).await.unwrap();
-    let broker_url = format!("http://{}", broker.api_addr);
-    let direct = sdk(&broker_url);
-    direct.create_stream().stream_name("orders").shard_count(4).send().await.unwrap();
-    wait_active(&direct, "orders").await;
+    let (_broker, broker_url, direct) = broker_with_stream(dir.path(), "orders", 4).await;
     put(&direct, "orders", "a", 2_000).await;
 
     // The application refuses its first three batches: they are retried, not lost.
@@ -254,13 +248,7 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregated_records_are_delivered_as_their_user_records() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let broker = streamfabric_broker::start(config).await.unwrap();
-    let broker_url = format!("http://{}", broker.api_addr);
-    let direct = sdk(&broker_url);
-    direct.create_stream().stream_name("agg").shard_count(2).send().await.unwrap();
-    wait_active(&direct, "agg").await;
+    let (_broker, broker_url, _) = broker_with_stream(dir.path(), "agg", 2).await;
     let app = app(0).await;
     let producer =
         ProducerSettings { aggregate: true, max_buffered_time: Duration::from_millis(20), ..Default::default() };
@@ -284,13 +272,7 @@ async fn aggregated_records_are_delivered_as_their_user_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_delivers_exactly_the_matching_records_and_checkpoints_past_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let broker = streamfabric_broker::start(config).await.unwrap();
-    let broker_url = format!("http://{}", broker.api_addr);
-    let direct = sdk(&broker_url);
-    direct.create_stream().stream_name("json").shard_count(2).send().await.unwrap();
-    wait_active(&direct, "json").await;
+    let (_broker, broker_url, direct) = broker_with_stream(dir.path(), "json", 2).await;
     let entries: Vec<_> = (0..400)
         .map(|i| {
             let kind = if i % 4 == 0 { "refund" } else { "sale" };
@@ -341,13 +323,7 @@ async fn a_filter_delivers_exactly_the_matching_records_and_checkpoints_past_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    let broker = streamfabric_broker::start(config).await.unwrap();
-    let broker_url = format!("http://{}", broker.api_addr);
-    let direct = sdk(&broker_url);
-    direct.create_stream().stream_name("pulled").shard_count(2).send().await.unwrap();
-    wait_active(&direct, "pulled").await;
+    let (_broker, broker_url, direct) = broker_with_stream(dir.path(), "pulled", 2).await;
     put(&direct, "pulled", "p", 600).await;
     let no_app = App { url: String::new(), delivered: Arc::default() };
     let producer = ProducerSettings { max_buffered_time: Duration::from_millis(5), ..Default::default() };

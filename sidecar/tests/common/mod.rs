@@ -28,6 +28,23 @@ pub async fn wait_active(k: &aws_sdk_kinesis::Client, stream: &str) {
     panic!("{stream} did not become ACTIVE");
 }
 
+/// A broker in process on a free port with `stream` created and ACTIVE: the broker, its
+/// URL and a client of it.
+pub async fn broker_with_stream(
+    dir: &std::path::Path,
+    stream: &str,
+    shards: i32,
+) -> (streamfabric_broker::Running, String, aws_sdk_kinesis::Client) {
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let url = format!("http://{}", broker.api_addr);
+    let client = sdk(&url);
+    client.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
+    wait_active(&client, stream).await;
+    (broker, url, client)
+}
+
 /// One shard's records as stored: (shard id, hash key range start, end, [(sequence, key, data)]).
 pub type ShardRecords = (String, u128, u128, Vec<(String, String, bytes::Bytes)>);
 

@@ -338,7 +338,8 @@ impl Broker {
             broker.tiers.local_retention_pass(&broker.catalog).await;
             true
         });
-        self.every(self.config.retention_check, false, |broker| async move {
+        // Not at start either: `open` enforced retention and finished the deletions it found.
+        self.every(self.config.retention_check, true, |broker| async move {
             if broker.writes_catalog() {
                 broker.deletions.finish_all();
             }

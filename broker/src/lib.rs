@@ -77,6 +77,10 @@ impl Running {
         if !left {
             tracing::warn!("shards not all handed on after {grace:?}; peers take them after the member timeout");
         }
+        // A deletion is finished at the next start if this one is cut short.
+        if tokio::time::timeout(grace, self.broker.deletions.stop()).await.is_err() {
+            tracing::warn!("a stream deletion still running after {grace:?}; the next start finishes it");
+        }
         let uploaded = tokio::time::timeout(grace, self.broker.archive.flush()).await.is_ok();
         if !uploaded {
             tracing::warn!("shutting down with segment uploads still queued; they resume at the next start");

@@ -183,8 +183,9 @@ impl Catalog {
                 std::fs::remove_dir_all(&stream_dir)?;
                 continue;
             }
-            let meta = StreamMeta::load(&path)?;
-            let stream = catalog.open_stream(stream_dir, meta)?;
+            let in_dir = |e: io::Error| io::Error::new(e.kind(), format!("opening {}: {e}", stream_dir.display()));
+            let meta = StreamMeta::load(&path).map_err(in_dir)?;
+            let stream = catalog.open_stream(stream_dir.clone(), meta).map_err(in_dir)?;
             streams.insert(stream.name.clone(), Arc::new(stream));
         }
         *catalog.streams.write().unwrap() = streams;

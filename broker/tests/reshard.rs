@@ -443,3 +443,73 @@ async fn closed_shards_past_retention_are_removed() {
         broker.json("PutRecord", serde_json::json!({"StreamName": "x", "PartitionKey": "a", "Data": "AAAA"})).await;
     assert_eq!(status, 200, "{put}");
 }
+
+/// ListShards' filters after reshards, as the KCL reads them: AT_TRIM_HORIZON gives the
+/// shards open at the trim horizon (here the first ones: every shard is in retention),
+/// AT_LATEST the open ones, AT_TIMESTAMP those open then; each set tiles the hash key
+/// space. FROM_TRIM_HORIZON gives all, FROM_TIMESTAMP all but those closed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_filters_after_reshards_give_whole_hash_key_spaces() {
+    let b = common::start().await;
+    let client = b.sdk();
+    b.create_stream("tree", 4).await;
+    wait_active(&client, "tree").await;
+    let mut between = None;
+    for target in [8, 5] {
+        if target == 5 {
+            // A moment when the 8 were open and no other.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            between = Some(aws_sdk_kinesis::primitives::DateTime::from_millis(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64,
+            ));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        client
+            .update_shard_count()
+            .stream_name("tree")
+            .target_shard_count(target)
+            .scaling_type(ScalingType::UniformScaling)
+            .send()
+            .await
+            .unwrap();
+        wait_active(&client, "tree").await;
+    }
+    let filtered_at = |kind: &'static str, at: Option<aws_sdk_kinesis::primitives::DateTime>| {
+        let client = client.clone();
+        async move {
+            let filter =
+                aws_sdk_kinesis::types::ShardFilter::builder().r#type(kind.into()).set_timestamp(at).build().unwrap();
+            let out = client.list_shards().stream_name("tree").shard_filter(filter).send().await.unwrap();
+            out.shards().to_vec()
+        }
+    };
+    let filtered = |kind: &'static str| filtered_at(kind, None);
+    let ids = |shards: &[Shard]| shards.iter().map(|s| s.shard_id().to_string()).collect::<Vec<_>>();
+    let all = filtered("FROM_TRIM_HORIZON").await;
+    assert_eq!(ids(&all), ids(&shards(&client, "tree").await));
+    assert!(all.len() > 8, "{} shards after two reshards", all.len());
+    let roots = filtered("AT_TRIM_HORIZON").await;
+    let first: Vec<String> = (0..4).map(|i| format!("shardId-{i:012}")).collect();
+    assert_eq!(ids(&roots), first, "the shards open at the trim horizon");
+    let open = filtered("AT_LATEST").await;
+    assert_eq!(open.len(), 5);
+    let then = filtered_at("AT_TIMESTAMP", between).await;
+    assert_eq!(then.len(), 8, "the shards open between the reshards: {:?}", ids(&then));
+    let since = filtered_at("FROM_TIMESTAMP", between).await;
+    let since_ids = ids(&since);
+    assert!(ids(&then).iter().chain(&ids(&open)).all(|id| since_ids.contains(id)), "{since_ids:?}");
+    assert!(first.iter().all(|id| !since_ids.contains(id)), "none closed before: {since_ids:?}");
+    for (what, set) in [("AT_TRIM_HORIZON", &roots), ("AT_LATEST", &open), ("AT_TIMESTAMP", &then)] {
+        let mut ranges: Vec<(u128, u128)> = set
+            .iter()
+            .map(|s| {
+                let r = s.hash_key_range().unwrap();
+                (r.starting_hash_key().parse().unwrap(), r.ending_hash_key().parse().unwrap())
+            })
+            .collect();
+        ranges.sort();
+        assert_eq!(ranges[0].0, 0, "{what}");
+        assert_eq!(ranges.last().unwrap().1, u128::MAX, "{what}");
+        assert!(ranges.windows(2).all(|w| w[0].1 + 1 == w[1].0), "{what}: a hole or an overlap in {ranges:?}");
+    }
+}

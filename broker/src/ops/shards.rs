@@ -94,7 +94,7 @@ impl Broker {
             }
         };
         let meta = stream.meta();
-        let keep = self.shard_filter(input.shard_filter.as_ref())?;
+        let keep = self.shard_filter(input.shard_filter.as_ref(), &meta.shards)?;
         let mut shards: Vec<&ShardMeta> =
             meta.shards.iter().filter(|s| after.is_none_or(|a| s.index > a)).filter(|s| keep(s)).collect();
         let more = shards.len() > max;
@@ -107,7 +107,7 @@ impl Broker {
     }
 
     /// The predicate of a ShardFilter.
-    fn shard_filter(&self, filter: Option<&ShardFilter>) -> Result<ShardPredicate, ApiError> {
+    fn shard_filter(&self, filter: Option<&ShardFilter>, shards: &[ShardMeta]) -> Result<ShardPredicate, ApiError> {
         let Some(filter) = filter else { return Ok(Box::new(|_| true)) };
         let kind = validate::one_of(
             "shardFilter.type",
@@ -129,13 +129,20 @@ impl Broker {
                     .timestamp
                     .ok_or_else(|| ApiError::invalid(format!("ShardFilter type {kind} requires Timestamp.")))?
                     .millis();
+                // As AWS documents them: started at or before, ended at or after (or open).
                 if kind == "AT_TIMESTAMP" {
-                    Box::new(move |s| s.created_ms <= at && s.closed.is_none_or(|c| c.at_ms > at))
+                    Box::new(move |s| s.created_ms <= at && s.closed.is_none_or(|c| c.at_ms >= at))
                 } else {
                     Box::new(move |s| s.closed.is_none_or(|c| c.at_ms >= at))
                 }
             }
-            // AT_TRIM_HORIZON and FROM_TRIM_HORIZON: every shard that still holds data.
+            // The shards open at the trim horizon: those whose parents are past retention
+            // (no longer listed), or that have none. The KCL builds its lease tree from them.
+            "AT_TRIM_HORIZON" => {
+                let listed: std::collections::HashSet<u64> = shards.iter().map(|s| s.index).collect();
+                Box::new(move |s| [s.parent, s.adjacent_parent].iter().flatten().all(|p| !listed.contains(p)))
+            }
+            // FROM_TRIM_HORIZON: every shard that still holds data.
             _ => Box::new(|_| true),
         })
     }

@@ -80,6 +80,8 @@ lint() {   # lint DESCRIPTION [helm args...]
 }
 lint "default values"
 lint "serviceMonitor on" --set metrics.serviceMonitor.enabled=true
+lint "sidecar injector certificates by cert-manager" --set sidecarInjector.certManager.enabled=true
+lint "no sidecar injector" --set sidecarInjector.enabled=false
 lint "metrics off, no RBAC, existing ServiceAccount" \
     --set metrics.enabled=false --set rbac.create=false \
     --set serviceAccount.create=false --set serviceAccount.name=streamfabric
@@ -136,6 +138,14 @@ if render "$work/all.yaml" "serviceMonitor on, with CRDs" --include-crds \
 fi
 if render "$work/min.yaml" "metrics off" --set metrics.enabled=false; then
     check_yaml "rendered chart, metrics off" "$work/min.yaml"
+fi
+if render "$work/cm.yaml" "webhook certificates by cert-manager" --set sidecarInjector.certManager.enabled=true; then
+    check_yaml "rendered chart, cert-manager" "$work/cm.yaml"
+    if grep -q 'kind: Certificate' "$work/cm.yaml" && grep -q 'cert-manager.io/inject-ca-from' "$work/cm.yaml"; then
+        pass "cert-manager mode renders a Certificate and the CA injection annotation"
+    else
+        fail "cert-manager mode: no Certificate or no cert-manager.io/inject-ca-from"
+    fi
 fi
 check_yaml "crds/datastream.yaml" "$repo/crds/datastream.yaml"
 check_yaml "examples" "$repo"/examples/*.yaml

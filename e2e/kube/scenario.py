@@ -30,6 +30,10 @@
             (a native sidecar: an init container that keeps running), with --aggregate:
             the sidecar sends each shard's aggregates straight to its broker (the pods'
             advertised names) and loadgen --verify reads every record back once, de-aggregated.
+  inject    the operator's webhook adds the sidecar to pods labelled streamfabric.io/inject
+            (settings in annotations): one produces through it (loadgen --verify, aggregated),
+            one consumes through it (loadgen pull: the pull API); an unlabelled pod is untouched;
+            one naming a missing DataStream is admitted without a sidecar, with an Event.
   disruptions  under load, one broker process SIGKILLed (restarts on its volume) and
             another pod deleted (its shards handed over, then back): loadgen --verify.
   lost-volume  a broker pod deleted with its volume claim: every record boto3 wrote before
@@ -625,7 +629,7 @@ class Scenario:
             ours = [f"{i['kind']}/{i['metadata']['name']}" for i in items
                     if not (i["kind"] == "ServiceAccount" and i["metadata"]["name"] == "default")
                     and not (i["kind"] == "ConfigMap" and i["metadata"]["name"] == "kube-root-ca.crt")]
-            cluster = self.kjson("get", "clusterroles,clusterrolebindings", "-l",
+            cluster = self.kjson("get", "clusterroles,clusterrolebindings,mutatingwebhookconfigurations", "-l",
                                  f"app.kubernetes.io/instance={a.release}")["items"]
             ours += [f"{i['kind']}/{i['metadata']['name']}" for i in cluster]
             if ours:
@@ -900,7 +904,101 @@ class Scenario:
             raise Failed(f"the sidecar did not start with aggregation on:\n{logs[-2000:]}")
         log(f"sidecar: {acked} records through the sidecar, aggregated, read back once")
 
-    def run_loadgen(self, name, stream, endpoint, records, seconds, during=None, rate=None, init_containers=None):
+    def webhook_configuration(self):
+        items = self.kjson("get", "mutatingwebhookconfigurations", "-l",
+                           f"app.kubernetes.io/instance={self.a.release}")["items"]
+        if len(items) != 1:
+            raise Failed(f"the chart made {len(items)} MutatingWebhookConfigurations, not 1")
+        return items[0]
+
+    def step_inject(self):
+        """The operator's webhook adds the sidecar to pods labelled streamfabric.io/inject; one
+        produces through it (loadgen --verify, aggregated), another consumes through it (the pull
+        API); an unlabelled pod is untouched; one naming a missing DataStream is admitted
+        without a sidecar, with an Event that says why."""
+        a = self.a
+        if not self.fabric_endpoint:
+            raise Failed("the inject step needs the fabric step's DataStream")
+        config = self.wait("the operator's CA in the webhook configuration",
+                           lambda: self.webhook_configuration()["webhooks"][0]["clientConfig"].get("caBundle"),
+                           a.timeout)
+        log(f"webhook configuration trusts the operator's CA ({len(config)} bytes of PEM, base64)")
+        asks = {"streamfabric.io/inject": "true"}
+
+        def pod(name, labels, annotations, args):
+            return {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": self.ns, "labels": labels, "annotations": annotations},
+                "spec": {"restartPolicy": "Never", "activeDeadlineSeconds": 300,
+                         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532},
+                         "containers": [{"name": "app", "image": a.loadgen_image,
+                                         "imagePullPolicy": a.loadgen_pull_policy, "args": args}]},
+            }
+
+        def sidecar_of(p):
+            return next((c for c in p["spec"].get("initContainers", []) if c["name"] == "streamfabric-sidecar"), None)
+
+        def dry_run(p):
+            return json.loads(self.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(p)))
+
+        # The API server picks a new CA bundle up within moments: dry runs until it calls.
+        probe = pod("e2e-inject-probe", asks, {"streamfabric.io/stream": self.fabric}, ["--help"])
+        self.wait("the API server calls the webhook", lambda: sidecar_of(dry_run(probe)), 60, interval=1)
+        plain = dry_run(pod("e2e-inject-plain", {"app": "plain"}, {"streamfabric.io/stream": self.fabric}, ["--help"]))
+        if plain["spec"].get("initContainers") or plain["spec"]["containers"][0].get("env"):
+            raise Failed(f"a pod without the label was changed: {plain['spec']}")
+
+        # A producer: the application's SDK calls go to 127.0.0.1:4599 (the injected sidecar).
+        acked = self.run_loadgen("e2e-inject-producer", self.fabric, "http://127.0.0.1:4599",
+                                 a.loadgen_records // 2, a.loadgen_seconds // 2,
+                                 labels=asks, annotations={"streamfabric.io/stream": self.fabric,
+                                                           "streamfabric.io/aggregate": "true"})
+        produced = self.kjson("get", "pod", "e2e-inject-producer", "-n", self.ns)
+        env = {e["name"]: e.get("value") for e in sidecar_of(produced).get("env", [])}
+        if env.get("STREAMFABRIC_SIDECAR_BROKER_ENDPOINT") != self.fabric_endpoint or \
+                env.get("STREAMFABRIC_SIDECAR_AGGREGATE") != "true":
+            raise Failed(f"the injected sidecar's settings: {env}")
+
+        # A consumer: the sidecar holds the leases and hands records out on GET /v1/next.
+        name = "e2e-inject-consumer"
+        self.run("kubectl", "delete", "pod", name, "-n", self.ns, "--ignore-not-found", "--wait=true")
+        consumer = pod(name, asks, {"streamfabric.io/stream": self.fabric, "streamfabric.io/roles": "consumer",
+                                    "streamfabric.io/consumer-application": "e2e-inject"},
+                       ["pull", "--endpoint", "http://127.0.0.1:4599", "--min-records", str(acked),
+                        "--timeout-secs", "150"])
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(consumer))
+
+        def finished():
+            p = self.kjson("get", "pod", name, "-n", self.ns)
+            return p if p.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+        p = self.wait(f"pod {name} finished", finished, 240, interval=1)
+        out = self.kubectl("logs", name, "-n", self.ns, "-c", "app")
+        m = re.search(r"^pull records=(\d+) distinct=(\d+) shards=(\d+)", out, re.M)
+        if p["status"]["phase"] != "Succeeded" or not m or int(m.group(2)) < acked:
+            raise Failed(f"{name} {p['status']['phase']}: {out[-2000:]}")
+        log(f"{name}: {m.group(2)} distinct records from {m.group(3)} shards through its sidecar "
+            f"(at least the {acked} just produced)")
+
+        # Asking for a DataStream that is not there: admitted as it is, and told why.
+        lost = "e2e-inject-lost"
+        self.run("kubectl", "delete", "pod", lost, "-n", self.ns, "--ignore-not-found", "--wait=true")
+        created = json.loads(self.kubectl("create", "-o", "json", "-f", "-",
+                                          stdin=json.dumps(pod(lost, asks, {"streamfabric.io/stream": "nope"},
+                                                               ["--help"]))))
+        if sidecar_of(created):
+            raise Failed("a pod naming a missing DataStream got a sidecar")
+
+        def told():
+            events = self.kjson("get", "events.events.k8s.io", "-n", self.ns)["items"]
+            return next((e.get("note") for e in events if e.get("reason") == "SidecarNotInjected"
+                         and (e.get("regarding") or {}).get("name") == lost), None)
+        note = self.wait("an Event about the pod without its sidecar", told, 30)
+        log(f"{lost}: admitted without a sidecar, Event: {note}")
+        for pod_name in (lost, name, "e2e-inject-producer"):
+            self.run("kubectl", "delete", "pod", pod_name, "-n", self.ns, "--ignore-not-found", "--wait=false")
+
+    def run_loadgen(self, name, stream, endpoint, records, seconds, during=None, rate=None, init_containers=None,
+                    labels=None, annotations=None):
         """A pod running `streamfabric-loadgen run --verify` against endpoint: every acknowledged
         record must come back exactly once (a second copy only of a record sent again after
         a request whose outcome was unknown, as with any Kinesis producer that retries).
@@ -910,7 +1008,8 @@ class Scenario:
         self.run("kubectl", "delete", "pod", name, "-n", self.ns, "--ignore-not-found", "--wait=true")
         pod = {
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.ns, "labels": {"app": "e2e-loadgen"}},
+            "metadata": {"name": name, "namespace": self.ns, "labels": {"app": "e2e-loadgen", **(labels or {})},
+                         "annotations": annotations or {}},
             "spec": {
                 "restartPolicy": "Never",
                 "activeDeadlineSeconds": seconds + 180,
@@ -986,6 +1085,7 @@ class Scenario:
                  ("invalid", self.step_invalid), ("degraded", self.step_degraded),
                  ("pending", self.step_pending),
                  ("minio", self.step_minio), ("fabric", self.step_fabric), ("sidecar", self.step_sidecar),
+                 ("inject", self.step_inject),
                  ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),
                  ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe),
                  ("delete", self.step_delete), ("uninstall", self.step_uninstall)]

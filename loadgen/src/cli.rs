@@ -1,5 +1,5 @@
 //! Command line: `run` (put, optionally drain/verify, report), `probe` (outage windows per
-//! shard) and `null-server`.
+//! shard), `pull` (consume through a sidecar) and `null-server`.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -41,6 +41,24 @@ pub enum Command {
     /// Put one small record to every open shard each interval and report how long each shard
     /// was unwritable (outage windows, p50/p99/max), e.g. while brokers hand shards over.
     Probe(ProbeArgs),
+    /// Consume through a streamfabric sidecar's pull API (GET /v1/next, then POST
+    /// /v1/checkpoint of each shard's last record), as an application beside it does, until
+    /// `--min-records` distinct records came. Report: `pull records=.. distinct=.. shards=..`;
+    /// exit status 1 when fewer came within `--timeout-secs`.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// The sidecar's endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:4599")]
+    pub endpoint: String,
+    /// Stop once this many distinct records (shard, sequence and sub-sequence number) came.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_records: u64,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -168,12 +168,6 @@ impl Connection {
 
     /// Send an encoded body; a 2xx answer's body comes back, anything else is an error.
     pub async fn call_raw(&mut self, op: Operation, body: Vec<u8>) -> Result<Bytes, CallError> {
-        // Servers close idle keep-alive connections (node's default is 5 s); nothing was in
-        // flight on a closed one, so reopening is safe for every operation.
-        if self.broken || self.sender.is_closed() {
-            self.sender = handshake(&self.endpoint, self.timeout).await?;
-            self.broken = false;
-        }
         let now = unix_seconds();
         if now != self.auth.second {
             self.auth = AuthHeaders::at(now);
@@ -188,6 +182,28 @@ impl Connection {
             .header(AUTHORIZATION, self.auth.authorization.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
+        self.send(request).await
+    }
+
+    /// A plain HTTP call (not the Kinesis API: the sidecar's pull API); JSON either way.
+    pub async fn http(&mut self, method: Method, path: &str, body: Vec<u8>) -> Result<Bytes, CallError> {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
+        self.send(request).await
+    }
+
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Bytes, CallError> {
+        // Servers close idle keep-alive connections (node's default is 5 s); nothing was in
+        // flight on a closed one, so reopening is safe for every operation.
+        if self.broken || self.sender.is_closed() {
+            self.sender = handshake(&self.endpoint, self.timeout).await?;
+            self.broken = false;
+        }
         let exchange = async {
             self.sender.ready().await.map_err(|e| CallError::Transport(e.to_string()))?;
             let response = self.sender.send_request(request).await.map_err(|e| CallError::Transport(e.to_string()))?;

@@ -7,6 +7,7 @@ mod drain;
 mod null_server;
 mod probe;
 mod procstat;
+mod pull;
 mod run;
 mod stats;
 mod stream;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::NullServer(args) => runtime.block_on(null_server::serve(args)).map(|()| run::Outcome::Success),
         Command::Probe(args) => runtime.block_on(probe::probe(args)).map(|()| run::Outcome::Success),
+        Command::Pull(args) => runtime.block_on(pull::pull(args)).map(|()| run::Outcome::Success),
     };
     // Worker tasks aborted on an error may still hold connections; do not wait for them.
     runtime.shutdown_background();

@@ -12,6 +12,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod status;
 pub mod throughput;
+pub mod webhook;
 
 #[cfg(test)]
 mod fixtures;

@@ -3,7 +3,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use streamfabric_operator::{admin, controller, leader, metrics::Metrics};
+use streamfabric_operator::{admin, controller, leader, metrics::Metrics, webhook};
 
 /// streamfabric's operator: reconciles DataStream resources into broker StatefulSets.
 #[derive(Parser)]
@@ -39,7 +39,40 @@ struct Args {
     /// This replica's name in the Lease (default: the pod name, else the host name).
     #[arg(long, env = "POD_NAME")]
     leader_election_identity: Option<String>,
+
+    /// Serve the sidecar injection webhook (HTTPS, path /mutate-pods) here; unset: not served.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_LISTEN")]
+    webhook_listen: Option<SocketAddr>,
+
+    /// Who writes the webhook's certificate Secret: `managed` (the operator: its own CA,
+    /// renewed, trusted by the webhook configuration) or `external` (cert-manager, which
+    /// also injects the CA bundle).
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_CERTS", default_value = "managed", value_parser = ["managed", "external"])]
+    webhook_certs: String,
+
+    /// The Secret (in the operator's namespace) with the webhook's certificate.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_SECRET", default_value = "streamfabric-webhook-tls")]
+    webhook_secret: String,
+
+    /// The Service the API server calls the webhook through (the certificate's names).
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_SERVICE", default_value = "streamfabric-webhook")]
+    webhook_service: String,
+
+    /// The MutatingWebhookConfiguration whose CA bundle a managed certificate keeps.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_CONFIGURATION", default_value = "streamfabric-sidecar-injector")]
+    webhook_configuration: String,
+
+    /// How long the webhook certificates the operator issues are valid (renewed with a
+    /// third left).
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_CERT_VALIDITY", default_value = "2160h", value_parser = streamfabric_api::settings::parse_duration)]
+    webhook_cert_validity: std::time::Duration,
+
+    /// The image of the sidecar the webhook adds.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
+    sidecar_image: String,
 }
+
+const DEFAULT_SIDECAR_IMAGE: &str = concat!("ghcr.io/streamfabric/sidecar:", env!("CARGO_PKG_VERSION"));
 
 const LEASE_NAME: &str = "streamfabric-operator";
 
@@ -94,6 +127,32 @@ async fn main() -> std::process::ExitCode {
     metrics.crd_served.set(1);
     tokio::spawn(admin::serve(listener, metrics.clone()));
     tokio::spawn(admin::watch_crd(client.clone(), metrics.clone(), CRD_NAME, std::time::Duration::from_secs(10)));
+    let namespace = args.leader_election_namespace.clone().unwrap_or_else(own_namespace);
+    // Every replica serves the webhook, leader or not.
+    if let Some(addr) = args.webhook_listen {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("streamfabric-operator: cannot listen on {addr} for the webhook: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let settings = webhook::WebhookSettings {
+            certs: webhook::certs::CertSettings {
+                namespace: namespace.clone(),
+                secret: args.webhook_secret.clone(),
+                service: args.webhook_service.clone(),
+                webhook_configuration: args.webhook_configuration.clone(),
+                managed: args.webhook_certs == "managed",
+                validity: args.webhook_cert_validity,
+            },
+            sidecar_image: args.sidecar_image.clone(),
+            endpoint_template: args.broker_endpoint_template.clone(),
+            check_every: std::time::Duration::from_secs(60),
+        };
+        webhook::spawn(client.clone(), listener, settings, metrics.clone());
+        tracing::info!(webhook = %addr, sidecar = %args.sidecar_image, "sidecar injection webhook serving");
+    }
     tracing::info!(metrics = %args.metrics_listen, "streamfabric operator running");
     let endpoints = controller::BrokerEndpoints {
         api: args.broker_endpoint_template,
@@ -106,7 +165,7 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     let election = leader::Election {
-        namespace: args.leader_election_namespace.unwrap_or_else(own_namespace),
+        namespace,
         name: LEASE_NAME.into(),
         identity: args.leader_election_identity.unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname").map_or("operator".into(), |h| h.trim().to_string())

@@ -12,6 +12,11 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// 1 while the API server serves the DataStream CRD; /readyz follows it.
     pub crd_served: IntGauge,
+    /// Admission reviews the sidecar webhook answered, by result (injected, untouched,
+    /// refused: admitted without a sidecar, invalid).
+    pub webhook_reviews: IntCounterVec,
+    /// Pods labelled for a sidecar that run without one (the webhook was down, or refused).
+    pub pods_without_sidecar: IntGauge,
 }
 
 impl Metrics {
@@ -40,7 +45,21 @@ impl Metrics {
         let crd_served =
             IntGauge::new("streamfabric_operator_crd_served", "1 while the API server serves the DataStream CRD")
                 .unwrap();
-        for m in [&reconciles, &failures, &decisions] {
+        let webhook_reviews = IntCounterVec::new(
+            Opts::new("streamfabric_operator_webhook_reviews_total", "Admission reviews of pods, by result"),
+            &["result"],
+        )
+        .unwrap();
+        let pods_without_sidecar = IntGauge::new(
+            "streamfabric_operator_pods_without_sidecar",
+            "Pods labelled streamfabric.io/inject=true that run without the sidecar",
+        )
+        .unwrap();
+        registry.register(Box::new(pods_without_sidecar.clone())).unwrap();
+        for result in ["injected", "untouched", "refused", "invalid"] {
+            webhook_reviews.with_label_values(&[result]);
+        }
+        for m in [&reconciles, &failures, &decisions, &webhook_reviews] {
             registry.register(Box::new(m.clone())).unwrap();
         }
         registry.register(Box::new(reconcile_seconds.clone())).unwrap();
@@ -49,7 +68,17 @@ impl Metrics {
         // Series present from the start (at zero), not only after the first reconcile.
         reconciles.with_label_values(&["DataStream"]);
         reconcile_seconds.with_label_values(&["DataStream"]);
-        Metrics { registry, reconciles, failures, reconcile_seconds, decisions, leader, crd_served }
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            reconcile_seconds,
+            decisions,
+            leader,
+            crd_served,
+            webhook_reviews,
+            pods_without_sidecar,
+        }
     }
 
     pub fn render(&self) -> Vec<u8> {

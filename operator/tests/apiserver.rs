@@ -393,3 +393,186 @@ async fn readiness_follows_whether_the_api_server_serves_the_crd() {
         watch.abort();
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a real API server; run scripts/e2e-operator"]
+async fn the_webhook_adds_the_sidecar_to_pods_that_ask_and_admits_the_others_untouched() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Pod;
+    use streamfabric_operator::webhook::{self, certs::CertSettings};
+    let client = client_with_crd().await;
+    let ns = namespace(&client, "sf-webhook").await;
+    let streams: Api<DataStream> = Api::namespaced(client.clone(), &ns);
+    let _ = streams.create(&PostParams::default(), &datastream("orders", json!({"shards": 1}))).await;
+    // What the controller manager (not run here) would create; pods wait for it.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let _ = accounts
+        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap())
+        .await;
+
+    // The API server calls the webhook by URL here (no Service routes to this process):
+    // `localhost` as the "service" makes it one of the certificate's names.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let name = "sf-test-injector";
+    let _ = configs.delete(name, &DeleteParams::default()).await;
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "sidecar.streamfabric.io",
+            "clientConfig": {"url": format!("https://localhost:{port}{}", webhook::PATH)},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "objectSelector": {"matchLabels": {"streamfabric.io/inject": "true"}},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+            "failurePolicy": "Ignore", "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"], "timeoutSeconds": 5
+        }]
+    });
+    configs.create(&PostParams::default(), &serde_json::from_value(config).unwrap()).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let settings = webhook::WebhookSettings {
+        certs: CertSettings {
+            namespace: ns.clone(),
+            secret: "sf-webhook-tls".into(),
+            service: "localhost".into(),
+            webhook_configuration: name.into(),
+            managed: true,
+            validity: Duration::from_secs(90 * 24 * 3600),
+        },
+        sidecar_image: "ghcr.io/streamfabric/sidecar:test".into(),
+        endpoint_template: "http://{name}.{namespace}.svc:4567".into(),
+        check_every: Duration::from_millis(500),
+    };
+    webhook::spawn(client.clone(), listener, settings, metrics.clone());
+    eventually("the configuration trusts the operator's CA", || async {
+        let c = configs.get(name).await.ok()?;
+        c.webhooks?[0].client_config.ca_bundle.is_some().then_some(())
+    })
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        }))
+        .unwrap()
+    };
+    let sidecar_of =
+        |p: &Pod| p.spec.as_ref()?.init_containers.as_ref()?.iter().find(|c| c.name == "streamfabric-sidecar").cloned();
+    let asks = json!({"streamfabric.io/inject": "true"});
+    let producer_consumer = json!({
+        "streamfabric.io/stream": "orders", "streamfabric.io/roles": "producer,consumer",
+        "streamfabric.io/consumer-application": "billing", "streamfabric.io/aggregate": "true"
+    });
+    // The API server picks the new CA bundle up within a moment; dry runs until it has.
+    let dry = PostParams { dry_run: true, ..PostParams::default() };
+    eventually("the API server calls the webhook", || async {
+        let p = pods.create(&dry, &pod("probe", asks.clone(), producer_consumer.clone())).await.ok()?;
+        sidecar_of(&p).map(|_| ())
+    })
+    .await;
+
+    let injected =
+        pods.create(&PostParams::default(), &pod("producer", asks.clone(), producer_consumer)).await.unwrap();
+    let sidecar = sidecar_of(&injected).expect("the sidecar is added");
+    let env: std::collections::BTreeMap<String, Option<String>> =
+        sidecar.env.unwrap().into_iter().map(|e| (e.name, e.value)).collect();
+    assert_eq!(sidecar.image.as_deref(), Some("ghcr.io/streamfabric/sidecar:test"));
+    assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(env["STREAMFABRIC_SIDECAR_BROKER_ENDPOINT"].as_deref(), Some("http://orders.sf-webhook.svc:4567"));
+    assert_eq!(env["STREAMFABRIC_SIDECAR_CONSUMER_STREAM"].as_deref(), Some("orders"));
+    assert_eq!(env["STREAMFABRIC_SIDECAR_CONSUMER_APPLICATION"].as_deref(), Some("billing"));
+    assert_eq!(env["STREAMFABRIC_SIDECAR_AGGREGATE"].as_deref(), Some("true"));
+    let app_env = injected.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+    assert!(
+        app_env
+            .iter()
+            .any(|e| e.name == "AWS_ENDPOINT_URL_KINESIS" && e.value.as_deref() == Some("http://127.0.0.1:4599"))
+    );
+
+    let plain = pods.create(&PostParams::default(), &pod("plain", json!({"app": "x"}), json!({}))).await.unwrap();
+    assert!(plain.spec.as_ref().unwrap().init_containers.is_none(), "a pod that does not ask is untouched");
+    assert!(plain.spec.as_ref().unwrap().containers[0].env.is_none());
+
+    // Asking for a stream that is not there, or with a setting the sidecar refuses: the pod
+    // is admitted as it is, and an Event says why.
+    let missing = json!({"streamfabric.io/stream": "nope"});
+    let lost = pods.create(&PostParams::default(), &pod("lost", asks.clone(), missing)).await.unwrap();
+    assert!(sidecar_of(&lost).is_none());
+    let bad = json!({"streamfabric.io/stream": "orders", "streamfabric.io/sample-keys": "2"});
+    let refused = pods.create(&PostParams::default(), &pod("refused", asks.clone(), bad)).await.unwrap();
+    assert!(sidecar_of(&refused).is_none());
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    for (pod, says) in [("lost", "no DataStream \"nope\""), ("refused", "--sample-keys")] {
+        eventually(&format!("an Event about {pod}"), || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("SidecarNotInjected")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+                        && e.note.as_deref().is_some_and(|n| n.contains(says))
+                })
+                .map(|_| ())
+        })
+        .await;
+    }
+    eventually("the two pods without their sidecar are counted", || async {
+        (metrics.pods_without_sidecar.get() == 2).then_some(())
+    })
+    .await;
+    assert!(metrics.webhook_reviews.with_label_values(&["injected"]).get() >= 2);
+    assert_eq!(metrics.webhook_reviews.with_label_values(&["refused"]).get(), 2);
+
+    // Rotation: a serving certificate near its end is renewed from the same CA; the API
+    // server goes on trusting the webhook.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let before = secrets.get("sf-webhook-tls").await.unwrap();
+    let crt = |s: &Secret| s.data.as_ref().unwrap()["tls.crt"].0.clone();
+    let ca = |s: &Secret| s.data.as_ref().unwrap()["ca.crt"].0.clone();
+    let expiring = json!({"metadata": {"annotations": {"streamfabric.io/not-after": "2000-01-01T00:00:00Z"}}});
+    secrets.patch("sf-webhook-tls", &PatchParams::default(), &Patch::Merge(&expiring)).await.unwrap();
+    let after = eventually("the serving certificate is renewed", || async {
+        let s = secrets.get("sf-webhook-tls").await.ok()?;
+        (crt(&s) != crt(&before)).then_some(s)
+    })
+    .await;
+    assert_eq!(ca(&after), ca(&before), "the same CA");
+    eventually("a new connection is served the renewed certificate", || async {
+        use rustls_pki_types::pem::PemObject;
+        let renewed = rustls_pki_types::CertificateDer::from_pem_slice(&crt(&after)).ok()?;
+        (served_certificate(port, &ca(&after)).await? == renewed.to_vec()).then_some(())
+    })
+    .await;
+    eventually("the renewed certificate is served and trusted", || async {
+        let p =
+            pods.create(&dry, &pod("probe", asks.clone(), json!({"streamfabric.io/stream": "orders"}))).await.ok()?;
+        sidecar_of(&p).map(|_| ())
+    })
+    .await;
+    let owners = after.metadata.owner_references.unwrap_or_default();
+    assert!(owners.iter().any(|o| o.kind == "MutatingWebhookConfiguration" && o.name == name), "{owners:?}");
+    configs.delete(name, &DeleteParams::default()).await.unwrap();
+}
+
+/// The certificate (DER) the webhook on `port` presents to a new TLS connection that trusts `ca_pem`.
+async fn served_certificate(port: u16, ca_pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(ca.ok()?).ok()?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
+    Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
+}

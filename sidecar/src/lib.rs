@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod broker;
+pub mod cli;
 pub mod consumer;
 pub mod metrics;
 pub mod producer;

@@ -1,5 +1,5 @@
 //! The consumer through the sidecar, against a real broker in process and an application
-//! that takes batches over HTTP: two workers of one application share the shards, follow a
+//! that takes batches over HTTP: three workers of one application share the shards, follow a
 //! reshard (parents before children), survive a worker's death (its leases move after the
 //! failover time), retry a failing application, checkpoint what was delivered and release
 //! their leases on shutdown; aggregates from the producer arrive as their user records.
@@ -25,20 +25,28 @@ type Delivered = (String, String, String, u64, String, String);
 struct App {
     url: String,
     delivered: Arc<Mutex<Vec<Delivered>>>,
+    /// Per shard: batches being processed now, and the most at once.
+    in_flight: Arc<Mutex<HashMap<String, (usize, usize)>>>,
 }
 
 async fn app(refuse: usize) -> App {
+    slow_app(refuse, Duration::ZERO).await
+}
+
+/// An application that takes `processing` over each batch.
+async fn slow_app(refuse: usize, processing: Duration) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
+    let in_flight: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
     let refused = Arc::new(AtomicUsize::new(0));
-    let sink = delivered.clone();
+    let (sink, flights) = (delivered.clone(), in_flight.clone());
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let (sink, refused) = (sink.clone(), refused.clone());
+            let (sink, refused, flights) = (sink.clone(), refused.clone(), flights.clone());
             let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let (sink, refused) = (sink.clone(), refused.clone());
+                let (sink, refused, flights) = (sink.clone(), refused.clone(), flights.clone());
                 async move {
                     let worker = req.uri().path().trim_start_matches('/').to_string();
                     let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -49,6 +57,16 @@ async fn app(refuse: usize) -> App {
                     }
                     let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
                     let shard = batch["shardId"].as_str().unwrap().to_string();
+                    if !processing.is_zero() {
+                        {
+                            let mut f = flights.lock().unwrap();
+                            let (now, peak) = f.entry(shard.clone()).or_default();
+                            *now += 1;
+                            *peak = (*peak).max(*now);
+                        }
+                        tokio::time::sleep(processing).await;
+                        flights.lock().unwrap().get_mut(&shard).unwrap().0 -= 1;
+                    }
                     let mut sink = sink.lock().unwrap();
                     for r in batch["records"].as_array().unwrap() {
                         let data =
@@ -72,7 +90,7 @@ async fn app(refuse: usize) -> App {
             );
         }
     });
-    App { url, delivered }
+    App { url, delivered, in_flight }
 }
 
 async fn consumer(
@@ -111,6 +129,42 @@ async fn consumer_sampling(
     .unwrap()
 }
 
+/// Several batches of a shard in flight at once: each page split by key, every key's
+/// records still delivered in order, every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_batches_of_a_shard_are_in_flight_at_once_each_key_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, broker_url, direct) = broker_with_stream(dir.path(), "orders", 1).await;
+    put(&direct, "orders", "a", 3_000).await;
+    let app = slow_app(0, Duration::from_millis(100)).await;
+    let mut settings = ConsumerSettings::new("billing", "orders", "w1", Some(&format!("{}/w1", app.url)));
+    settings.batches_in_flight = 4;
+    settings.max_records = 500;
+    let worker = streamfabric_sidecar::start(SidecarSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_endpoint: broker_url.clone(),
+        broker_timeout: Duration::from_secs(5),
+        admin_listen: None,
+        producer: ProducerSettings::default(),
+        consumer: Some(settings),
+    })
+    .await
+    .unwrap();
+    wait_for("every record delivered", 60, || app.delivered.lock().unwrap().len() >= 3_000).await;
+    let peak = app.in_flight.lock().unwrap()["shardId-000000000000"].1;
+    assert_eq!(peak, 4, "four batches of the one shard at once");
+    let delivered = app.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 3_000, "each record once");
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for r in &delivered {
+        let i: usize = r.5.strip_prefix("a-").unwrap().parse().unwrap();
+        if let Some(before) = last.insert(r.4.clone(), i) {
+            assert!(before < i, "{}: {before} delivered before {i}", r.4);
+        }
+    }
+    assert!(worker.shutdown(Duration::from_secs(10)).await);
+}
+
 async fn put(k: &aws_sdk_kinesis::Client, stream: &str, prefix: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let entries = chunk
@@ -146,6 +200,7 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     let app = app(3).await;
     let w1 = consumer(&broker_url, &app, "w1", "orders", ProducerSettings::default()).await;
     let w2 = consumer(&broker_url, &app, "w2", "orders", ProducerSettings::default()).await;
+    let w3 = consumer(&broker_url, &app, "w3", "orders", ProducerSettings::default()).await;
     // A reshard while the parents are being read: their children's records come after.
     direct
         .update_shard_count()
@@ -162,7 +217,7 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     };
     wait_for("half the records delivered", 60, || distinct(&app.delivered) >= 2_000).await;
 
-    // Both workers hold leases (the fair share: the second steals from the first).
+    // The three workers hold leases (the fair share: later ones steal from the first).
     let leases = LeasesClient::new(&broker_url).unwrap();
     let owners = || async {
         let all = leases.list_leases("billing", "orders").await.unwrap();
@@ -175,7 +230,7 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let by = owners().await;
-        if by.get("w1").is_some_and(|&n| n > 0) && by.get("w2").is_some_and(|&n| n > 0) {
+        if ["w1", "w2", "w3"].iter().all(|w| by.get(*w).is_some_and(|&n| n > 0)) {
             break;
         }
         assert!(Instant::now() < deadline, "leases not shared: {by:?}");
@@ -183,19 +238,40 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     }
 
     let retries = |r: &streamfabric_sidecar::Running| r.metrics.delivery_retries.get();
-    assert!(retries(&w1) + retries(&w2) >= 3, "the refused batches were delivered again");
+    assert!(retries(&w1) + retries(&w2) + retries(&w3) >= 3, "the refused batches were delivered again");
 
-    // w2 dies without a word: after the failover time w1 takes its leases and reads on.
+    // w2 dies without a word: after the failover time the others take its leases and read on.
     let killed_at = Instant::now();
     w2.consumer.unwrap().kill().await;
+    // Its last checkpoints: only records after them may be delivered twice.
+    let at_death: HashMap<String, u128> = leases
+        .list_leases("billing", "orders")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.lease_owner.as_deref() == Some("w2") && !l.is_finished())
+        .map(|l| (l.lease_key.clone(), l.checkpoint.sequence_number.parse().unwrap_or(0)))
+        .collect();
+    assert!(!at_death.is_empty(), "w2 held leases when it died");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while owners().await.contains_key("w2") {
+        assert!(Instant::now() < deadline, "w2's leases never moved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved = killed_at.elapsed();
+    eprintln!("w2's {} leases moved {moved:?} after its death (failover time 2 s)", at_death.len());
+    // Expired after the failover time since its last renewal (at most a third of it before
+    // the death), then taken at the others' next sync (every third of it): 2.7 s; the
+    // bound leaves room for a loaded machine.
+    assert!(moved <= Duration::from_secs(5), "{moved:?}");
     put(&direct, "orders", "c", 1_000).await;
     wait_for("every record delivered after a worker's death", 60, || distinct(&app.delivered) >= 5_000).await;
     eprintln!("every record delivered {:?} after w2's death", killed_at.elapsed());
     let by = owners().await;
     assert_eq!(
         by.keys().map(String::as_str).collect::<Vec<_>>(),
-        vec!["w1"],
-        "w1 holds every unfinished lease: {by:?}"
+        vec!["w1", "w3"],
+        "w1 and w3 hold every unfinished lease: {by:?}"
     );
 
     // Order per key over the reshard and the death: first deliveries follow the put order
@@ -225,22 +301,36 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     }
     let duplicates = delivered.len() - first_seen.len();
     eprintln!("{} deliveries of 5,000 records ({duplicates} again after the death)", delivered.len());
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    for r in &delivered {
+        *times.entry(&r.5).or_default() += 1;
+    }
+    for r in delivered.iter().filter(|r| times[r.5.as_str()] > 1) {
+        let checkpoint = at_death.get(&r.1);
+        assert!(
+            checkpoint.is_some_and(|c| r.2.parse::<u128>().unwrap() > *c),
+            "{} delivered twice: not after the last checkpoint of a shard w2 held ({:?})",
+            r.5,
+            checkpoint
+        );
+    }
 
     // Shutdown checkpoints and releases: a new worker finds nothing left to deliver.
     assert!(w1.shutdown(Duration::from_secs(10)).await, "stopped in time");
+    assert!(w3.shutdown(Duration::from_secs(10)).await, "stopped in time");
     let all = leases.list_leases("billing", "orders").await.unwrap();
     // (A finished lease w2 had checkpointed at SHARD_END just before its death stays its.)
     let held: Vec<_> = all.iter().filter(|l| l.lease_owner.as_deref().is_some_and(|o| o != "w2")).collect();
-    assert!(held.is_empty(), "every lease of w1 released: {held:?}");
+    assert!(held.is_empty(), "every lease of w1 and w3 released: {held:?}");
     assert!(all.iter().filter(|l| !l.is_finished()).all(|l| l.lease_owner.is_none()), "{all:?}");
     assert!(all.iter().filter(|l| !l.child_shard_ids.is_empty()).all(|l| l.is_finished()), "parents at SHARD_END");
     let before = app.delivered.lock().unwrap().len();
-    let w3 = consumer(&broker_url, &app, "w3", "orders", ProducerSettings::default()).await;
+    let w4 = consumer(&broker_url, &app, "w4", "orders", ProducerSettings::default()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.delivered.lock().unwrap().len(), before, "nothing after the checkpoints is delivered again");
     put(&direct, "orders", "d", 10).await;
     wait_for("a new record reaches the new worker", 20, || distinct(&app.delivered) >= 5_010).await;
-    assert!(w3.shutdown(Duration::from_secs(10)).await);
+    assert!(w4.shutdown(Duration::from_secs(10)).await);
 }
 
 /// Aggregates written by the sidecar's producer reach the application as their user
@@ -325,7 +415,7 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (_broker, broker_url, direct) = broker_with_stream(dir.path(), "pulled", 2).await;
     put(&direct, "pulled", "p", 600).await;
-    let no_app = App { url: String::new(), delivered: Arc::default() };
+    let no_app = App { url: String::new(), delivered: Arc::default(), in_flight: Arc::default() };
     let producer = ProducerSettings { max_buffered_time: Duration::from_millis(5), ..Default::default() };
     let side = consumer(&broker_url, &no_app, "puller", "pulled", producer).await;
     let base = format!("http://{}", side.addr);

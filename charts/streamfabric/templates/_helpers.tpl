@@ -88,3 +88,20 @@ Refuse settings the operator cannot run with yet.
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled (the ServiceMonitor scrapes the metrics Service)" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The sidecar injector's names: its Service (the certificate's names), the Secret with
+its certificate, and its cluster-wide MutatingWebhookConfiguration.
+*/}}
+{{- define "streamfabric.webhookService" -}}
+{{- printf "%s-webhook" (include "streamfabric.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "streamfabric.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "streamfabric.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "streamfabric.webhookConfiguration" -}}
+{{- printf "%s-sidecar-injector" (include "streamfabric.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- define "streamfabric.sidecarImage" -}}
+{{- printf "%s:%s" .Values.sidecarInjector.image.repository (default .Chart.AppVersion .Values.sidecarInjector.image.tag) }}
+{{- end }}

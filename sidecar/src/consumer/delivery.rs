@@ -10,7 +10,10 @@
 //!
 //! (`explicitHashKey` too for sub-records of an aggregate that carry one). A 2xx answer
 //! means the batch is processed and is checkpointed; anything else, or no answer within the
-//! delivery timeout, is retried with backoff for as long as the lease is held.
+//! delivery timeout, is retried with backoff for as long as the lease is held. With several
+//! batches in flight per shard, each page read is split by partition key into that many
+//! batches POSTed at once (each key's records in one, in order), and checkpointed once all
+//! were taken.
 
 use super::pull::PullQueue;
 use super::{Halt, Shared};
@@ -90,7 +93,16 @@ impl Delivery {
         records: &[UserRecord],
         halt: &watch::Receiver<Halt>,
     ) -> bool {
+        let mut batches = 1;
         let delivered = match self {
+            Delivery::Push(push) if shared.settings.batches_in_flight > 1 => {
+                let lanes = by_key(records, shared.settings.batches_in_flight);
+                batches = lanes.len() as u64;
+                let sent = lanes.iter().map(|lane| push.deliver(shared, shard, millis_behind_latest, lane, halt));
+                // All or nothing for the checkpoint: a lane cut short by a halt is read again,
+                // with the others (at least once).
+                futures::future::join_all(sent).await.into_iter().all(|delivered| delivered)
+            }
             Delivery::Push(push) => push.deliver(shared, shard, millis_behind_latest, records, halt).await,
             Delivery::Pull(queue) => {
                 // Withdrawn however this ends: a halt, or the reader aborted (lease lost).
@@ -112,7 +124,7 @@ impl Delivery {
         if delivered {
             let m = &shared.metrics;
             m.delivered_records.inc_by(records.len() as u64);
-            m.delivery_batches.inc();
+            m.delivery_batches.inc_by(batches);
             let now = streamfabric_api::types::Timestamp::now().millis();
             for r in records {
                 m.delivery_latency_seconds.observe((now - r.arrival_ms).max(0) as f64 / 1000.0);
@@ -120,6 +132,16 @@ impl Delivery {
         }
         delivered
     }
+}
+
+/// A page's records in up to `lanes` batches, each key's records in one of them, in order.
+fn by_key(records: &[UserRecord], lanes: usize) -> Vec<Vec<UserRecord>> {
+    let mut out = vec![Vec::new(); lanes];
+    for r in records {
+        out[(super::sampling::key_hash(&r.partition_key) % lanes as u64) as usize].push(r.clone());
+    }
+    out.retain(|lane| !lane.is_empty());
+    out
 }
 
 impl Push {

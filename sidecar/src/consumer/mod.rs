@@ -42,6 +42,9 @@ pub struct ConsumerSettings {
     pub idle_poll: Duration,
     /// Bound on one delivery to the application.
     pub delivery_timeout: Duration,
+    /// Batches of one shard POSTed at once: its records split by partition key (order kept
+    /// per key), as Lambda's ParallelizationFactor does; 1 (the KCL's way): one at a time.
+    pub batches_in_flight: usize,
     /// Which records are delivered (all by default).
     pub sampling: sampling::Sampling,
 }
@@ -58,6 +61,7 @@ impl ConsumerSettings {
             max_records: 1_000,
             idle_poll: Duration::from_millis(250),
             delivery_timeout: Duration::from_secs(30),
+            batches_in_flight: 1,
             sampling: sampling::Sampling::default(),
         }
     }

@@ -29,7 +29,7 @@ impl Sampling {
     /// None to deliver the record; else why it is sampled out.
     pub fn sampled_out(&self, record: &UserRecord) -> Option<&'static str> {
         if let Some(f) = self.keys
-            && !below(mix(fnv1a(record.partition_key.as_bytes())), f)
+            && !below(key_hash(&record.partition_key), f)
         {
             return Some("key");
         }
@@ -48,6 +48,12 @@ impl Sampling {
         }
         None
     }
+}
+
+/// A partition key's hash, the same everywhere and always (not the MD5 that routes keys to
+/// shards: keys of one shard spread over all of it).
+pub fn key_hash(key: &str) -> u64 {
+    mix(fnv1a(key.as_bytes()))
 }
 
 /// A fraction of the hash space.

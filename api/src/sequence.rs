@@ -1,16 +1,20 @@
 //! Sequence numbers: decimal strings, strictly increasing within a shard, that carry the
 //! shard they belong to so that a number from another shard is recognised and refused.
 //!
-//! Layout: `49` (format marker) + shard index (12 digits) + record offset (20 digits),
-//! 34 digits in all, so they also sort correctly as strings.
+//! Layout: `49` (format marker) + shard index (12 digits) + 22 zeros + record offset (20
+//! digits): 56 digits in all, AWS's length (clients and tools check it), sorting correctly
+//! as strings. The 34-digit form of earlier versions (no zeros) is still read: checkpoints
+//! stored by them stay valid.
 
 use crate::error::ApiError;
 use std::fmt;
 
 const MARKER: &str = "49";
 const SHARD_DIGITS: usize = 12;
+const PADDING: usize = 22;
 const OFFSET_DIGITS: usize = 20;
-const LEN: usize = MARKER.len() + SHARD_DIGITS + OFFSET_DIGITS;
+const LEN: usize = MARKER.len() + SHARD_DIGITS + PADDING + OFFSET_DIGITS;
+const LEGACY_LEN: usize = LEN - PADDING;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SequenceNumber {
@@ -39,11 +43,18 @@ impl SequenceNumber {
                 "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,128})",
             ));
         }
-        if value.len() != LEN || !value.starts_with(MARKER) {
+        let shard_end = MARKER.len() + SHARD_DIGITS;
+        let ours = value.starts_with(MARKER)
+            && match value.len() {
+                LEN => value[shard_end..shard_end + PADDING].bytes().all(|b| b == b'0'),
+                LEGACY_LEN => true,
+                _ => false,
+            };
+        if !ours {
             return Err(ApiError::invalid(format!("{field} {value} is not a sequence number issued by this stream")));
         }
-        let shard_index = value[MARKER.len()..MARKER.len() + SHARD_DIGITS].parse().unwrap_or(0);
-        let offset = value[MARKER.len() + SHARD_DIGITS..].parse().unwrap_or(0);
+        let shard_index = value[MARKER.len()..shard_end].parse().unwrap_or(0);
+        let offset = value[value.len() - OFFSET_DIGITS..].parse().unwrap_or(0);
         Ok(SequenceNumber { shard_index, offset })
     }
 }
@@ -88,7 +99,7 @@ mod tests {
             prop_assert_eq!(x.cmp(&y), x.to_string().cmp(&y.to_string()));
             // as integers too (clients such as the KCL compare them as big integers)
             prop_assert_eq!(x.to_string().len(), LEN);
-            prop_assert_eq!(x.to_string(), format!("49{a:012}{o:020}"));
+            prop_assert_eq!(x.to_string(), format!("49{a:012}{:022}{o:020}", 0));
         }
     }
 
@@ -99,5 +110,15 @@ mod tests {
         let foreign = SequenceNumber::parse("startingSequenceNumber", "123456789").unwrap_err();
         assert_eq!(foreign.code, ErrorCode::InvalidArgument);
         assert!(foreign.message.contains("startingSequenceNumber"));
+        // 56 digits whose padding is not zeros: not ours.
+        let padded = format!("49{:012}{}{:020}", 3, "1".repeat(PADDING), 7);
+        assert_eq!(SequenceNumber::parse("s", &padded).unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn numbers_of_earlier_versions_still_read() {
+        let legacy = format!("49{:012}{:020}", 3, 12_345);
+        assert_eq!(SequenceNumber::parse("s", &legacy).unwrap(), SequenceNumber::new(3, 12_345));
+        assert_eq!(SequenceNumber::new(3, 12_345).to_string().len(), 56, "AWS's length");
     }
 }

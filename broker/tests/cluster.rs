@@ -544,7 +544,8 @@ fn check_every_acknowledged_record(outcome: &Outcome, read: &[(String, String, S
     for (shard, seq, data) in read {
         *seen.entry(data.as_str()).or_default() += 1;
         placed.insert(data.as_str(), (shard.as_str(), seq.as_str()));
-        let n: u128 = seq.parse().unwrap();
+        let parsed = streamfabric_api::sequence::SequenceNumber::parse("sequenceNumber", seq).unwrap();
+        let n = (u128::from(parsed.shard_index) << 64) | u128::from(parsed.offset);
         if let Some(previous) = last_seq.insert(shard.as_str(), n) {
             assert!(previous < n, "shard {shard}: sequence numbers out of order ({previous} then {n})");
         }

@@ -117,7 +117,7 @@ fn wal_objects(store: &Path) -> Vec<PathBuf> {
 fn max_per_shard(records: &Acked) -> BTreeMap<String, u128> {
     let mut max = BTreeMap::new();
     for (shard, seq, _) in records {
-        let seq: u128 = seq.parse().unwrap();
+        let seq = common::seq_value(seq);
         let m = max.entry(shard.clone()).or_insert(0);
         *m = seq.max(*m);
     }
@@ -167,7 +167,7 @@ async fn every_acknowledged_record_survives_a_lost_data_directory() {
     let old_max = max_per_shard(&acked);
     let newer = write_concurrently(&second, 1).await;
     for (shard, seq, _) in &newer {
-        assert!(seq.parse::<u128>().unwrap() > old_max[shard], "{shard}: {seq} is not above the old numbers");
+        assert!(common::seq_value(seq) > old_max[shard], "{shard}: {seq} is not above the old numbers");
     }
 
     // The replayed records are sealed segments of the new broker: once they are uploaded,

@@ -165,6 +165,12 @@ async fn several_batches_of_a_shard_are_in_flight_at_once_each_key_in_order() {
     assert!(worker.shutdown(Duration::from_secs(10)).await);
 }
 
+/// A sequence number's place in its shard (sentinels such as TRIM_HORIZON first).
+fn ordinal(sequence_number: &str) -> (u64, u64) {
+    streamfabric_api::sequence::SequenceNumber::parse("s", sequence_number)
+        .map_or((0, 0), |s| (s.shard_index, s.offset + 1))
+}
+
 async fn put(k: &aws_sdk_kinesis::Client, stream: &str, prefix: &str, n: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let entries = chunk
@@ -244,13 +250,13 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     let killed_at = Instant::now();
     w2.consumer.unwrap().kill().await;
     // Its last checkpoints: only records after them may be delivered twice.
-    let at_death: HashMap<String, u128> = leases
+    let at_death: HashMap<String, (u64, u64)> = leases
         .list_leases("billing", "orders")
         .await
         .unwrap()
         .into_iter()
         .filter(|l| l.lease_owner.as_deref() == Some("w2") && !l.is_finished())
-        .map(|l| (l.lease_key.clone(), l.checkpoint.sequence_number.parse().unwrap_or(0)))
+        .map(|l| (l.lease_key.clone(), ordinal(&l.checkpoint.sequence_number)))
         .collect();
     assert!(!at_death.is_empty(), "w2 held leases when it died");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -308,7 +314,7 @@ async fn workers_share_shards_follow_a_reshard_survive_a_death_and_checkpoint() 
     for r in delivered.iter().filter(|r| times[r.5.as_str()] > 1) {
         let checkpoint = at_death.get(&r.1);
         assert!(
-            checkpoint.is_some_and(|c| r.2.parse::<u128>().unwrap() > *c),
+            checkpoint.is_some_and(|c| ordinal(&r.2) > *c),
             "{} delivered twice: not after the last checkpoint of a shard w2 held ({:?})",
             r.5,
             checkpoint
@@ -422,7 +428,7 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
 
     let (status, bad) = request_json(http::Method::GET, &format!("{base}/v1/next?max=0"), "").await;
     assert_eq!((status, bad["errorCode"].as_str()), (400, Some("ValidationException")), "{bad}");
-    let mut got: Vec<(String, u128, String)> = Vec::new();
+    let mut got: Vec<(String, (u64, u64), String)> = Vec::new();
     let mut rounds = 0;
     while got.len() < 600 {
         rounds += 1;
@@ -438,7 +444,7 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
             let shard = r["shardId"].as_str().unwrap().to_string();
             let seq = r["sequenceNumber"].as_str().unwrap().to_string();
             let data = base64::engine::general_purpose::STANDARD.decode(r["data"].as_str().unwrap()).unwrap();
-            got.push((shard.clone(), seq.parse().unwrap(), String::from_utf8(data).unwrap()));
+            got.push((shard.clone(), ordinal(&seq), String::from_utf8(data).unwrap()));
             last.insert(shard, (seq, r["subSequenceNumber"].as_u64().unwrap()));
         }
         for (shard, (seq, sub)) in last {
@@ -449,7 +455,7 @@ async fn the_pull_api_hands_out_records_and_moves_on_at_each_checkpoint() {
     }
     let distinct: std::collections::HashSet<_> = got.iter().map(|g| g.2.clone()).collect();
     assert_eq!((got.len(), distinct.len()), (600, 600), "each record once");
-    let mut by_shard: BTreeMap<&str, Vec<u128>> = BTreeMap::new();
+    let mut by_shard: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
     for (shard, seq, _) in &got {
         by_shard.entry(shard).or_default().push(*seq);
     }

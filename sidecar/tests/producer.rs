@@ -308,7 +308,8 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
     assert!(kinesis_records * 10 < user_records, "{kinesis_records} Kinesis records for {user_records} user records");
     let wrong = side.metrics.retries.with_label_values(&["wrong_shard"]).get();
     // Per (key, round): the first and last place (sequence, position in the aggregate).
-    type Place = (u128, usize);
+    // Sequence numbers are all 56 digits: as strings they order like the numbers.
+    type Place = (String, usize);
     let mut rounds_of_key: BTreeMap<(String, u32), (Place, Place)> = BTreeMap::new();
     for (data, key, shard, sequence) in &answered {
         let places = found.get(data).unwrap_or_else(|| panic!("{data} acknowledged but not found"));
@@ -322,11 +323,11 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
         // the previous round's. Only before the reshard: records sent again after it may
         // overtake others, as with the KPL.
         let (_, _, index) = places.iter().find(|(s, q, _)| s == shard && q == sequence).unwrap();
-        let at = (sequence.parse::<u128>().unwrap(), *index);
+        let at = (sequence.clone(), *index);
         if data.starts_with("before") {
             let round: u32 = data.split(' ').nth(2).unwrap().parse().unwrap();
-            let span = rounds_of_key.entry((key.clone(), round)).or_insert((at, at));
-            *span = (span.0.min(at), span.1.max(at));
+            let span = rounds_of_key.entry((key.clone(), round)).or_insert((at.clone(), at.clone()));
+            *span = (span.0.clone().min(at.clone()), span.1.clone().max(at));
         }
     }
     for ((key, round), (_, last)) in &rounds_of_key {

@@ -63,6 +63,13 @@ impl TestBroker {
     }
 }
 
+/// A sequence number as a number ordering like it within its shard (AWS's 56 digits do not
+/// fit in a u128).
+pub fn seq_value(sequence_number: &str) -> u128 {
+    let seq = streamfabric_api::sequence::SequenceNumber::parse("sequenceNumber", sequence_number).unwrap();
+    (u128::from(seq.shard_index) << 64) | u128::from(seq.offset)
+}
+
 pub async fn wait_active(broker: &TestBroker, name: &str) {
     for _ in 0..2000 {
         let (_, answer) = broker.json("DescribeStreamSummary", serde_json::json!({"StreamName": name})).await;

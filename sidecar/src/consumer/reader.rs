@@ -14,10 +14,24 @@ use streamfabric_api::ErrorCode;
 use streamfabric_api::hashkey::HashRange;
 use streamfabric_api::leases::{LATEST, Lease, SHARD_END, TRIM_HORIZON};
 use streamfabric_api::model::{GetRecordsInput, GetRecordsOutput, GetShardIteratorInput, GetShardIteratorOutput};
+use streamfabric_api::sequence::SequenceNumber;
 use tokio::sync::watch;
 
-/// A user record's place in the shard: sequence number, then sub-sequence number.
+/// A user record's place in the shard: sequence number (as `ordinal` gives it), then
+/// sub-sequence number.
 type Position = (u128, u64);
+
+/// A sequence number as a number that orders like it within its shard (AWS's 56 digits do
+/// not fit in a u128): the shard index above the record offset.
+fn ordinal(sequence_number: &str) -> Option<u128> {
+    let seq = SequenceNumber::parse("sequenceNumber", sequence_number).ok()?;
+    Some((u128::from(seq.shard_index) << 64) | u128::from(seq.offset))
+}
+
+/// The sequence number of an `ordinal`.
+fn sequence_number(ordinal: u128) -> String {
+    SequenceNumber::new((ordinal >> 64) as u64, ordinal as u64).to_string()
+}
 
 /// Why a reader stops.
 enum End {
@@ -67,7 +81,7 @@ impl Reader {
             end: lease.hash_key_range.ending_hash_key.parse().unwrap_or(u128::MAX),
         };
         let checkpoint = &lease.checkpoint;
-        let done = checkpoint.sequence_number.parse::<u128>().ok().map(|seq| (seq, checkpoint.sub_sequence_number));
+        let done = ordinal(&checkpoint.sequence_number).map(|seq| (seq, checkpoint.sub_sequence_number));
         let last_read = done.map(|_| checkpoint.sequence_number.clone());
         Reader { shared, shard: lease.lease_key, range, halt, done, last_read }
     }
@@ -133,7 +147,7 @@ impl Reader {
                 }
             }
             if let Some(position) = end_position.filter(|p| Some(*p) > self.done) {
-                match self.checkpoint(&position.0.to_string(), position.1).await {
+                match self.checkpoint(&sequence_number(position.0), position.1).await {
                     Ok(()) => self.done = Some(position),
                     Err(end) => return end,
                 }
@@ -164,9 +178,7 @@ impl Reader {
         let (kind, at) = match (&self.last_read, self.done) {
             // Past what was read here; at the checkpoint's record when resuming a lease (its
             // later sub-records may be unprocessed), skipping what is at or before it.
-            (Some(seq), Some((done, _))) if seq.parse::<u128>().ok() == Some(done) => {
-                ("AT_SEQUENCE_NUMBER", Some(seq.clone()))
-            }
+            (Some(seq), Some((done, _))) if ordinal(seq) == Some(done) => ("AT_SEQUENCE_NUMBER", Some(seq.clone())),
             (Some(seq), _) => ("AFTER_SEQUENCE_NUMBER", Some(seq.clone())),
             (None, _) if s.initial_position == LATEST && self.done.is_none() => (LATEST, None),
             (None, _) => (TRIM_HORIZON, None),
@@ -189,7 +201,7 @@ impl Reader {
         let mut out = Vec::new();
         let mut end = None;
         for record in &page.records {
-            let Ok(seq) = record.sequence_number.parse::<u128>() else { continue };
+            let Some(seq) = ordinal(&record.sequence_number) else { continue };
             let subs = match deaggregate(&record.data.0) {
                 Some(subs) => subs.into_iter().map(|s| (s.partition_key, s.explicit_hash_key, s.data, true)).collect(),
                 None => vec![(record.partition_key.clone(), None, record.data.0.clone(), false)],

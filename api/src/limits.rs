@@ -15,6 +15,8 @@ pub const MAX_UPDATE_SHARD_COUNT_TARGET: i64 = 100_000;
 pub const MAX_LIST_STREAMS_LIMIT: i64 = 10_000;
 pub const MAX_DESCRIBE_STREAM_LIMIT: i64 = 10_000;
 pub const MAX_TAGS_PER_STREAM: usize = 50;
+/// Enhanced fan-out consumers registered per stream.
+pub const MAX_CONSUMERS_PER_STREAM: usize = 20;
 pub const MAX_TAG_KEY_CHARS: usize = 128;
 pub const MAX_TAG_VALUE_CHARS: usize = 256;
 pub const SHARD_ITERATOR_TTL_SECS: i64 = 300;

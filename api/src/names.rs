@@ -55,6 +55,34 @@ pub fn stream_name_from_arn(arn: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
+/// An enhanced fan-out consumer's ARN, as AWS forms it: its stream's ARN, `/consumer/`, its
+/// name, `:` and its creation time in epoch seconds.
+pub fn consumer_arn(stream_arn: &str, consumer: &str, created_ms: i64) -> String {
+    format!("{stream_arn}/consumer/{consumer}:{}", created_ms / 1000)
+}
+
+/// (stream name, consumer name, creation seconds) of a consumer ARN.
+pub fn parse_consumer_arn(arn: &str) -> Result<(&str, &str, i64), ApiError> {
+    let bad = || {
+        ApiError::validation(
+            "consumerARN",
+            arn,
+            "Member must satisfy regular expression pattern: ^(arn):aws.*:kinesis:.*:\\d{12}:.*stream\\/[a-zA-Z0-9_.-]+\\/consumer\\/[a-zA-Z0-9_.-]+:[0-9]+",
+        )
+    };
+    let (stream_part, rest) = arn.split_once("/consumer/").ok_or_else(bad)?;
+    let (consumer, seconds) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let stream = stream_name_from_arn(stream_part).map_err(|_| bad())?;
+    validate_consumer_name("consumerARN", consumer).map_err(|_| bad())?;
+    let seconds = seconds.parse().map_err(|_| bad())?;
+    Ok((stream, consumer, seconds))
+}
+
+/// A consumer name: 1..128 chars of `[a-zA-Z0-9_.-]`, as a stream name.
+pub fn validate_consumer_name(field: &str, name: &str) -> Result<(), ApiError> {
+    validate_stream_name(field, name)
+}
+
 /// `shardId-` + a 12-digit zero-padded index.
 pub fn shard_id(index: u64) -> String {
     format!("shardId-{index:012}")
@@ -95,6 +123,17 @@ mod tests {
         assert!(e.message.contains("streamName"));
         assert!(validate_stream_name("streamName", &"x".repeat(129)).is_err());
         assert!(validate_stream_name("streamName", "").is_err());
+    }
+
+    #[test]
+    fn consumer_arns_round_trip() {
+        let stream = stream_arn(DEFAULT_REGION, DEFAULT_ACCOUNT, "orders");
+        let arn = consumer_arn(&stream, "billing", 1_616_044_553_123);
+        assert_eq!(arn, "arn:aws:kinesis:us-east-1:000000000000:stream/orders/consumer/billing:1616044553");
+        assert_eq!(parse_consumer_arn(&arn).unwrap(), ("orders", "billing", 1_616_044_553));
+        for bad in [&stream, "arn:aws:kinesis:r:000000000000:stream/o/consumer/b", "x/consumer/b:1"] {
+            assert!(parse_consumer_arn(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -276,6 +276,7 @@ impl Broker {
                 StreamStatus::Active => {}
             }
         }
+        broker.settle_consumers();
         // Take the shards in the object store: a broker that served them before (this one
         // on another disk, or another one) is fenced from now on. Losing a race for a shard to
         // a broker starting at the same moment means two brokers were given the same streams
@@ -342,6 +343,7 @@ impl Broker {
         self.every(self.config.retention_check, true, |broker| async move {
             if broker.writes_catalog() {
                 broker.deletions.finish_all();
+                broker.settle_consumers();
             }
             let _ = tokio::task::spawn_blocking(move || broker.enforce_retention(Timestamp::now().millis())).await;
             true
@@ -519,6 +521,17 @@ impl Broker {
             Operation::MergeShards => run!(merge_shards),
             Operation::UpdateShardCount => run!(update_shard_count),
             Operation::UpdateStreamMode => run!(update_stream_mode),
+            Operation::RegisterStreamConsumer => run!(register_stream_consumer),
+            Operation::DeregisterStreamConsumer => run!(deregister_stream_consumer),
+            Operation::DescribeStreamConsumer => run!(describe_stream_consumer),
+            Operation::ListStreamConsumers => run!(list_stream_consumers),
+            Operation::EnableEnhancedMonitoring => run!(enable_enhanced_monitoring),
+            Operation::DisableEnhancedMonitoring => run!(disable_enhanced_monitoring),
+            Operation::StartStreamEncryption => run!(start_stream_encryption),
+            Operation::StopStreamEncryption => run!(stop_stream_encryption),
+            Operation::TagResource => run!(tag_resource),
+            Operation::UntagResource => run!(untag_resource),
+            Operation::ListTagsForResource => run!(list_tags_for_resource),
         })
     }
 

@@ -155,6 +155,7 @@ impl TokenSigner {
 pub enum PageKind {
     Streams = 2,
     Shards = 3,
+    Consumers = 4,
 }
 
 /// Where a listing stopped: over what (`scope`, e.g. a stream) and after which item.

@@ -160,6 +160,7 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
                     stream_creation_timestamp: Timestamp(0),
                     enhanced_monitoring: vec![],
                     encryption_type: "NONE".into(),
+                    key_id: None,
                     open_shard_count: i64::from(state.shards),
                     consumer_count: 0,
                 },

@@ -1,7 +1,7 @@
 //! The persisted description of a stream: what survives a restart besides the records.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
@@ -82,6 +82,42 @@ pub struct StreamMeta {
     /// A reshard accepted (the stream is UPDATING) but not yet applied; a restart applies it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_reshard: Vec<Change>,
+    /// Registered enhanced fan-out consumers, in registration order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerMeta>,
+    /// Recorded and shown, as AWS shows them: the shard-level metrics enabled (Prometheus
+    /// has them all anyway) and the KMS key of server-side encryption (data at rest is the
+    /// storage's to encrypt).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub shard_level_metrics: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub name: String,
+    pub created_ms: i64,
+    pub status: ConsumerStatus,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl ConsumerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "CREATING",
+            Self::Active => "ACTIVE",
+            Self::Deleting => "DELETING",
+        }
+    }
 }
 
 impl StreamMeta {

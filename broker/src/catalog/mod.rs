@@ -33,6 +33,8 @@ pub struct Stream {
     pub write_gate: tokio::sync::RwLock<()>,
     /// Writes are refused: the stream carries the tag `PAUSED_TAG` = `true`.
     paused: AtomicBool,
+    /// StartStreamEncryption recorded a KMS key (puts answer EncryptionType KMS).
+    encrypted: AtomicBool,
 }
 
 fn paused(meta: &StreamMeta) -> bool {
@@ -93,6 +95,7 @@ impl Stream {
             self.archive.mirror(&next);
             *self.compression.lock().unwrap() = compression(&next);
             self.paused.store(paused(&next), Ordering::Relaxed);
+            self.encrypted.store(next.kms_key_id.is_some(), Ordering::Relaxed);
             *meta = next;
         }
         Ok(out)
@@ -100,6 +103,11 @@ impl Stream {
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
+    }
+
+    /// The EncryptionType puts answer with.
+    pub fn encryption_type(&self) -> &'static str {
+        if self.encrypted.load(Ordering::Relaxed) { "KMS" } else { "NONE" }
     }
 
     pub fn topology(&self) -> Arc<Topology> {
@@ -249,6 +257,7 @@ impl Catalog {
             archive: self.archive.clone(),
             topology: RwLock::new(Arc::new(Topology::new(&meta, shards))),
             paused: AtomicBool::new(paused(&meta)),
+            encrypted: AtomicBool::new(meta.kms_key_id.is_some()),
             meta: Mutex::new(meta),
             write_gate: tokio::sync::RwLock::new(()),
         })
@@ -442,6 +451,7 @@ impl Catalog {
         meta.store(&meta_path(&stream.dir))?;
         *stream.compression.lock().unwrap() = compression(&meta);
         stream.paused.store(paused(&meta), Ordering::Relaxed);
+        stream.encrypted.store(meta.kms_key_id.is_some(), Ordering::Relaxed);
         *stream.topology.write().unwrap() = Arc::new(Topology::new(&meta, all));
         *current = meta;
         Ok(())

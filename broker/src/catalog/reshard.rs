@@ -194,6 +194,9 @@ mod tests {
             retention_hours: 24,
             tags: Default::default(),
             pending_reshard: Vec::new(),
+            consumers: Vec::new(),
+            shard_level_metrics: Default::default(),
+            kms_key_id: None,
             shards: HashRange::uniform(n)
                 .into_iter()
                 .enumerate()

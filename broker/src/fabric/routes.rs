@@ -71,6 +71,14 @@ fn is_control(op: Operation) -> bool {
             | MergeShards
             | UpdateShardCount
             | UpdateStreamMode
+            | RegisterStreamConsumer
+            | DeregisterStreamConsumer
+            | EnableEnhancedMonitoring
+            | DisableEnhancedMonitoring
+            | StartStreamEncryption
+            | StopStreamEncryption
+            | TagResource
+            | UntagResource
     )
 }
 
@@ -227,7 +235,11 @@ impl Broker {
             }
         }
         let failed = results.iter().filter(|r| r.error_code.is_some()).count() as i64;
-        let out = PutRecordsOutput { failed_record_count: failed, records: results, encryption_type: "NONE".into() };
+        let out = PutRecordsOutput {
+            failed_record_count: failed,
+            records: results,
+            encryption_type: stream.encryption_type().into(),
+        };
         Reply::Local(Ok(req.format.encode(&out)))
     }
 

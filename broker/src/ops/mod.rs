@@ -1,6 +1,8 @@
 //! One handler per Kinesis operation, as methods of `Broker`, grouped by what they touch.
 
+mod consumers;
 mod leases;
+mod monitoring;
 mod reads;
 mod records;
 mod reshard;

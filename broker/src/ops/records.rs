@@ -281,7 +281,7 @@ impl Broker {
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
             sequence_number: SequenceNumber::new(shard.index, offset).to_string(),
-            encryption_type: "NONE".into(),
+            encryption_type: stream.encryption_type().into(),
         })
     }
 
@@ -326,6 +326,10 @@ impl Broker {
                 }
             })
             .collect();
-        Ok(PutRecordsOutput { failed_record_count: failed, records: results, encryption_type: "NONE".into() })
+        Ok(PutRecordsOutput {
+            failed_record_count: failed,
+            records: results,
+            encryption_type: stream.encryption_type().into(),
+        })
     }
 }

@@ -18,8 +18,12 @@ fn mode_details(mode: StreamMode) -> StreamModeDetails {
     StreamModeDetails { stream_mode: Some(mode.as_str().to_string()) }
 }
 
-fn enhanced_monitoring() -> Vec<EnhancedMetrics> {
-    vec![EnhancedMetrics { shard_level_metrics: vec![] }]
+fn enhanced_monitoring(m: &StreamMeta) -> Vec<EnhancedMetrics> {
+    vec![EnhancedMetrics { shard_level_metrics: m.shard_level_metrics.iter().cloned().collect() }]
+}
+
+fn encryption_type(m: &StreamMeta) -> String {
+    if m.kms_key_id.is_some() { "KMS" } else { "NONE" }.into()
 }
 
 impl Broker {
@@ -59,6 +63,9 @@ impl Broker {
             retention_hours: DEFAULT_RETENTION_HOURS,
             tags,
             pending_reshard: Vec::new(),
+            consumers: Vec::new(),
+            shard_level_metrics: Default::default(),
+            kms_key_id: None,
             shards: HashRange::uniform(shard_count as u32)
                 .into_iter()
                 .enumerate()
@@ -111,6 +118,13 @@ impl Broker {
                     "Stream {} is {}; delete it once it is ACTIVE.",
                     m.name,
                     m.status.as_str()
+                )));
+            }
+            if !m.consumers.is_empty() && input.enforce_consumer_deletion != Some(true) {
+                return Err(ApiError::in_use(format!(
+                    "Stream {} has {} registered consumers; deregister them or set EnforceConsumerDeletion.",
+                    m.name,
+                    m.consumers.len()
                 )));
             }
             m.status = StreamStatus::Deleting;
@@ -183,8 +197,9 @@ impl Broker {
                 has_more_shards: has_more,
                 retention_period_hours: m.retention_hours,
                 stream_creation_timestamp: Timestamp(m.created_ms),
-                enhanced_monitoring: enhanced_monitoring(),
-                encryption_type: "NONE".into(),
+                enhanced_monitoring: enhanced_monitoring(&m),
+                encryption_type: encryption_type(&m),
+                key_id: m.kms_key_id.clone(),
                 stream_name: m.name,
             },
         })
@@ -202,10 +217,11 @@ impl Broker {
                 stream_mode_details: mode_details(m.mode),
                 retention_period_hours: m.retention_hours,
                 stream_creation_timestamp: Timestamp(m.created_ms),
-                enhanced_monitoring: enhanced_monitoring(),
-                encryption_type: "NONE".into(),
+                enhanced_monitoring: enhanced_monitoring(&m),
+                encryption_type: encryption_type(&m),
+                key_id: m.kms_key_id.clone(),
                 open_shard_count: m.open_shard_count() as i64,
-                consumer_count: 0,
+                consumer_count: m.consumers.len() as i64,
                 stream_name: m.name,
             },
         })
@@ -256,7 +272,7 @@ impl Broker {
 }
 
 /// Run `f` on the blocking pool after `delay`.
-fn run_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
+pub(super) fn run_after(delay: Duration, f: impl FnOnce() + Send + 'static) {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;
         let _ = tokio::task::spawn_blocking(f).await;

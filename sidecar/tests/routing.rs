@@ -22,6 +22,41 @@ async fn clustered(store: &std::path::Path, dir: &std::path::Path, id: &str) -> 
     streamfabric_broker::start(config).await.unwrap()
 }
 
+/// Three clustered brokers on one `file://` store (in a temporary directory: keep it) and
+/// `stream` spread over them, each serving: the directory, the brokers, the first one's URL
+/// and a client of it.
+async fn three_brokers_with(
+    stream: &str,
+    shards: i32,
+) -> (tempfile::TempDir, Vec<streamfabric_broker::Running>, String, aws_sdk_kinesis::Client) {
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let mut brokers = Vec::new();
+    for id in ["b1", "b2", "b3"] {
+        brokers.push(clustered(&store, &root.path().join(id), id).await);
+    }
+    let first = format!("http://{}", brokers[0].api_addr);
+    let direct = sdk(&first);
+    direct.create_stream().stream_name(stream).shard_count(shards).send().await.unwrap();
+    wait_spread_and_served(&first, &direct, stream).await;
+    (root, brokers, first, direct)
+}
+
+/// A producer-only sidecar in front of the brokers at `broker`.
+async fn producer_sidecar(broker: &str, producer: ProducerSettings) -> streamfabric_sidecar::Running {
+    streamfabric_sidecar::start(SidecarSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker_endpoint: broker.to_string(),
+        broker_timeout: Duration::from_secs(5),
+        admin_listen: None,
+        producer,
+        consumer: None,
+    })
+    .await
+    .unwrap()
+}
+
 /// PutRecords requests a broker received (its own and forwarded ones alike).
 async fn put_records_received(broker: &streamfabric_broker::Running) -> u64 {
     let (_, text) = request(http::Method::GET, &format!("http://{}/metrics", broker.admin_addr), "").await;
@@ -33,28 +68,9 @@ async fn put_records_received(broker: &streamfabric_broker::Running) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_go_straight_to_the_broker_serving_their_shard() {
-    let root = tempfile::tempdir().unwrap();
-    let store = root.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let mut brokers = Vec::new();
-    for id in ["b1", "b2", "b3"] {
-        brokers.push(clustered(&store, &root.path().join(id), id).await);
-    }
-    let first = format!("http://{}", brokers[0].api_addr);
-    let direct = sdk(&first);
-    direct.create_stream().stream_name("routed").shard_count(6).send().await.unwrap();
-    wait_spread_and_served(&first, &direct, "routed").await;
-
-    let side = streamfabric_sidecar::start(SidecarSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        broker_endpoint: first.clone(),
-        broker_timeout: Duration::from_secs(5),
-        admin_listen: None,
-        producer: ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() },
-        consumer: None,
-    })
-    .await
-    .unwrap();
+    let (_root, brokers, first, direct) = three_brokers_with("routed", 6).await;
+    let producer = ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() };
+    let side = producer_sidecar(&first, producer).await;
     let before: Vec<u64> = put_records_received_by(&brokers).await;
     let k = sdk(&format!("http://{}", side.addr));
     let mut answered = BTreeMap::new();
@@ -168,27 +184,14 @@ async fn wait_spread_and_served(first: &str, direct: &aws_sdk_kinesis::Client, s
 async fn a_hundred_thousand_records_survive_a_broker_restart_and_a_split() {
     const PER_REQUEST: usize = 500;
     const REQUESTS: usize = 200; // 100,000 records
-    let root = tempfile::tempdir().unwrap();
+    let (root, brokers, first, direct) = three_brokers_with("busy", 4).await;
+    let mut brokers: Vec<Option<streamfabric_broker::Running>> = brokers.into_iter().map(Some).collect();
     let store = root.path().join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let mut brokers = Vec::new();
-    for id in ["b1", "b2", "b3"] {
-        brokers.push(Some(clustered(&store, &root.path().join(id), id).await));
-    }
-    let first = format!("http://{}", brokers[0].as_ref().unwrap().api_addr);
-    let direct = sdk(&first);
-    direct.create_stream().stream_name("busy").shard_count(4).send().await.unwrap();
-    wait_spread_and_served(&first, &direct, "busy").await;
-    let side = streamfabric_sidecar::start(SidecarSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        broker_endpoint: first.clone(),
-        broker_timeout: Duration::from_secs(5),
-        admin_listen: None,
-        producer: ProducerSettings { record_ttl: Duration::from_secs(90), ..ProducerSettings::default() },
-        consumer: None,
-    })
-    .await
-    .unwrap();
+    let side = producer_sidecar(
+        &first,
+        ProducerSettings { record_ttl: Duration::from_secs(90), ..ProducerSettings::default() },
+    )
+    .await;
     let url = format!("http://{}", side.addr);
 
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -140,9 +140,11 @@ impl Broker {
     pub fn settle_consumers(&self) {
         let ready_before = Timestamp::now().millis() - self.config.status_delay.as_millis() as i64;
         for stream in self.catalog.all() {
-            let unsettled = stream.meta().consumers.iter().any(|c| {
-                c.status == ConsumerStatus::Deleting
-                    || (c.status == ConsumerStatus::Creating && c.created_ms < ready_before)
+            let unsettled = stream.with_meta(|m| {
+                m.consumers.iter().any(|c| {
+                    c.status == ConsumerStatus::Deleting
+                        || (c.status == ConsumerStatus::Creating && c.created_ms < ready_before)
+                })
             });
             if !unsettled {
                 continue;

@@ -48,6 +48,7 @@ operations!(
     DeregisterStreamConsumer,
     DescribeStreamConsumer,
     ListStreamConsumers,
+    SubscribeToShard,
     EnableEnhancedMonitoring,
     DisableEnhancedMonitoring,
     StartStreamEncryption,
@@ -543,6 +544,36 @@ pub struct ListStreamConsumersOutput {
     pub consumers: Vec<Consumer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubscribeToShardInput {
+    #[serde(rename = "ConsumerARN")]
+    pub consumer_arn: Option<String>,
+    pub shard_id: Option<String>,
+    pub starting_position: Option<StartingPosition>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StartingPosition {
+    #[serde(rename = "Type")]
+    pub kind: Option<String>,
+    pub sequence_number: Option<String>,
+    pub timestamp: Option<Timestamp>,
+}
+
+/// One event of a SubscribeToShard stream: the records that became durable since the last
+/// one, where to go on from, and at a closed shard's end its children.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SubscribeToShardEvent {
+    pub records: Vec<Record>,
+    pub continuation_sequence_number: String,
+    pub millis_behind_latest: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_shards: Option<Vec<ChildShard>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

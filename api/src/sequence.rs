@@ -4,12 +4,14 @@
 //! Layout: `49` (format marker) + shard index (12 digits) + 22 zeros + record offset (20
 //! digits): 56 digits in all, AWS's length (clients and tools check it), sorting correctly
 //! as strings. The 34-digit form of earlier versions (no zeros) is still read: checkpoints
-//! stored by them stay valid.
+//! stored by them stay valid. A shard's start marker (`48` + shard index + zeros) comes
+//! before all of its records (`Place`).
 
 use crate::error::ApiError;
 use std::fmt;
 
 const MARKER: &str = "49";
+const START_MARKER: &str = "48";
 const SHARD_DIGITS: usize = 12;
 const PADDING: usize = 22;
 const OFFSET_DIGITS: usize = 20;
@@ -77,6 +79,59 @@ impl SequenceNumber {
     }
 }
 
+/// A place in a shard as a reader names it by a sequence number: a record's, or the shard's
+/// start, before all of its records. SubscribeToShard gives the start marker as
+/// ContinuationSequenceNumber while nothing of the shard has been read, so that
+/// AFTER_SEQUENCE_NUMBER with it starts at the first record instead of after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Record(SequenceNumber),
+    ShardStart { shard_index: u64 },
+}
+
+impl Place {
+    pub fn parse(field: &str, value: &str) -> Result<Place, ApiError> {
+        let shard_end = START_MARKER.len() + SHARD_DIGITS;
+        if value.len() == LEN && value.starts_with(START_MARKER) && value[shard_end..].bytes().all(|b| b == b'0') {
+            let digits = &value[START_MARKER.len()..shard_end];
+            if let Ok(shard_index) = digits.parse() {
+                return Ok(Place::ShardStart { shard_index });
+            }
+        }
+        SequenceNumber::parse(field, value).map(Place::Record)
+    }
+
+    /// The start marker of a shard.
+    pub fn shard_start(shard_index: u64) -> String {
+        format!("{START_MARKER}{shard_index:0w$}{}", "0".repeat(PADDING + OFFSET_DIGITS), w = SHARD_DIGITS)
+    }
+
+    pub fn shard_index(&self) -> u64 {
+        match self {
+            Place::Record(seq) => seq.shard_index,
+            Place::ShardStart { shard_index } => *shard_index,
+        }
+    }
+
+    /// The offset a reader starts from: at this record or after it; at a shard's start, its
+    /// first record either way.
+    pub fn start_offset(&self, after: bool) -> u64 {
+        match self {
+            Place::Record(seq) if after => seq.offset + 1,
+            Place::Record(seq) => seq.offset,
+            Place::ShardStart { .. } => 0,
+        }
+    }
+
+    /// The record it names, if it names one (a shard's start was issued with the shard).
+    pub fn record(&self) -> Option<SequenceNumber> {
+        match self {
+            Place::Record(seq) => Some(*seq),
+            Place::ShardStart { .. } => None,
+        }
+    }
+}
+
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(std::str::from_utf8(&self.digits()).expect("ASCII digits"))
@@ -113,6 +168,22 @@ mod tests {
         // 56 digits whose padding is not zeros: not ours.
         let padded = format!("49{:012}{}{:020}", 3, "1".repeat(PADDING), 7);
         assert_eq!(SequenceNumber::parse("s", &padded).unwrap_err().code, ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn a_shards_start_comes_before_its_records_and_reads_from_the_first() {
+        let start = Place::shard_start(7);
+        assert_eq!(start.len(), LEN);
+        assert!(start < SequenceNumber::new(7, 0).to_string(), "before the first record, as a string and a number");
+        let place = Place::parse("s", &start).unwrap();
+        assert_eq!(place, Place::ShardStart { shard_index: 7 });
+        assert_eq!((place.start_offset(false), place.start_offset(true)), (0, 0));
+        let record = Place::parse("s", &SequenceNumber::new(7, 41).to_string()).unwrap();
+        assert_eq!((record.start_offset(false), record.start_offset(true)), (41, 42));
+        assert_eq!(record.record(), Some(SequenceNumber::new(7, 41)));
+        // A marker with anything but zeros after the shard is not ours.
+        let bent = format!("48{:012}{:021}1", 7, 0);
+        assert_eq!(Place::parse("s", &bent).unwrap_err().code, ErrorCode::InvalidArgument);
     }
 
     #[test]

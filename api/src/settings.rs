@@ -186,6 +186,11 @@ pub struct BrokerConfig {
     #[arg(long, env = "STREAMFABRIC_REMOTE_CACHE_BYTES", default_value_t = 256 << 20)]
     pub remote_cache_bytes: u64,
 
+    /// How long a SubscribeToShard stream lasts before it ends and the consumer subscribes
+    /// again from its ContinuationSequenceNumber (AWS: 5 minutes).
+    #[arg(long, env = "STREAMFABRIC_SUBSCRIPTION_LIFETIME", default_value = "5m", value_parser = parse_duration)]
+    pub subscription_lifetime: Duration,
+
     /// Region and account shown in stream ARNs.
     #[arg(long, env = "STREAMFABRIC_REGION", default_value = crate::names::DEFAULT_REGION)]
     pub region: String,

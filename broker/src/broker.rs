@@ -40,7 +40,9 @@ pub struct Broker {
     pub deletions: Arc<crate::deletion::Deletions>,
     /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
     /// their encoding, so this bounds the broker's memory whatever the number of readers.
-    read_slots: tokio::sync::Semaphore,
+    pub(crate) read_slots: tokio::sync::Semaphore,
+    /// SubscribeToShard streams served here.
+    pub subscriptions: crate::fanout::Subscriptions,
 }
 
 const CONCURRENT_READS: usize = 2;
@@ -236,6 +238,7 @@ impl Broker {
             }
             _ => None,
         };
+        let subscriptions = crate::fanout::Subscriptions::new(&metrics.registry, config.subscription_lifetime);
         let broker = Arc::new(Broker {
             fabric,
             tiers,
@@ -248,6 +251,7 @@ impl Broker {
             leases: Leases::new(archive.tier().clone()),
             wal,
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
+            subscriptions,
         });
         if clustered {
             // Shards are taken by the handoff, not here.
@@ -532,6 +536,10 @@ impl Broker {
             Operation::TagResource => run!(tag_resource),
             Operation::UntagResource => run!(untag_resource),
             Operation::ListTagsForResource => run!(list_tags_for_resource),
+            // Answered with an event stream by the HTTP front (`fanout::subscribe`).
+            Operation::SubscribeToShard => {
+                return Err(ApiError::internal("SubscribeToShard is answered as an event stream, not as one body."));
+            }
         })
     }
 

@@ -7,6 +7,7 @@ use crate::fabric::peers::Relayed;
 use crate::fabric::routes::{Reply, Request};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -24,7 +25,14 @@ use streamfabric_api::{ApiError, ErrorCode, Format};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-type Body = Full<Bytes>;
+/// Answers: whole (every operation but one), or streamed (SubscribeToShard's events).
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A whole answer.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
 
 /// Accept connections on `listener`, answering each request with `handler`, until `stop`
 /// turns true; then stop accepting, let every request in flight finish (idle kept-alive
@@ -95,6 +103,12 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
             let limit = body_limit(&broker);
             match Limited::new(req.into_body(), limit).collect().await {
                 Ok(body) => match op {
+                    Target::Kinesis(Operation::SubscribeToShard) => {
+                        match crate::fanout::subscribe(&broker, format, &target, body.to_bytes(), forwarded).await {
+                            Ok(subscribed) => return subscription_response(&broker, started, format, subscribed),
+                            Err(e) => Err(e),
+                        }
+                    }
                     Target::Kinesis(op) if broker.fabric.is_some() => {
                         let request = Request { op, format, target: &target, body: body.to_bytes(), forwarded };
                         match broker.dispatch(request).await {
@@ -134,8 +148,42 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
         .status(status)
         .header(header::CONTENT_TYPE, format.content_type())
         .header("x-amzn-RequestId", request_id())
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("valid response")
+}
+
+/// A subscription's event stream, made here or relayed from the shard's owner.
+fn subscription_response(
+    broker: &Broker,
+    started: Instant,
+    format: Format,
+    subscribed: crate::fanout::Subscribed,
+) -> Response<Body> {
+    let op_label = Operation::SubscribeToShard.name();
+    broker.metrics.request_seconds.with_label_values(&[op_label]).observe(started.elapsed().as_secs_f64());
+    match subscribed {
+        crate::fanout::Subscribed::Here(events) => {
+            broker.metrics.requests.with_label_values(&[op_label, "OK"]).inc();
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, crate::fanout::events::CONTENT_TYPE)
+                .header("x-amzn-RequestId", request_id())
+                .body(events)
+                .expect("valid response")
+        }
+        crate::fanout::Subscribed::Relayed(answer) => {
+            let code = if answer.status().is_success() { "OK" } else { "relayed_error" };
+            broker.metrics.requests.with_label_values(&[op_label, code]).inc();
+            let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+            let (parts, events) = answer.into_parts();
+            let mut response = Response::builder().status(parts.status).header("x-amzn-RequestId", request_id());
+            response = response.header(
+                header::CONTENT_TYPE,
+                content_type.unwrap_or_else(|| header::HeaderValue::from_static(format.content_type())),
+            );
+            response.body(events).expect("valid response")
+        }
+    }
 }
 
 /// A peer's answer to a forwarded request, passed on as it came.
@@ -153,7 +201,7 @@ fn relayed_response(
         .status(relayed.status)
         .header(header::CONTENT_TYPE, format.content_type())
         .header("x-amzn-RequestId", request_id())
-        .body(Full::new(relayed.body))
+        .body(full(relayed.body))
         .expect("valid response")
 }
 
@@ -265,6 +313,6 @@ pub async fn handle_admin(broker: Arc<Broker>, req: http::Request<Incoming>) -> 
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("valid response")
 }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod deletion;
 pub mod fabric;
+pub mod fanout;
 pub mod http;
 pub mod leases;
 pub mod log;
@@ -68,6 +69,8 @@ impl Running {
     /// False when something was cut short.
     pub async fn shutdown(self, grace: std::time::Duration) -> bool {
         let _ = self.stop.send(true);
+        // Subscriptions would hold their connections for minutes: their consumers go on elsewhere.
+        self.broker.subscriptions.close();
         let answered = tokio::time::timeout(grace, futures::future::join_all(self.servers)).await.is_ok();
         if !answered {
             tracing::warn!("requests still in flight after {grace:?}; closing their connections");

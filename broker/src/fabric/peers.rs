@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -58,26 +59,50 @@ impl Peers {
     /// Send one Kinesis request (its `X-Amz-Target` and body in `format`) to the broker at
     /// `address`. An unreachable peer is a retryable ServiceUnavailable.
     pub async fn forward(&self, address: &str, target: &str, format: Format, body: Bytes) -> Result<Relayed, ApiError> {
+        let response = self.send(address, target, format, body).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| unreachable(address, e.to_string()))?.to_bytes();
+        Ok(Relayed { status, body })
+    }
+
+    /// Like `forward`, for an answer that streams (SubscribeToShard): its body as it comes,
+    /// for as long as the peer sends it.
+    pub async fn forward_streaming(
+        &self,
+        address: &str,
+        target: &str,
+        format: Format,
+        body: Bytes,
+    ) -> Result<http::Response<Incoming>, ApiError> {
+        self.send(address, target, format, body).await
+    }
+
+    /// The request, and its answer's head (within `FORWARD_TIMEOUT`).
+    async fn send(
+        &self,
+        address: &str,
+        target: &str,
+        format: Format,
+        body: Bytes,
+    ) -> Result<http::Response<Incoming>, ApiError> {
         let request = Request::post(format!("http://{address}/"))
             .header(header::CONTENT_TYPE, format.content_type())
             .header("x-amz-target", target)
             .header(FORWARDED_HEADER, &self.me)
             .body(Full::new(body))
             .map_err(|e| ApiError::internal(format!("forwarding to {address}: {e}")))?;
-        let unreachable = |e: String| {
-            ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                format!("The broker owning this shard ({address}) could not be reached: {e}. Retry later."),
-            )
-        };
-        let response = tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request))
+        tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request))
             .await
-            .map_err(|_| unreachable(format!("no answer within {FORWARD_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
-        Ok(Relayed { status, body })
+            .map_err(|_| unreachable(address, format!("no answer within {FORWARD_TIMEOUT:?}")))?
+            .map_err(|e| unreachable(address, e.to_string()))
     }
+}
+
+fn unreachable(address: &str, e: String) -> ApiError {
+    ApiError::new(
+        ErrorCode::ServiceUnavailable,
+        format!("The broker owning this shard ({address}) could not be reached: {e}. Retry later."),
+    )
 }
 
 #[cfg(test)]

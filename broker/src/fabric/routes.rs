@@ -105,9 +105,7 @@ impl Broker {
             return known;
         }
         let Ok(named) = crate::ops::validate::stream_name(name, arn) else { return known };
-        if let Err(e) = super::sync::sync_stream(self, &named).await {
-            tracing::debug!(stream = %named, "reading the stream's description: {e}");
-        }
+        self.sync_stream_now(&named).await;
         self.resolve_serving(name, arn)
     }
 
@@ -129,6 +127,31 @@ impl Broker {
             Route::Here => self.here(&req).await,
             Route::Peer(address) => self.relay(&req, &address).await,
             Route::Unavailable(e) => Reply::Local(Err(e)),
+        }
+    }
+
+    /// Where a request for `shard` goes: None to answer it here, else the owner's address.
+    pub(crate) fn shard_owner_elsewhere(
+        &self,
+        stream: &str,
+        shard: &Shard,
+        forwarded: bool,
+    ) -> Result<Option<String>, ApiError> {
+        if self.fabric.is_none() {
+            return Ok(None);
+        }
+        match route(self, stream, shard, forwarded) {
+            Route::Here => Ok(None),
+            Route::Peer(address) => Ok(Some(address)),
+            Route::Unavailable(e) => Err(e),
+        }
+    }
+
+    /// Read a stream's description from the bucket now (a change made at the coordinator
+    /// since this broker's last sync); a failure leaves what this broker knew.
+    pub(crate) async fn sync_stream_now(&self, name: &str) {
+        if let Err(e) = super::sync::sync_stream(self, name).await {
+            tracing::debug!(stream = %name, "reading the stream's description: {e}");
         }
     }
 

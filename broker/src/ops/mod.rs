@@ -8,5 +8,6 @@ mod records;
 mod reshard;
 mod shards;
 mod streams;
+mod subscribe;
 mod tags;
 pub mod validate;

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use streamfabric_api::limits::{MAX_GET_RECORDS_BYTES, MAX_GET_RECORDS_LIMIT};
 use streamfabric_api::model::*;
 use streamfabric_api::names::shard_id;
-use streamfabric_api::sequence::SequenceNumber;
+use crate::catalog::Stream;
+use streamfabric_api::sequence::{Place, SequenceNumber};
 use streamfabric_api::types::{Blob, Timestamp};
 use streamfabric_api::{ApiError, ErrorCode};
 
-const ITERATOR_TYPES: &[&str] =
+pub(crate) const ITERATOR_TYPES: &[&str] =
     &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
 
 impl Broker {
-    fn shard_of(&self, stream: &crate::catalog::Stream, index: u64) -> Result<Arc<Shard>, ApiError> {
+    pub(crate) fn shard_of(&self, stream: &crate::catalog::Stream, index: u64) -> Result<Arc<Shard>, ApiError> {
         stream.shard(index).ok_or_else(|| {
             ApiError::not_found(format!(
                 "Shard {} in stream {} under account {} does not exist.",
@@ -40,48 +41,13 @@ impl Broker {
         )?;
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         let shard = self.shard_of(&stream, shard_index_arg("shardId", shard_id)?)?;
-        let bounds = shard.log.bounds();
-        let position = match kind {
-            "TRIM_HORIZON" => bounds.start_offset,
-            "LATEST" => bounds.end_offset,
-            "AT_TIMESTAMP" => {
-                let at = input.timestamp.ok_or_else(|| {
-                    ApiError::invalid("The timestamp must be specified for shardIteratorType AT_TIMESTAMP.")
-                })?;
-                let local = shard.log.offset_at_timestamp(at.millis()).map_err(|e| {
-                    tracing::error!(shard = %shard.id, "time index lookup: {e}");
-                    ApiError::internal("The shard's time index could not be read.")
-                })?;
-                // Records evicted from local disk may be the first ones at or after it.
-                let local_start = shard.log.local_start_offset();
-                if bounds.start_offset < local_start && local <= local_start {
-                    let remote = self.tiers.offset_at_timestamp(&stream, &shard, at.millis(), bounds.start_offset);
-                    remote.await.map_err(|e| remote_error(&shard, e))?.unwrap_or(local)
-                } else {
-                    local
-                }
-            }
-            _ => {
-                let given = input.starting_sequence_number.as_deref().ok_or_else(|| {
-                    ApiError::invalid(format!("StartingSequenceNumber must be specified for shardIteratorType {kind}."))
-                })?;
-                let seq = SequenceNumber::parse("startingSequenceNumber", given)?;
-                if seq.shard_index != shard.index {
-                    return Err(ApiError::invalid(format!(
-                        "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
-                        streamfabric_api::names::shard_id(seq.shard_index),
-                        shard.id
-                    )));
-                }
-                if seq.offset >= bounds.end_offset {
-                    return Err(ApiError::invalid(format!(
-                        "StartingSequenceNumber {given} used in GetShardIterator on shard {} in stream {} under account {} has not been issued yet.",
-                        shard.id, stream.name, self.config.account
-                    )));
-                }
-                if kind == "AT_SEQUENCE_NUMBER" { seq.offset } else { seq.offset + 1 }
-            }
+        let starting = StartingAt {
+            operation: "GetShardIterator",
+            kind,
+            sequence_number: input.starting_sequence_number.as_deref(),
+            timestamp: input.timestamp,
         };
+        let position = self.start_offset(&stream, &shard, starting).await?;
         let token = IteratorToken {
             stream: stream.name.clone(),
             incarnation: stream.incarnation,
@@ -130,20 +96,93 @@ impl Broker {
                 ),
             ));
         }
-        let from = token.position;
+        let batch = self.read_batch(&stream, &shard, token.position, limit, MAX_GET_RECORDS_BYTES, now).await?;
+        shard.throttle.charge_read_bytes(batch.bytes);
+        let Batch { records, next, millis_behind, child_shards, .. } = batch;
+        let next_shard_iterator = match child_shards {
+            Some(_) => None,
+            None => Some(self.signer.iterator(&IteratorToken { position: next, issued_ms: now, ..token })),
+        };
+        Ok(GetRecordsOutput { records, next_shard_iterator, millis_behind_latest: millis_behind, child_shards })
+    }
+
+    /// Where a reader of `shard` starts, as GetShardIterator and SubscribeToShard name it.
+    pub(crate) async fn start_offset(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        starting: StartingAt<'_>,
+    ) -> Result<u64, ApiError> {
+        let StartingAt { operation, kind, sequence_number, timestamp } = starting;
+        let bounds = shard.log.bounds();
+        Ok(match kind {
+            "TRIM_HORIZON" => bounds.start_offset,
+            "LATEST" => bounds.end_offset,
+            "AT_TIMESTAMP" => {
+                let at = timestamp.ok_or_else(|| {
+                    ApiError::invalid("The timestamp must be specified for shardIteratorType AT_TIMESTAMP.")
+                })?;
+                let local = shard.log.offset_at_timestamp(at.millis()).map_err(|e| {
+                    tracing::error!(shard = %shard.id, "time index lookup: {e}");
+                    ApiError::internal("The shard's time index could not be read.")
+                })?;
+                // Records evicted from local disk may be the first ones at or after it.
+                let local_start = shard.log.local_start_offset();
+                if bounds.start_offset < local_start && local <= local_start {
+                    let remote = self.tiers.offset_at_timestamp(stream, shard, at.millis(), bounds.start_offset);
+                    remote.await.map_err(|e| remote_error(shard, e))?.unwrap_or(local)
+                } else {
+                    local
+                }
+            }
+            _ => {
+                let given = sequence_number.ok_or_else(|| {
+                    ApiError::invalid(format!("StartingSequenceNumber must be specified for shardIteratorType {kind}."))
+                })?;
+                let place = Place::parse("startingSequenceNumber", given)?;
+                if place.shard_index() != shard.index {
+                    return Err(ApiError::invalid(format!(
+                        "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                        streamfabric_api::names::shard_id(place.shard_index()),
+                        shard.id
+                    )));
+                }
+                if place.record().is_some_and(|seq| seq.offset >= bounds.end_offset) {
+                    return Err(ApiError::invalid(format!(
+                        "StartingSequenceNumber {given} used in {operation} on shard {} in stream {} under account {} has not been issued yet.",
+                        shard.id, stream.name, self.config.account
+                    )));
+                }
+                place.start_offset(kind == "AFTER_SEQUENCE_NUMBER")
+            }
+        })
+    }
+
+    /// Up to `limit` records of `shard` from offset `from` (at most 10 MiB; from the object
+    /// store below the local data), where the next read goes on, how far behind the latest
+    /// record it is, and past the end of a closed shard its children. Counted as read.
+    pub(crate) async fn read_batch(
+        &self,
+        stream: &Stream,
+        shard: &Shard,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        now: i64,
+    ) -> Result<Batch, ApiError> {
         // Below the local data: from the object store, then on into the local log.
         let mut stored = Vec::new();
         let mut local_from = from;
         let start = shard.log.bounds().start_offset;
         if from.max(start) < shard.log.local_start_offset() {
             let min_ts = now - stream.meta().retention_hours * 3_600_000;
-            let remote = self.tiers.read(&stream, &shard, from.max(start), limit, MAX_GET_RECORDS_BYTES, min_ts);
+            let remote = self.tiers.read(stream, shard, from.max(start), limit, max_bytes, min_ts);
             let remote = remote.await.map_err(|e| remote_error(&shard, e))?;
             stored = remote.records;
             local_from = remote.next;
         }
         let room =
-            MAX_GET_RECORDS_BYTES.saturating_sub(stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum());
+            max_bytes.saturating_sub(stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum());
         if stored.len() < limit && (stored.is_empty() || room > 0) {
             let (log, want) = (shard.log.clone(), limit - stored.len());
             let local = tokio::task::spawn_blocking(move || log.read(local_from, want, room))
@@ -171,7 +210,6 @@ impl Broker {
             _ => 0,
         };
         let bytes: usize = stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
-        shard.throttle.charge_read_bytes(bytes);
         shard.metrics.outgoing_records.inc_by(stored.len() as u64);
         shard.metrics.outgoing_bytes.inc_by(bytes as u64);
         shard.metrics.millis_behind.set(millis_behind);
@@ -203,12 +241,29 @@ impl Broker {
                     .collect::<Vec<_>>()
             })
         });
-        let next_shard_iterator = match child_shards {
-            Some(_) => None,
-            None => Some(self.signer.iterator(&IteratorToken { position: next, issued_ms: now, ..token })),
-        };
-        Ok(GetRecordsOutput { records, next_shard_iterator, millis_behind_latest: millis_behind, child_shards })
+        Ok(Batch { records, next, millis_behind, child_shards, bytes })
     }
+}
+
+/// Where a reader starts: the iterator type (checked already) and what it needs.
+pub(crate) struct StartingAt<'a> {
+    /// For messages: the operation asking.
+    pub operation: &'static str,
+    pub kind: &'a str,
+    pub sequence_number: Option<&'a str>,
+    pub timestamp: Option<Timestamp>,
+}
+
+/// What one read of a shard gave.
+pub(crate) struct Batch {
+    pub records: Vec<Record>,
+    /// The offset the next read starts from.
+    pub next: u64,
+    pub millis_behind: i64,
+    /// At the end of a closed shard: its children.
+    pub child_shards: Option<Vec<ChildShard>>,
+    /// Data and partition keys of the records.
+    pub bytes: usize,
 }
 
 /// A remote read that failed: retryable while the object store cannot be reached, an

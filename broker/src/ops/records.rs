@@ -255,6 +255,13 @@ impl Broker {
             }
         }
         self.check_may_acknowledge(mark)?;
+        for (outcome, shard) in outcomes.iter().zip(&shards) {
+            if let Ok(first) = outcome.appended
+                && outcome.admitted > 0
+            {
+                shard.announce_durable(first + outcome.admitted as u64);
+            }
+        }
 
         let records = placed
             .into_iter()

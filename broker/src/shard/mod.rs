@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use streamfabric_api::ApiError;
+use tokio::sync::watch;
 use streamfabric_api::hashkey::HashRange;
 
 pub struct Shard {
@@ -28,6 +29,9 @@ pub struct Shard {
     /// This broker appends to and reads this log. Always, for a broker alone; in a cluster
     /// only while it owns the shard (the others forward to the owner).
     serving: AtomicBool,
+    /// The end of what has been acknowledged to writers: SubscribeToShard streams wait on it
+    /// to push records as they become durable.
+    durable_end: watch::Sender<u64>,
 }
 
 impl Shard {
@@ -41,7 +45,21 @@ impl Shard {
         metrics: ShardMetrics,
         bucket: Arc<ShardBucket>,
     ) -> Shard {
-        Shard { index, id, range, log, throttle, metrics, bucket, serving: AtomicBool::new(false) }
+        let durable_end = watch::Sender::new(log.bounds().end_offset);
+        Shard { index, id, range, log, throttle, metrics, bucket, serving: AtomicBool::new(false), durable_end }
+    }
+
+    /// Records up to `end` have been acknowledged: wake the subscriptions waiting for them.
+    pub fn announce_durable(&self, end: u64) {
+        self.durable_end.send_if_modified(|known| {
+            let later = end > *known;
+            *known = (*known).max(end);
+            later
+        });
+    }
+
+    pub fn watch_durable(&self) -> watch::Receiver<u64> {
+        self.durable_end.subscribe()
     }
 
     pub fn is_serving(&self) -> bool {

@@ -63,6 +63,25 @@ impl TestBroker {
     }
 }
 
+impl TestBroker {
+    /// Register an enhanced fan-out consumer of `stream` and wait until it is ACTIVE: its ARN.
+    pub async fn register_consumer(&self, stream: &str, name: &str) -> String {
+        let stream_arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{stream}");
+        let body = serde_json::json!({"StreamARN": stream_arn, "ConsumerName": name});
+        let (status, answer) = self.json("RegisterStreamConsumer", body).await;
+        assert_eq!(status, 200, "{answer}");
+        let arn = answer["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
+        for _ in 0..2000 {
+            let (_, answer) = self.json("DescribeStreamConsumer", serde_json::json!({"ConsumerARN": arn})).await;
+            if answer["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE" {
+                return arn;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("consumer {arn} did not become ACTIVE");
+    }
+}
+
 /// A sequence number as a number ordering like it within its shard (AWS's 56 digits do not
 /// fit in a u128).
 pub fn seq_value(sequence_number: &str) -> u128 {

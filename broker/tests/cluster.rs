@@ -585,3 +585,68 @@ fn check_every_acknowledged_record(outcome: &Outcome, read: &[(String, String, S
         );
     }
 }
+
+/// SubscribeToShard at a broker that does not own the shard is relayed, as a stream, from
+/// the owner: the consumer gets every shard's records live whichever broker it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_at_any_broker_stream_from_the_shards_owner() {
+    use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let root = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", root.path().join("objects").display());
+    std::fs::create_dir_all(root.path().join("objects")).unwrap();
+    let nodes = vec![
+        Node::start("a", LOCAL, &root.path().join("a"), &store).await,
+        Node::start("b", LOCAL, &root.path().join("b"), &store).await,
+    ];
+    form_cluster(&nodes).await;
+    let stream_arn = format!("arn:aws:kinesis:us-east-1:000000000000:stream/{STREAM}");
+    let registered = json!({"StreamARN": stream_arn, "ConsumerName": "everywhere"});
+    let (status, answer) = post(nodes[1].api, "RegisterStreamConsumer", &registered).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let consumer = answer["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
+    for node in &nodes {
+        wait_for("the consumer ACTIVE at every broker", Duration::from_secs(10), || async {
+            let described = post(node.api, "DescribeStreamConsumer", &json!({"ConsumerARN": consumer})).await;
+            described.is_some_and(|(_, v)| v["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE")
+        })
+        .await;
+    }
+    let served_by_b = nodes[1].serving().await;
+    let (_, listed) = post(nodes[0].api, "ListShards", &json!({"StreamName": STREAM})).await.unwrap();
+    let shards = listed["Shards"].as_array().unwrap().clone();
+    assert_eq!(shards.len(), SHARDS);
+    let k = {
+        use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(format!("http://{}", nodes[1].api))
+            .credentials_provider(Credentials::new("test", "test", None, None, "streamfabric-tests"))
+            .build();
+        aws_sdk_kinesis::Client::from_conf(config)
+    };
+    let mut relayed = 0;
+    for shard in &shards {
+        let id = shard["ShardId"].as_str().unwrap();
+        relayed += usize::from(!served_by_b.contains(&format!("{STREAM}/{id}")));
+        let position = StartingPosition::builder().r#type(ShardIteratorType::Latest).build().unwrap();
+        let subscribed = k.subscribe_to_shard().consumer_arn(&consumer).shard_id(id).starting_position(position);
+        let mut events = subscribed.send().await.unwrap().event_stream;
+        let hash_key = shard["HashKeyRange"]["StartingHashKey"].as_str().unwrap();
+        let put = json!({"StreamName": STREAM, "PartitionKey": "k", "ExplicitHashKey": hash_key, "Data": b64(id)});
+        let (status, answer) = post(nodes[0].api, "PutRecord", &put).await.unwrap();
+        assert_eq!((status, answer["ShardId"].as_str()), (200, Some(id)), "{answer}");
+        let pushed = loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("an event");
+            let Some(SubscribeToShardEventStream::SubscribeToShardEvent(event)) = event.unwrap() else {
+                panic!("the stream of {id} ended early");
+            };
+            if let Some(record) = event.records.into_iter().next() {
+                break record;
+            }
+        };
+        assert_eq!(pushed.data.as_ref(), id.as_bytes(), "{id}'s record, live");
+    }
+    assert!(relayed > 0, "some shards are owned by the other broker, so their streams were relayed");
+}

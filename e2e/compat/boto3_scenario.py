@@ -498,6 +498,54 @@ class Scenario:
             f"started at {records[0]['SequenceNumber']} ({records[0]['Data'][:20]!r}), expected {after['SequenceNumber']}",
         )
 
+    def check_subscribe_to_shard(self):
+        """Enhanced fan-out as boto3 does it (HTTP/1.1, chunked event stream): live records
+        pushed in order, a duplicate subscription refused, the consumer deregistered."""
+        stream_arn = self.kinesis.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"]["StreamARN"]
+        consumer = self.kinesis.register_stream_consumer(StreamARN=stream_arn, ConsumerName="compat-efo")["Consumer"]
+        arn = consumer["ConsumerARN"]
+        deadline = time.monotonic() + ACTIVE_TIMEOUT
+        while self.kinesis.describe_stream_consumer(ConsumerARN=arn)["ConsumerDescription"]["ConsumerStatus"] != "ACTIVE":
+            expect(time.monotonic() < deadline, "the consumer never turned ACTIVE")
+            time.sleep(0.05)
+        explicit, shard_id = self.shard_with_explicit_key(2)
+        events = self.kinesis.subscribe_to_shard(
+            ConsumerARN=arn, ShardId=shard_id, StartingPosition={"Type": "LATEST"}
+        )["EventStream"]
+        try:
+            expect_client_error(
+                "ResourceInUseException",
+                self.kinesis.subscribe_to_shard,
+                ConsumerARN=arn,
+                ShardId=shard_id,
+                StartingPosition={"Type": "LATEST"},
+            )
+            sent, latencies, received = {}, [], []
+            count = 20
+            iterator = iter(events)
+            first = next(iterator)  # the first event: the subscription is in place
+            expect("SubscribeToShardEvent" in first, f"unexpected first event {first}")
+            received.extend(r["Data"] for r in first["SubscribeToShardEvent"]["Records"])
+            deadline = time.monotonic() + NEW_RECORD_TIMEOUT
+            for i in range(count):
+                data = f"efo-{i}".encode()
+                sent[data] = time.monotonic()
+                self.put_record(self.random_key(), data, ExplicitHashKey=explicit)
+                while data not in received:  # one at a time: the latency of each push
+                    expect(time.monotonic() < deadline, f"{len(received)} of {count} records pushed")
+                    event = next(iterator)["SubscribeToShardEvent"]
+                    for r in event["Records"]:
+                        received.append(r["Data"])
+                        latencies.append(time.monotonic() - sent[r["Data"]])
+                    expect(event["ContinuationSequenceNumber"], "a continuation in every event")
+            expect(received == [f"efo-{i}".encode() for i in range(count)], f"pushed in order: {received}")
+            latencies.sort()
+            print(f"      boto3 SubscribeToShard: {count} records, latency from put start to event "
+                  f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+        finally:
+            events.close()
+            self.kinesis.deregister_stream_consumer(ConsumerARN=arn)
+
     # ---- paging ----
 
     def create_page_streams(self):
@@ -776,6 +824,7 @@ def main():
         suite.run("iterator-after-sequence-number", sc.check_after_sequence_number)
         suite.run("iterator-latest", sc.check_latest)
         suite.run("iterator-at-timestamp", sc.check_at_timestamp)
+        suite.run("subscribe-to-shard-live-records", sc.check_subscribe_to_shard)
         suite.run("create-paging-streams", sc.create_page_streams, required=True)
         suite.run("list-streams-exclusive-start-stream-name", sc.check_list_streams_exclusive_start)
         suite.run("list-streams-next-token", sc.check_list_streams_next_token)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the Kinesis compatibility scenarios (boto3, then AWS CLI) against a
+# Runs the Kinesis compatibility scenarios (boto3, the AWS CLI, the AWS SDK for Java v2) against a
 # running server:
 #
 #   bash e2e/compat/run.sh http://127.0.0.1:4567
@@ -50,6 +50,7 @@ run_scenario() {
 
 run_scenario boto3 "$bin/python" "$here/boto3_scenario.py" --endpoint "$endpoint"
 run_scenario awscli bash "$here/awscli_scenario.sh" "$endpoint"
+run_scenario java-sdk bash "$root/e2e/java/run.sh" "$endpoint"
 
 echo "== total"
 echo "$passed passed, $failed failed"

@@ -487,6 +487,7 @@ mod tests {
             local_retention_bytes: Some(20),
             local_retention_check: Duration::from_secs(21),
             remote_cache_bytes: 22,
+            subscription_lifetime: Duration::from_secs(45),
             region: "ap-south-1".into(),
             account: "123456789012".into(),
         }

@@ -37,12 +37,10 @@ async fn subscribe(
 
 /// The next SubscribeToShardEvent; None once the stream ended.
 async fn next_event(events: &mut Events) -> Option<aws_sdk_kinesis::types::SubscribeToShardEvent> {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("an event within 30 s");
-        match event.expect("no error in the stream")? {
-            SubscribeToShardEventStream::SubscribeToShardEvent(e) => return Some(e),
-            other => panic!("unexpected event {other:?}"),
-        }
+    let event = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("an event within 30 s");
+    match event.expect("no error in the stream")? {
+        SubscribeToShardEventStream::SubscribeToShardEvent(e) => Some(e),
+        other => panic!("unexpected event {other:?}"),
     }
 }
 
@@ -215,9 +213,17 @@ async fn bad_subscriptions_get_aws_errors() {
     let consumer = b.register_consumer("checked", "strict").await;
     let at_latest = json!({"Type": "LATEST"});
     let cases = [
-        (json!({"ShardId": "shardId-000000000000", "StartingPosition": at_latest}), "ValidationException", "consumerARN"),
+        (
+            json!({"ShardId": "shardId-000000000000", "StartingPosition": at_latest}),
+            "ValidationException",
+            "consumerARN",
+        ),
         (json!({"ConsumerARN": consumer, "StartingPosition": at_latest}), "ValidationException", "shardId"),
-        (json!({"ConsumerARN": consumer, "ShardId": "shardId-000000000000"}), "ValidationException", "startingPosition"),
+        (
+            json!({"ConsumerARN": consumer, "ShardId": "shardId-000000000000"}),
+            "ValidationException",
+            "startingPosition",
+        ),
         (
             json!({"ConsumerARN": consumer, "ShardId": "shardId-000000000000", "StartingPosition": {"Type": "SOMETIME"}}),
             "ValidationException",
@@ -245,7 +251,10 @@ async fn bad_subscriptions_get_aws_errors() {
     }
     // A sequence number of another shard.
     let (_, put) = b
-        .json("PutRecord", json!({"StreamName": "checked", "PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": "0"}))
+        .json(
+            "PutRecord",
+            json!({"StreamName": "checked", "PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": "0"}),
+        )
         .await;
     let body = json!({"ConsumerARN": consumer, "ShardId": "shardId-000000000001",
         "StartingPosition": {"Type": "AT_SEQUENCE_NUMBER", "SequenceNumber": put["SequenceNumber"]}});
@@ -265,8 +274,7 @@ async fn cbor_subscriptions_get_cbor_events_and_consumers_are_counted() {
             b.json("PutRecord", json!({"StreamName": "binary", "PartitionKey": "k", "Data": format!("AAE{i}")})).await;
         assert_eq!(status, 200);
     }
-    let request =
-        json!({"ConsumerARN": consumer, "ShardId": "shardId-000000000000", "StartingPosition": {"Type": "TRIM_HORIZON"}});
+    let request = json!({"ConsumerARN": consumer, "ShardId": "shardId-000000000000", "StartingPosition": {"Type": "TRIM_HORIZON"}});
     let mut body = Vec::new();
     ciborium::into_writer(&request, &mut body).unwrap();
     // The stream ends after its 1 s lifetime: the whole answer can be collected.

@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(header(&message, ":message-type"), "event");
         assert_eq!(header(&message, ":event-type"), "SubscribeToShardEvent");
         let payload: serde_json::Value = serde_json::from_slice(message.payload()).unwrap();
-        assert_eq!(payload, serde_json::json!({"Records": [], "ContinuationSequenceNumber": "49", "MillisBehindLatest": 7}));
+        assert_eq!(
+            payload,
+            serde_json::json!({"Records": [], "ContinuationSequenceNumber": "49", "MillisBehindLatest": 7})
+        );
 
         let first = read_message_from(initial_response(Format::Cbor)).unwrap();
         assert_eq!(header(&first, ":event-type"), "initial-response");

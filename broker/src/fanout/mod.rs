@@ -201,7 +201,9 @@ pub async fn subscribe(
     if let Some(address) = broker.shard_owner_elsewhere(&target.stream.name, &target.shard, forwarded)? {
         let fabric = broker.fabric.as_ref().expect("a cluster has peers");
         let answer = fabric.peers.forward_streaming(&address, target_header, format, body).await?;
-        return Ok(Subscribed::Relayed(answer.map(|relayed| relayed.map_err(crate::http::BoxError::from).boxed_unsync())));
+        return Ok(Subscribed::Relayed(
+            answer.map(|relayed| relayed.map_err(crate::http::BoxError::from).boxed_unsync()),
+        ));
     }
     let target = broker.subscription_start(&input, target).await?;
     Ok(Subscribed::Here(open(broker, target, format)?))

@@ -3,13 +3,13 @@
 use super::shards::shard_index_arg;
 use super::validate::{self, bounded, required};
 use crate::broker::Broker;
+use crate::catalog::Stream;
 use crate::shard::Shard;
 use crate::tokens::IteratorToken;
 use std::sync::Arc;
 use streamfabric_api::limits::{MAX_GET_RECORDS_BYTES, MAX_GET_RECORDS_LIMIT};
 use streamfabric_api::model::*;
 use streamfabric_api::names::shard_id;
-use crate::catalog::Stream;
 use streamfabric_api::sequence::{Place, SequenceNumber};
 use streamfabric_api::types::{Blob, Timestamp};
 use streamfabric_api::{ApiError, ErrorCode};
@@ -177,12 +177,11 @@ impl Broker {
         if from.max(start) < shard.log.local_start_offset() {
             let min_ts = now - stream.meta().retention_hours * 3_600_000;
             let remote = self.tiers.read(stream, shard, from.max(start), limit, max_bytes, min_ts);
-            let remote = remote.await.map_err(|e| remote_error(&shard, e))?;
+            let remote = remote.await.map_err(|e| remote_error(shard, e))?;
             stored = remote.records;
             local_from = remote.next;
         }
-        let room =
-            max_bytes.saturating_sub(stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum());
+        let room = max_bytes.saturating_sub(stored.iter().map(|r| r.data.len() + r.partition_key.len()).sum());
         if stored.len() < limit && (stored.is_empty() || room > 0) {
             let (log, want) = (shard.log.clone(), limit - stored.len());
             let local = tokio::task::spawn_blocking(move || log.read(local_from, want, room))

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use streamfabric_api::ApiError;
-use tokio::sync::watch;
 use streamfabric_api::hashkey::HashRange;
+use tokio::sync::watch;
 
 pub struct Shard {
     pub index: u64,

@@ -747,6 +747,44 @@ class Scenario:
             raise Failed(f"{len(members)} membership records in the bucket for {brokers} brokers: {members}")
         log(f"bucket: {len(keys)} objects, {len(wal)} write-ahead, {len(members)} members")
 
+    def step_fanout(self):
+        """Enhanced fan-out through the Service of the three-broker DataStream: a consumer
+        registered, each shard subscribed (the Service picks a broker; one that does not own
+        the shard relays the owner's stream), a record put into each shard pushed live."""
+        k = self.kinesis(self.fabric_endpoint)
+        stream_arn = k.describe_stream_summary(StreamName=self.fabric)["StreamDescriptionSummary"]["StreamARN"]
+        arn = k.register_stream_consumer(StreamARN=stream_arn, ConsumerName="e2e-fanout")["Consumer"]["ConsumerARN"]
+        self.wait("the consumer ACTIVE", lambda: k.describe_stream_consumer(ConsumerARN=arn)[
+            "ConsumerDescription"]["ConsumerStatus"] == "ACTIVE" or None, 30)
+        try:
+            shards = k.list_shards(StreamName=self.fabric, ShardFilter={"Type": "AT_LATEST"})["Shards"]
+            latencies = []
+            for shard in shards:
+                sid = shard["ShardId"]
+                events = iter(k.subscribe_to_shard(ConsumerARN=arn, ShardId=sid,
+                                                   StartingPosition={"Type": "LATEST"})["EventStream"])
+                next(events)  # the first event: the subscription is in place
+                data = f"fanout-{sid}".encode()
+                sent = time.monotonic()
+                put = k.put_record(StreamName=self.fabric, PartitionKey="fanout", Data=data,
+                                   ExplicitHashKey=shard["HashKeyRange"]["StartingHashKey"])
+                if put["ShardId"] != sid:
+                    raise Failed(f"a record for {sid} went to {put['ShardId']}")
+                deadline = time.monotonic() + 20
+                while True:
+                    if time.monotonic() > deadline:
+                        raise Failed(f"{sid}: the record was not pushed within 20 s")
+                    records = next(events)["SubscribeToShardEvent"]["Records"]
+                    if any(r["Data"] == data for r in records):
+                        latencies.append(time.monotonic() - sent)
+                        break
+            latencies.sort()
+            log(f"fan-out: {len(shards)} shards subscribed through the Service, each record pushed live "
+                f"(put to event p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+                f"max {latencies[-1] * 1000:.0f} ms, durability Object)")
+        finally:
+            k.deregister_stream_consumer(ConsumerARN=arn)
+
     def check_cluster_key(self, brokers):
         """One key signs every broker's iterators: the operator's Secret, read by each broker
         process from its mount; an iterator from the first broker reads at the last."""
@@ -1084,7 +1122,8 @@ class Scenario:
                  ("ondemand", self.step_ondemand), ("paused", self.step_paused),
                  ("invalid", self.step_invalid), ("degraded", self.step_degraded),
                  ("pending", self.step_pending),
-                 ("minio", self.step_minio), ("fabric", self.step_fabric), ("sidecar", self.step_sidecar),
+                 ("minio", self.step_minio), ("fabric", self.step_fabric), ("fanout", self.step_fanout),
+                 ("sidecar", self.step_sidecar),
                  ("inject", self.step_inject),
                  ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),
                  ("scale", self.step_scale), ("drive-wipe", self.step_drive_wipe),

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use streamfabric_api::model::Operation;
+use streamfabric_api::model::{Empty, Operation};
 use streamfabric_api::types::Timestamp;
 use streamfabric_api::{ApiError, Format};
 
@@ -499,9 +499,16 @@ impl Broker {
                 format.encode(&self.$handler(format.decode(body)?).await?)
             };
         }
+        // Operations without output answer with an empty body, as AWS's do.
+        macro_rules! run_without_output {
+            ($handler:ident) => {{
+                let _: Empty = self.$handler(format.decode(body)?).await?;
+                Vec::new()
+            }};
+        }
         Ok(match op {
-            Operation::CreateStream => run!(create_stream),
-            Operation::DeleteStream => run!(delete_stream),
+            Operation::CreateStream => run_without_output!(create_stream),
+            Operation::DeleteStream => run_without_output!(delete_stream),
             Operation::ListStreams => run!(list_streams),
             Operation::DescribeStream => run!(describe_stream),
             Operation::DescribeStreamSummary => run!(describe_stream_summary),
@@ -515,26 +522,26 @@ impl Broker {
                 let out = self.get_records(format.decode(body)?).await?;
                 format.encode_with_capacity(&out, out.encoded_size_hint())
             }
-            Operation::IncreaseStreamRetentionPeriod => run!(increase_retention),
-            Operation::DecreaseStreamRetentionPeriod => run!(decrease_retention),
-            Operation::AddTagsToStream => run!(add_tags),
-            Operation::RemoveTagsFromStream => run!(remove_tags),
+            Operation::IncreaseStreamRetentionPeriod => run_without_output!(increase_retention),
+            Operation::DecreaseStreamRetentionPeriod => run_without_output!(decrease_retention),
+            Operation::AddTagsToStream => run_without_output!(add_tags),
+            Operation::RemoveTagsFromStream => run_without_output!(remove_tags),
             Operation::ListTagsForStream => run!(list_tags),
             Operation::DescribeLimits => run!(describe_limits),
-            Operation::SplitShard => run!(split_shard),
-            Operation::MergeShards => run!(merge_shards),
+            Operation::SplitShard => run_without_output!(split_shard),
+            Operation::MergeShards => run_without_output!(merge_shards),
             Operation::UpdateShardCount => run!(update_shard_count),
-            Operation::UpdateStreamMode => run!(update_stream_mode),
+            Operation::UpdateStreamMode => run_without_output!(update_stream_mode),
             Operation::RegisterStreamConsumer => run!(register_stream_consumer),
-            Operation::DeregisterStreamConsumer => run!(deregister_stream_consumer),
+            Operation::DeregisterStreamConsumer => run_without_output!(deregister_stream_consumer),
             Operation::DescribeStreamConsumer => run!(describe_stream_consumer),
             Operation::ListStreamConsumers => run!(list_stream_consumers),
             Operation::EnableEnhancedMonitoring => run!(enable_enhanced_monitoring),
             Operation::DisableEnhancedMonitoring => run!(disable_enhanced_monitoring),
-            Operation::StartStreamEncryption => run!(start_stream_encryption),
-            Operation::StopStreamEncryption => run!(stop_stream_encryption),
-            Operation::TagResource => run!(tag_resource),
-            Operation::UntagResource => run!(untag_resource),
+            Operation::StartStreamEncryption => run_without_output!(start_stream_encryption),
+            Operation::StopStreamEncryption => run_without_output!(stop_stream_encryption),
+            Operation::TagResource => run_without_output!(tag_resource),
+            Operation::UntagResource => run_without_output!(untag_resource),
             Operation::ListTagsForResource => run!(list_tags_for_resource),
             // Answered with an event stream by the HTTP front (`fanout::subscribe`).
             Operation::SubscribeToShard => {

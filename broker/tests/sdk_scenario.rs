@@ -231,3 +231,25 @@ async fn ten_thousand_records_round_trip_through_the_sdk() {
     }
     assert_eq!(names, vec!["sdk-b", "sdk-c", "sdk-scenario"]);
 }
+
+/// AWS answers operations that have no output with an empty body (JSON and CBOR alike);
+/// the SDKs read it as the empty output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_without_output_answer_with_an_empty_body() {
+    let b = common::start().await;
+    let create = serde_json::to_vec(&serde_json::json!({"StreamName": "quiet", "ShardCount": 1})).unwrap();
+    let (status, content_type, body) =
+        b.raw("Kinesis_20131202.CreateStream", "application/x-amz-json-1.1", create).await;
+    assert_eq!((status, content_type.as_str(), body.len()), (200, "application/x-amz-json-1.1", 0));
+    common::wait_active(&b, "quiet").await;
+    let mut tags = Vec::new();
+    ciborium::into_writer(&serde_json::json!({"StreamName": "quiet", "Tags": {"team": "a"}}), &mut tags).unwrap();
+    let (status, _, body) = b.raw("Kinesis_20131202.AddTagsToStream", "application/x-amz-cbor-1.1", tags).await;
+    assert_eq!((status, body.len()), (200, 0), "CBOR too");
+    // Through the SDK: the same calls succeed, and an answer with output still has it.
+    let k = b.sdk();
+    k.increase_stream_retention_period().stream_name("quiet").retention_period_hours(48).send().await.unwrap();
+    let tags = k.list_tags_for_stream().stream_name("quiet").send().await.unwrap().tags;
+    assert_eq!(tags.len(), 1);
+    k.delete_stream().stream_name("quiet").send().await.unwrap();
+}

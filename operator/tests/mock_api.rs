@@ -210,6 +210,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
             "STREAMFABRIC_SHARD_WRITE_BYTES": "2097152",
             "STREAMFABRIC_SHARD_WRITE_RECORDS": "2000",
             "STREAMFABRIC_STATUS_DELAY": "100ms",
+            "STREAMFABRIC_SUBSCRIPTION_LIFETIME": "5m",
             "STREAMFABRIC_UPLOAD_BACKLOG_LIMIT": "1073741824",
         })
     );

@@ -285,12 +285,14 @@ impl Run<'_> {
             if position < durable_end || due || shard_closed(stream, shard.index) {
                 match self.read_and_send(position).await {
                     Ok(Some((next, ended))) => {
+                        let progressed = next > position;
                         position = next;
                         last_event = Some(Instant::now());
                         if ended {
                             break End::Done;
                         }
-                        if position < *durable.borrow() {
+                        // More is durable already: read on at once (not after an empty read).
+                        if progressed && position < *durable.borrow() {
                             continue;
                         }
                     }

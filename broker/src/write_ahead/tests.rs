@@ -95,7 +95,7 @@ impl ObjectStore for FlakyStore {
 
 async fn call(broker: &Broker, op: Operation, body: Value) -> Result<Value, ApiError> {
     let out = broker.call(op, Format::Json, &serde_json::to_vec(&body).unwrap()).await?;
-    Ok(serde_json::from_slice(&out).unwrap())
+    Ok(Format::Json.decode(&out).expect("a JSON answer"))
 }
 
 fn b64(s: &str) -> String {

@@ -43,6 +43,8 @@ pub struct Broker {
     pub(crate) read_slots: tokio::sync::Semaphore,
     /// SubscribeToShard streams served here.
     pub subscriptions: crate::fanout::Subscriptions,
+    /// The DynamoDB-compatible tables (the KCL's leases), in the object store.
+    pub tables: crate::dynamo::Tables,
 }
 
 const CONCURRENT_READS: usize = 2;
@@ -252,6 +254,7 @@ impl Broker {
             wal,
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
             subscriptions,
+            tables: crate::dynamo::Tables::new(archive.tier()),
         });
         if clustered {
             // Shards are taken by the handoff, not here.

@@ -86,6 +86,9 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
     let format = Format::from_content_type(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let forwarded = req.headers().contains_key(crate::fabric::FORWARDED_HEADER);
+    if let Some(op) = target.strip_prefix(crate::dynamo::TARGET_PREFIX) {
+        return dynamo_response(&broker, op, req, started).await;
+    }
     let operation = Target::parse(&target);
     let op_label = operation.map_or("unknown", Target::name);
 
@@ -105,7 +108,7 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
                 Ok(body) => match op {
                     Target::Kinesis(Operation::SubscribeToShard) => {
                         match crate::fanout::subscribe(&broker, format, &target, body.to_bytes(), forwarded).await {
-                            Ok(subscribed) => return subscription_response(&broker, started, format, subscribed),
+                            Ok(subscribed) => return subscription_response(&broker, started, subscribed),
                             Err(e) => Err(e),
                         }
                     }
@@ -153,12 +156,7 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
 }
 
 /// A subscription's event stream, made here or relayed from the shard's owner.
-fn subscription_response(
-    broker: &Broker,
-    started: Instant,
-    format: Format,
-    subscribed: crate::fanout::Subscribed,
-) -> Response<Body> {
+fn subscription_response(broker: &Broker, started: Instant, subscribed: crate::fanout::Subscribed) -> Response<Body> {
     let op_label = Operation::SubscribeToShard.name();
     broker.metrics.request_seconds.with_label_values(&[op_label]).observe(started.elapsed().as_secs_f64());
     match subscribed {
@@ -171,19 +169,43 @@ fn subscription_response(
                 .body(events)
                 .expect("valid response")
         }
-        crate::fanout::Subscribed::Relayed(answer) => {
+        // Passed on as the owner gave it (its content type, event stream or error).
+        crate::fanout::Subscribed::Relayed(mut answer) => {
             let code = if answer.status().is_success() { "OK" } else { "relayed_error" };
             broker.metrics.requests.with_label_values(&[op_label, code]).inc();
-            let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-            let (parts, events) = answer.into_parts();
-            let mut response = Response::builder().status(parts.status).header("x-amzn-RequestId", request_id());
-            response = response.header(
-                header::CONTENT_TYPE,
-                content_type.unwrap_or_else(|| header::HeaderValue::from_static(format.content_type())),
-            );
-            response.body(events).expect("valid response")
+            let id = header::HeaderValue::from_str(&request_id()).expect("hex digits and dashes");
+            answer.headers_mut().insert("x-amzn-requestid", id);
+            answer
         }
     }
+}
+
+/// A DynamoDB operation (the lease store the KCL uses), in AWS JSON 1.0.
+async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>, started: Instant) -> Response<Body> {
+    const LIMIT: usize = 16 << 20;
+    let answer = match Limited::new(req.into_body(), LIMIT).collect().await {
+        Ok(body) => {
+            let account = crate::dynamo::ops::Account { region: &broker.config.region, account: &broker.config.account };
+            crate::dynamo::call(&broker.tables, &account, op, &body.to_bytes()).await
+        }
+        Err(_) => Err(crate::dynamo::DynamoError::serialization(format!(
+            "The request body could not be read in full or exceeds {LIMIT} bytes."
+        ))),
+    };
+    let (status, code, body) = match answer {
+        Ok(body) => (StatusCode::OK, "OK", body),
+        Err(e) => (StatusCode::from_u16(e.http_status()).expect("4xx or 5xx"), e.code, e.body()),
+    };
+    // An operation not served is one label, whatever its name (bounded cardinality).
+    let label = if code == "UnknownOperationException" { "DynamoDB.unknown".to_string() } else { format!("DynamoDB.{op}") };
+    broker.metrics.requests.with_label_values(&[&label, code]).inc();
+    broker.metrics.request_seconds.with_label_values(&[&label]).observe(started.elapsed().as_secs_f64());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, crate::dynamo::CONTENT_TYPE)
+        .header("x-amzn-RequestId", request_id())
+        .body(full(body))
+        .expect("valid response")
 }
 
 /// A peer's answer to a forwarded request, passed on as it came.

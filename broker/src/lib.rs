@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod deletion;
+pub mod dynamo;
 pub mod fabric;
 pub mod fanout;
 pub mod http;

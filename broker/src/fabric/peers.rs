@@ -59,26 +59,15 @@ impl Peers {
     /// Send one Kinesis request (its `X-Amz-Target` and body in `format`) to the broker at
     /// `address`. An unreachable peer is a retryable ServiceUnavailable.
     pub async fn forward(&self, address: &str, target: &str, format: Format, body: Bytes) -> Result<Relayed, ApiError> {
-        let response = self.send(address, target, format, body).await?;
+        let response = self.forward_streaming(address, target, format, body).await?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|e| unreachable(address, e.to_string()))?.to_bytes();
         Ok(Relayed { status, body })
     }
 
-    /// Like `forward`, for an answer that streams (SubscribeToShard): its body as it comes,
-    /// for as long as the peer sends it.
+    /// Like `forward`, for an answer that streams (SubscribeToShard): its head within
+    /// `FORWARD_TIMEOUT`, its body as it comes, for as long as the peer sends it.
     pub async fn forward_streaming(
-        &self,
-        address: &str,
-        target: &str,
-        format: Format,
-        body: Bytes,
-    ) -> Result<http::Response<Incoming>, ApiError> {
-        self.send(address, target, format, body).await
-    }
-
-    /// The request, and its answer's head (within `FORWARD_TIMEOUT`).
-    async fn send(
         &self,
         address: &str,
         target: &str,

@@ -4,6 +4,8 @@
 # a cached virtualenv and prints the venv's bin directory as the last line:
 #
 #   bin=$(scripts/install-python-tools.sh | tail -1)
+#   bin=$(scripts/install-python-tools.sh moto | tail -1)   # moto's server, the DynamoDB
+#                                                          # oracle (e2e/dynamo), in a venv of its own
 #
 # The venv lives outside the clone, keyed by Python version and pins, so a
 # warm rerun only checks a marker file. Progress goes to stderr.
@@ -29,6 +31,13 @@ PINS=(
     protobuf==7.36.2
 )
 
+# moto's server: its own venv, pinned by e2e/dynamo/moto-requirements.txt (the full resolved set).
+check='import boto3, awscli, aws_kinesis_agg.aggregator'
+if [[ "${1:-}" == moto ]]; then
+    mapfile -t PINS < "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e/dynamo/moto-requirements.txt"
+    check='import moto.server, boto3'
+fi
+
 PYTHON="${PYTHON:-python3}"
 cache="${STREAMFABRIC_CACHE:-/var/cache/streamfabric}"
 
@@ -48,7 +57,7 @@ if [[ ! -f "$marker" ]]; then
         "$PYTHON" -m venv "$venv"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
             --no-input "${PINS[@]}" >&2
-        "$venv/bin/python" -c 'import boto3, awscli, aws_kinesis_agg.aggregator' >&2
+        "$venv/bin/python" -c "$check" >&2
         touch "$marker"
     fi
     exec 9>&-

@@ -185,7 +185,8 @@ async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>
     const LIMIT: usize = 16 << 20;
     let answer = match Limited::new(req.into_body(), LIMIT).collect().await {
         Ok(body) => {
-            let account = crate::dynamo::ops::Account { region: &broker.config.region, account: &broker.config.account };
+            let account =
+                crate::dynamo::ops::Account { region: &broker.config.region, account: &broker.config.account };
             crate::dynamo::call(&broker.tables, &account, op, &body.to_bytes()).await
         }
         Err(_) => Err(crate::dynamo::DynamoError::serialization(format!(
@@ -197,7 +198,8 @@ async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>
         Err(e) => (StatusCode::from_u16(e.http_status()).expect("4xx or 5xx"), e.code, e.body()),
     };
     // An operation not served is one label, whatever its name (bounded cardinality).
-    let label = if code == "UnknownOperationException" { "DynamoDB.unknown".to_string() } else { format!("DynamoDB.{op}") };
+    let label =
+        if code == "UnknownOperationException" { "DynamoDB.unknown".to_string() } else { format!("DynamoDB.{op}") };
     broker.metrics.requests.with_label_values(&[&label, code]).inc();
     broker.metrics.request_seconds.with_label_values(&[&label]).observe(started.elapsed().as_secs_f64());
     Response::builder()

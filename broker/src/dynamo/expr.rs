@@ -138,7 +138,8 @@ fn tokenize(text: &str, what: &str) -> Result<Vec<Token>, DynamoError> {
             i += 2;
             continue;
         }
-        if let Some(p) = ["(", ")", "[", "]", ",", ".", "=", "<", ">", "+", "-"].into_iter().find(|p| p.as_bytes()[0] == c)
+        if let Some(p) =
+            ["(", ")", "[", "]", ",", ".", "=", "<", ">", "+", "-"].into_iter().find(|p| p.as_bytes()[0] == c)
         {
             out.push(Token::Punct(p));
             i += 1;
@@ -238,7 +239,9 @@ impl Parser<'_> {
             Some(Token::Name(n)) => Ok(n),
             Some(Token::NamePlaceholder(p)) => {
                 let name = self.placeholders.names.get(&p).cloned().ok_or_else(|| {
-                    self.error(format!("An expression attribute name used in the document path is not defined; attribute name: {p}"))
+                    self.error(format!(
+                        "An expression attribute name used in the document path is not defined; attribute name: {p}"
+                    ))
                 })?;
                 self.placeholders.used_names.insert(p);
                 Ok(name)
@@ -408,7 +411,9 @@ impl Parser<'_> {
         while let Some(Token::Name(clause)) = self.peek().cloned() {
             let clause = clause.to_ascii_uppercase();
             if !seen.insert(clause.clone()) {
-                return Err(self.error(format!("The \"{clause}\" section can only be used once in an update expression;")));
+                return Err(
+                    self.error(format!("The \"{clause}\" section can only be used once in an update expression;"))
+                );
             }
             self.at += 1;
             loop {
@@ -421,7 +426,11 @@ impl Parser<'_> {
                             let plus = self.is_punct("+");
                             self.at += 1;
                             let right = Box::new(self.operand(true)?);
-                            if plus { Operand::Plus(Box::new(value), right) } else { Operand::Minus(Box::new(value), right) }
+                            if plus {
+                                Operand::Plus(Box::new(value), right)
+                            } else {
+                                Operand::Minus(Box::new(value), right)
+                            }
                         } else {
                             value
                         };
@@ -536,7 +545,9 @@ impl Operand {
         Ok(match self {
             Operand::Path(p) => value::get(item, p).cloned(),
             Operand::Value(v) => Some(v.clone()),
-            Operand::Size(p) => value::get(item, p).and_then(AttributeValue::size).map(|n| AttributeValue::N(n.to_string())),
+            Operand::Size(p) => {
+                value::get(item, p).and_then(AttributeValue::size).map(|n| AttributeValue::N(n.to_string()))
+            }
             Operand::IfNotExists(p, fallback) => match value::get(item, p) {
                 Some(v) => Some(v.clone()),
                 None => fallback.eval(item)?,
@@ -546,9 +557,11 @@ impl Operand {
                     a.extend(b);
                     Some(AttributeValue::L(a))
                 }
-                _ => return Err(DynamoError::validation(
-                    "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: not a list",
-                )),
+                _ => {
+                    return Err(DynamoError::validation(
+                        "Invalid UpdateExpression: Incorrect operand type for operator or function; operator or function: list_append, operand type: not a list",
+                    ));
+                }
             },
             Operand::Plus(a, b) | Operand::Minus(a, b) => {
                 let number = |v: AttributeValue, op: &str| match v {
@@ -561,7 +574,7 @@ impl Operand {
                 let op = if matches!(self, Operand::Plus(..)) { "+" } else { "-" };
                 let (a, b) = (number(required(a, item)?, op)?, number(required(b, item)?, op)?);
                 let b = if op == "+" { b } else { b.negate() };
-                Some(AttributeValue::N(a.add(b)?.canonical()))
+                Some(AttributeValue::N(a.plus(b)?.canonical()))
             }
         })
     }
@@ -644,7 +657,13 @@ impl Update {
     pub fn apply(&self, old: &Item, key_names: &[&str]) -> Result<(Item, BTreeSet<String>), DynamoError> {
         let mut new = old.clone();
         let mut touched = BTreeSet::new();
-        let all = self.set.iter().map(|(p, _)| p).chain(&self.remove).chain(self.add.iter().map(|(p, _)| p)).chain(self.delete.iter().map(|(p, _)| p));
+        let all = self
+            .set
+            .iter()
+            .map(|(p, _)| p)
+            .chain(&self.remove)
+            .chain(self.add.iter().map(|(p, _)| p))
+            .chain(self.delete.iter().map(|(p, _)| p));
         for path in all {
             if let Some(Step::Key(top)) = path.first() {
                 if key_names.contains(&top.as_str()) {
@@ -655,10 +674,13 @@ impl Update {
                 touched.insert(top.clone());
             }
         }
-        let values: Vec<Option<AttributeValue>> = self.set.iter().map(|(_, v)| v.eval(old)).collect::<Result<_, _>>()?;
+        let values: Vec<Option<AttributeValue>> =
+            self.set.iter().map(|(_, v)| v.eval(old)).collect::<Result<_, _>>()?;
         for ((path, _), v) in self.set.iter().zip(values) {
             let v = v.ok_or_else(|| {
-                DynamoError::validation("The provided expression refers to an attribute that does not exist in the item")
+                DynamoError::validation(
+                    "The provided expression refers to an attribute that does not exist in the item",
+                )
             })?;
             v.validate()?;
             value::set(&mut new, path, v)?;
@@ -877,7 +899,9 @@ mod tests {
     fn conditions_evaluate_as_dynamodb_does() {
         let lease = item(r#"{"leaseKey": {"S": "shardId-0"}, "leaseOwner": {"S": "w1"}, "leaseCounter": {"N": "7"}}"#);
         let mut p = placeholders(r#"{":w": {"S": "w1"}, ":c": {"N": "7.0"}, ":five": {"N": "5"}}"#);
-        let holds = |text: &str, p: &mut Placeholders| parse_condition(text, "ConditionExpression", p).unwrap().holds(&lease).unwrap();
+        let holds = |text: &str, p: &mut Placeholders| {
+            parse_condition(text, "ConditionExpression", p).unwrap().holds(&lease).unwrap()
+        };
         assert!(holds("#o = :w AND leaseCounter = :c", &mut p));
         assert!(holds("attribute_exists(leaseKey) AND NOT attribute_exists(checkpoint)", &mut p));
         assert!(holds("leaseCounter > :five AND (checkpoint = :w OR #o <> :five)", &mut p));
@@ -900,10 +924,13 @@ mod tests {
     #[test]
     fn updates_set_remove_add_and_delete() {
         let old = item(r#"{"k": {"S": "a"}, "n": {"N": "1"}, "s": {"SS": ["x", "y"]}, "gone": {"BOOL": true}}"#);
-        let mut p = placeholders(r#"{":one": {"N": "1"}, ":x": {"SS": ["x"]}, ":l": {"L": [{"S": "e"}]}, ":w": {"S": "w"}}"#);
-        let update =
-            parse_update("SET n = n + :one, #o = if_not_exists(#o, :w), l = list_append(:l, :l) REMOVE gone ADD c :one DELETE s :x", &mut p)
-                .unwrap();
+        let mut p =
+            placeholders(r#"{":one": {"N": "1"}, ":x": {"SS": ["x"]}, ":l": {"L": [{"S": "e"}]}, ":w": {"S": "w"}}"#);
+        let update = parse_update(
+            "SET n = n + :one, #o = if_not_exists(#o, :w), l = list_append(:l, :l) REMOVE gone ADD c :one DELETE s :x",
+            &mut p,
+        )
+        .unwrap();
         p.check_all_used().unwrap();
         let (new, touched) = update.apply(&old, &["k"]).unwrap();
         let expected = item(
@@ -926,8 +953,10 @@ mod tests {
         let expected_json = r#"{"leaseCounter": {"Value": {"N": "3"}}, "leaseOwner": {"Exists": false}}"#;
         let e: BTreeMap<String, ExpectedValue> = serde_json::from_str(expected_json).unwrap();
         assert!(expected(&e, None).unwrap().unwrap().holds(&lease).unwrap());
-        let e: BTreeMap<String, ExpectedValue> =
-            serde_json::from_str(r#"{"leaseCounter": {"ComparisonOperator": "GT", "AttributeValueList": [{"N": "3"}]}}"#).unwrap();
+        let e: BTreeMap<String, ExpectedValue> = serde_json::from_str(
+            r#"{"leaseCounter": {"ComparisonOperator": "GT", "AttributeValueList": [{"N": "3"}]}}"#,
+        )
+        .unwrap();
         assert!(!expected(&e, None).unwrap().unwrap().holds(&lease).unwrap());
         let u: BTreeMap<String, AttributeValueUpdate> = serde_json::from_str(
             r#"{"leaseCounter": {"Value": {"N": "1"}, "Action": "ADD"}, "leaseOwner": {"Value": {"S": "w"}}, "checkpoint": {"Action": "DELETE"}}"#,
@@ -944,6 +973,9 @@ mod tests {
         let mut p = Placeholders::default();
         let paths = parse_projection("a, b.c", &mut p).unwrap();
         let projected = project(&it, &paths);
-        assert_eq!(serde_json::to_value(&projected).unwrap(), serde_json::json!({"a": {"S": "1"}, "b": {"M": {"c": {"N": "2"}}}}));
+        assert_eq!(
+            serde_json::to_value(&projected).unwrap(),
+            serde_json::json!({"a": {"S": "1"}, "b": {"M": {"c": {"N": "2"}}}})
+        );
     }
 }

@@ -4,10 +4,12 @@
 //! filters), Query (key conditions on the table or an index), TransactWriteItems, and
 //! Describe/UpdateContinuousBackups (answered, nothing to back up beyond the object store).
 
-use super::expr::{self, Condition, Placeholders, Update};
-use super::store::{self, AttributeDefinition, IndexMeta, KeySchemaElement, Projection, Slot, TableMeta, Tables, Throughput};
-use super::value::{AttributeValue, Item};
 use super::DynamoError;
+use super::expr::{self, Condition, Placeholders, Update};
+use super::store::{
+    self, AttributeDefinition, IndexMeta, KeySchemaElement, Projection, Slot, TableMeta, Tables, Throughput,
+};
+use super::value::{AttributeValue, Item};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::cmp::Ordering;
@@ -30,7 +32,8 @@ const MAX_ITEM_BYTES: usize = 400 * 1024;
 pub async fn call(tables: &Tables, account: &Account<'_>, op: &str, body: &[u8]) -> Result<Vec<u8>, DynamoError> {
     fn input<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, DynamoError> {
         let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { body };
-        serde_json::from_slice(body).map_err(|e| DynamoError::serialization(format!("The request body could not be read: {e}")))
+        serde_json::from_slice(body)
+            .map_err(|e| DynamoError::serialization(format!("The request body could not be read: {e}")))
     }
     let answer = match op {
         "CreateTable" => create_table(tables, account, input(body)?).await?,
@@ -140,10 +143,14 @@ fn check_billing(mode: &str, throughput: &Option<Throughput>) -> Result<(), Dyna
 }
 
 fn index_meta(input: IndexInput, billing_mode: &str) -> Result<IndexMeta, DynamoError> {
-    let name = input.index_name.ok_or_else(|| DynamoError::validation("IndexName must be given for a global secondary index"))?;
-    let key_schema = input.key_schema.ok_or_else(|| DynamoError::validation(format!("Index {name}: KeySchema must be given")))?;
+    let name = input
+        .index_name
+        .ok_or_else(|| DynamoError::validation("IndexName must be given for a global secondary index"))?;
+    let key_schema =
+        input.key_schema.ok_or_else(|| DynamoError::validation(format!("Index {name}: KeySchema must be given")))?;
     check_key_schema(&key_schema, "globalSecondaryIndexes.member.keySchema")?;
-    let projection = input.projection.ok_or_else(|| DynamoError::validation(format!("Index {name}: Projection must be given")))?;
+    let projection =
+        input.projection.ok_or_else(|| DynamoError::validation(format!("Index {name}: Projection must be given")))?;
     match projection.projection_type.as_deref() {
         Some("ALL" | "KEYS_ONLY") if projection.non_key_attributes.is_none() => {}
         Some("INCLUDE") if projection.non_key_attributes.is_some() => {}
@@ -217,7 +224,13 @@ async fn create_table(tables: &Tables, account: &Account<'_>, input: CreateTable
 }
 
 /// A TableDescription; `counts`: the items and their bytes, where they were counted.
-fn description(account: &Account<'_>, meta: &TableMeta, status: &str, index_status: &str, counts: Option<(usize, usize)>) -> Value {
+fn description(
+    account: &Account<'_>,
+    meta: &TableMeta,
+    status: &str,
+    index_status: &str,
+    counts: Option<(usize, usize)>,
+) -> Value {
     let arn = format!("arn:aws:dynamodb:{}:{}:table/{}", account.region, account.account, meta.name);
     let throughput = |t: &Option<Throughput>| {
         let t = t.clone().unwrap_or(Throughput { read_capacity_units: 0, write_capacity_units: 0 });
@@ -303,7 +316,8 @@ async fn update_table(tables: &Tables, account: &Account<'_>, input: UpdateTable
         .update(&name, |meta| {
             if let Some(mode) = &input.billing_mode {
                 let throughput = input.provisioned_throughput.clone().or_else(|| meta.throughput.clone());
-                let throughput = if mode == "PAY_PER_REQUEST" { input.provisioned_throughput.clone() } else { throughput };
+                let throughput =
+                    if mode == "PAY_PER_REQUEST" { input.provisioned_throughput.clone() } else { throughput };
                 check_billing(mode, &throughput)?;
                 meta.billing_mode = mode.clone();
                 meta.throughput = throughput;
@@ -348,7 +362,9 @@ async fn update_table(tables: &Tables, account: &Account<'_>, input: UpdateTable
                     }
                 }
                 if change.update.is_some() {
-                    return Err(DynamoError::validation("streamfabric's lease store has no index throughput to update"));
+                    return Err(DynamoError::validation(
+                        "streamfabric's lease store has no index throughput to update",
+                    ));
                 }
             }
             // Definitions no key uses any more go, as DynamoDB drops them.
@@ -389,8 +405,10 @@ async fn list_tables(tables: &Tables, input: ListTablesInput) -> Result<Value, D
         )));
     }
     let names = tables.names().await?;
-    let after: Vec<&String> =
-        names.iter().filter(|n| input.exclusive_start_table_name.as_ref().is_none_or(|s| n.as_str() > s.as_str())).collect();
+    let after: Vec<&String> = names
+        .iter()
+        .filter(|n| input.exclusive_start_table_name.as_ref().is_none_or(|s| n.as_str() > s.as_str()))
+        .collect();
     let page: Vec<&String> = after.iter().take(limit as usize).copied().collect();
     let mut out = json!({ "TableNames": page });
     if after.len() > page.len() {
@@ -517,7 +535,10 @@ fn projection(
 
 async fn get_item(tables: &Tables, input: GetItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
-    let key = input.key.as_ref().ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
+    let key = input
+        .key
+        .as_ref()
+        .ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
     let mut placeholders = Placeholders::new(input.expression_attribute_names.clone(), None)?;
     let paths = projection(&input.projection_expression, &input.attributes_to_get, &mut placeholders)?;
     placeholders.check_all_used()?;
@@ -545,15 +566,19 @@ struct PutItemInput {
 async fn put_item(tables: &Tables, input: PutItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
     let item = input.item.ok_or_else(|| {
-        DynamoError::validation("1 validation error detected: Value null at 'item' failed to satisfy constraint: Member must not be null")
+        DynamoError::validation(
+            "1 validation error detected: Value null at 'item' failed to satisfy constraint: Member must not be null",
+        )
     })?;
     let returns = return_values(&input.return_values, &["NONE", "ALL_OLD"])?;
     let mut placeholders = Placeholders::new(input.expression_attribute_names, input.expression_attribute_values)?;
-    let condition = condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
+    let condition =
+        condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
     placeholders.check_all_used()?;
     let key = check_item(&meta, &item)?;
     let old_on_failure = input.return_values_on_condition_check_failure.as_deref() == Some("ALL_OLD");
-    let (old, _) = write_item(tables, &meta, &key, condition.as_ref(), old_on_failure, |_| Ok(Some(item.clone()))).await?;
+    let (old, _) =
+        write_item(tables, &meta, &key, condition.as_ref(), old_on_failure, |_| Ok(Some(item.clone()))).await?;
     Ok(match (returns.as_str(), old) {
         ("ALL_OLD", Some(old)) => json!({ "Attributes": old }),
         _ => json!({}),
@@ -578,7 +603,10 @@ struct UpdateItemInput {
 
 async fn update_item(tables: &Tables, input: UpdateItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
-    let key = input.key.as_ref().ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
+    let key = input
+        .key
+        .as_ref()
+        .ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
     let returns = return_values(&input.return_values, &["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])?;
     let mut placeholders = Placeholders::new(input.expression_attribute_names, input.expression_attribute_values)?;
     let update: Update = match (&input.update_expression, &input.attribute_updates) {
@@ -591,7 +619,8 @@ async fn update_item(tables: &Tables, input: UpdateItemInput) -> Result<Value, D
         (None, Some(u)) => expr::attribute_updates(u)?,
         (None, None) => Update::default(),
     };
-    let condition = condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
+    let condition =
+        condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
     if input.attribute_updates.is_some() && input.condition_expression.is_some() {
         return Err(DynamoError::validation(
             "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {ConditionExpression}",
@@ -640,10 +669,14 @@ struct DeleteItemInput {
 
 async fn delete_item(tables: &Tables, input: DeleteItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
-    let key = input.key.as_ref().ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
+    let key = input
+        .key
+        .as_ref()
+        .ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
     let returns = return_values(&input.return_values, &["NONE", "ALL_OLD"])?;
     let mut placeholders = Placeholders::new(input.expression_attribute_names, input.expression_attribute_values)?;
-    let condition = condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
+    let condition =
+        condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
     placeholders.check_all_used()?;
     let object = meta.check_key(key)?;
     let old_on_failure = input.return_values_on_condition_check_failure.as_deref() == Some("ALL_OLD");
@@ -698,9 +731,11 @@ async fn source(tables: &Tables, meta: &TableMeta, index_name: &Option<String>) 
         sort_by(&mut items, &table_keys);
         return Ok(Source { items, key_names: table_keys, projection: None });
     };
-    let index = meta.indexes.iter().find(|i| &i.name == name).ok_or_else(|| {
-        DynamoError::validation(format!("The table does not have the specified index: {name}"))
-    })?;
+    let index = meta
+        .indexes
+        .iter()
+        .find(|i| &i.name == name)
+        .ok_or_else(|| DynamoError::validation(format!("The table does not have the specified index: {name}")))?;
     let index_keys: Vec<String> = store::key_names(&index.key_schema).into_iter().map(String::from).collect();
     let mut items: Vec<Item> = items.into_iter().filter(|i| index_keys.iter().all(|k| i.contains_key(k))).collect();
     let mut order = index_keys.clone();
@@ -732,7 +767,9 @@ fn compare_on(a: &Item, b: &Item, names: &[String]) -> Ordering {
 fn index_projection(item: &Item, projection: &Option<(Projection, Vec<String>)>) -> Item {
     let Some((p, keys)) = projection else { return item.clone() };
     match p.projection_type.as_deref() {
-        Some("KEYS_ONLY") => item.iter().filter(|(k, _)| keys.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some("KEYS_ONLY") => {
+            item.iter().filter(|(k, _)| keys.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        }
         Some("INCLUDE") => {
             let extra = p.non_key_attributes.clone().unwrap_or_default();
             item.iter()
@@ -746,7 +783,13 @@ fn index_projection(item: &Item, projection: &Option<(Projection, Vec<String>)>)
 
 /// One page of `items` (in order) after ExclusiveStartKey, up to Limit evaluated, then
 /// filtered and projected.
-fn page(source: Source, input: &ReadInput, filter: Option<&Condition>, paths: Option<&[expr::Path]>, reverse: bool) -> Result<Value, DynamoError> {
+fn page(
+    source: Source,
+    input: &ReadInput,
+    filter: Option<&Condition>,
+    paths: Option<&[expr::Path]>,
+    reverse: bool,
+) -> Result<Value, DynamoError> {
     let limit = match input.limit {
         Some(l) if l < 1 => {
             return Err(DynamoError::validation(format!(
@@ -834,8 +877,13 @@ async fn scan(tables: &Tables, input: ReadInput) -> Result<Value, DynamoError> {
             ));
         }
     };
-    let mut placeholders = Placeholders::new(input.expression_attribute_names.clone(), input.expression_attribute_values.clone())?;
-    let filter = input.filter_expression.as_deref().map(|f| expr::parse_condition(f, "FilterExpression", &mut placeholders)).transpose()?;
+    let mut placeholders =
+        Placeholders::new(input.expression_attribute_names.clone(), input.expression_attribute_values.clone())?;
+    let filter = input
+        .filter_expression
+        .as_deref()
+        .map(|f| expr::parse_condition(f, "FilterExpression", &mut placeholders))
+        .transpose()?;
     let paths = projection(&input.projection_expression, &input.attributes_to_get, &mut placeholders)?;
     placeholders.check_all_used()?;
     let mut source = source(tables, &meta, &input.index_name).await?;
@@ -856,7 +904,8 @@ fn segment_of(meta: &TableMeta, item: &Item, total: u64) -> u64 {
 async fn query(tables: &Tables, input: ReadInput) -> Result<Value, DynamoError> {
     refuse_legacy_filters(&input)?;
     let meta = table(tables, &input.table_name).await?;
-    let mut placeholders = Placeholders::new(input.expression_attribute_names.clone(), input.expression_attribute_values.clone())?;
+    let mut placeholders =
+        Placeholders::new(input.expression_attribute_names.clone(), input.expression_attribute_values.clone())?;
     let key_condition = match (&input.key_condition_expression, &input.key_conditions) {
         (Some(text), None) => expr::parse_condition(text, "KeyConditionExpression", &mut placeholders)?,
         (None, Some(legacy)) => {
@@ -875,13 +924,22 @@ async fn query(tables: &Tables, input: ReadInput) -> Result<Value, DynamoError> 
             ));
         }
     };
-    let filter = input.filter_expression.as_deref().map(|f| expr::parse_condition(f, "FilterExpression", &mut placeholders)).transpose()?;
+    let filter = input
+        .filter_expression
+        .as_deref()
+        .map(|f| expr::parse_condition(f, "FilterExpression", &mut placeholders))
+        .transpose()?;
     let paths = projection(&input.projection_expression, &input.attributes_to_get, &mut placeholders)?;
     placeholders.check_all_used()?;
     let schema = match &input.index_name {
-        Some(name) => &meta.indexes.iter().find(|i| &i.name == name).ok_or_else(|| {
-            DynamoError::validation(format!("The table does not have the specified index: {name}"))
-        })?.key_schema,
+        Some(name) => {
+            &meta
+                .indexes
+                .iter()
+                .find(|i| &i.name == name)
+                .ok_or_else(|| DynamoError::validation(format!("The table does not have the specified index: {name}")))?
+                .key_schema
+        }
         None => &meta.key_schema,
     };
     check_key_condition(&key_condition, &store::key_names(schema))?;
@@ -918,7 +976,9 @@ fn check_key_condition(condition: &Condition, keys: &[&str]) -> Result<(), Dynam
     }
     let attribute = |c: &Condition| -> Option<String> {
         let path = match c {
-            Condition::Compare(Operand::Path(p), _, _) | Condition::Between(Operand::Path(p), _, _) | Condition::BeginsWith(Operand::Path(p), _) => p,
+            Condition::Compare(Operand::Path(p), _, _)
+            | Condition::Between(Operand::Path(p), _, _)
+            | Condition::BeginsWith(Operand::Path(p), _) => p,
             _ => return None,
         };
         match path.as_slice() {
@@ -934,7 +994,9 @@ fn check_key_condition(condition: &Condition, keys: &[&str]) -> Result<(), Dynam
     for part in &parts {
         let name = attribute(part).ok_or_else(|| DynamoError::validation("Query key condition not supported"))?;
         if name != hash && keys.get(1) != Some(&name.as_str()) {
-            return Err(DynamoError::validation(format!("Query key condition not supported: {name} is not a key attribute")));
+            return Err(DynamoError::validation(format!(
+                "Query key condition not supported: {name} is not a key attribute"
+            )));
         }
         if matches!(part, Condition::Compare(_, Comparator::Ne, _)) {
             return Err(DynamoError::validation("Unsupported operator in KeyConditionExpression: <>"));
@@ -994,7 +1056,11 @@ async fn transact_write_items(tables: &Tables, input: TransactWriteItemsInput) -
             (None, Some(b), None, None) => (b, "Update"),
             (None, None, Some(b), None) => (b, "Delete"),
             (None, None, None, Some(b)) => (b, "ConditionCheck"),
-            _ => return Err(DynamoError::validation("Each TransactItem must have exactly one of Put, Update, Delete or ConditionCheck")),
+            _ => {
+                return Err(DynamoError::validation(
+                    "Each TransactItem must have exactly one of Put, Update, Delete or ConditionCheck",
+                ));
+            }
         };
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -1007,10 +1073,15 @@ async fn transact_write_items(tables: &Tables, input: TransactWriteItemsInput) -
             expression_attribute_names: Option<BTreeMap<String, String>>,
             expression_attribute_values: Option<BTreeMap<String, AttributeValue>>,
         }
-        let body: Body = serde_json::from_value(body).map_err(|e| DynamoError::serialization(format!("{kind}: {e}")))?;
+        let body: Body =
+            serde_json::from_value(body).map_err(|e| DynamoError::serialization(format!("{kind}: {e}")))?;
         let meta = table(tables, &body.table_name).await?;
         let mut placeholders = Placeholders::new(body.expression_attribute_names, body.expression_attribute_values)?;
-        let condition = body.condition_expression.as_deref().map(|c| expr::parse_condition(c, "ConditionExpression", &mut placeholders)).transpose()?;
+        let condition = body
+            .condition_expression
+            .as_deref()
+            .map(|c| expr::parse_condition(c, "ConditionExpression", &mut placeholders))
+            .transpose()?;
         let (key, change) = match kind {
             "Put" => {
                 let item = body.item.ok_or_else(|| DynamoError::validation("Put: Item must be given"))?;
@@ -1018,7 +1089,9 @@ async fn transact_write_items(tables: &Tables, input: TransactWriteItemsInput) -
             }
             "Update" => {
                 let key = body.key.ok_or_else(|| DynamoError::validation("Update: Key must be given"))?;
-                let text = body.update_expression.ok_or_else(|| DynamoError::validation("Update: UpdateExpression must be given"))?;
+                let text = body
+                    .update_expression
+                    .ok_or_else(|| DynamoError::validation("Update: UpdateExpression must be given"))?;
                 (meta.check_key(&key)?, Change::Update(key, expr::parse_update(&text, &mut placeholders)?))
             }
             _ => {
@@ -1031,9 +1104,7 @@ async fn transact_write_items(tables: &Tables, input: TransactWriteItemsInput) -
         };
         placeholders.check_all_used()?;
         if actions.iter().any(|a: &Action| a.meta.name == meta.name && a.key == key) {
-            return Err(DynamoError::validation(
-                "Transaction request cannot include multiple operations on one item",
-            ));
+            return Err(DynamoError::validation("Transaction request cannot include multiple operations on one item"));
         }
         actions.push(Action { meta, key, condition, change });
     }
@@ -1086,7 +1157,12 @@ async fn transact_write_items(tables: &Tables, input: TransactWriteItemsInput) -
 
 impl DynamoError {
     fn new_transaction_canceled(message: impl Into<String>) -> DynamoError {
-        DynamoError { code: "TransactionCanceledException", message: message.into(), item: None, cancellation_reasons: None }
+        DynamoError {
+            code: "TransactionCanceledException",
+            message: message.into(),
+            item: None,
+            cancellation_reasons: None,
+        }
     }
 }
 
@@ -1103,10 +1179,8 @@ struct BackupsInput {
 /// durable as the object store keeps them, and there is nothing else to restore from.
 async fn continuous_backups(tables: &Tables, input: BackupsInput) -> Result<Value, DynamoError> {
     table(tables, &input.table_name).await?;
-    let enabled = input
-        .point_in_time_recovery_specification
-        .as_ref()
-        .is_some_and(|s| s["PointInTimeRecoveryEnabled"] == true);
+    let enabled =
+        input.point_in_time_recovery_specification.as_ref().is_some_and(|s| s["PointInTimeRecoveryEnabled"] == true);
     Ok(json!({ "ContinuousBackupsDescription": {
         "ContinuousBackupsStatus": "ENABLED",
         "PointInTimeRecoveryDescription": {"PointInTimeRecoveryStatus": if enabled { "ENABLED" } else { "DISABLED" }},

@@ -85,7 +85,9 @@ impl TableMeta {
         let mut parts = Vec::new();
         for name in self.key_names() {
             let value = item.get(name).ok_or_else(|| {
-                DynamoError::validation(format!("One or more parameter values were invalid: Missing the key {name} in the item"))
+                DynamoError::validation(format!(
+                    "One or more parameter values were invalid: Missing the key {name} in the item"
+                ))
             })?;
             let want = self.attribute_type(name).unwrap_or("S");
             let bytes = match (want, value) {
@@ -267,7 +269,13 @@ impl Tables {
 
     /// Write `item` (None: delete it) where `slot` was read. False if another writer
     /// changed it since: read again and retry.
-    pub async fn write(&self, meta: &TableMeta, key: &str, slot: &Slot, item: Option<&Item>) -> Result<bool, DynamoError> {
+    pub async fn write(
+        &self,
+        meta: &TableMeta,
+        key: &str,
+        slot: &Slot,
+        item: Option<&Item>,
+    ) -> Result<bool, DynamoError> {
         let path = self.items_dir(meta).join(format!("{key}.json"));
         if item.is_none() && slot.item.is_none() {
             return Ok(true);

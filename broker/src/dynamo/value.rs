@@ -44,12 +44,14 @@ impl AttributeValue {
     /// Checked as DynamoDB checks input values: numbers parse, sets are non-empty and
     /// without duplicates, NULL is true; recursively.
     pub fn validate(&self) -> Result<(), DynamoError> {
-        let invalid = |m: String| Err(DynamoError::validation(format!("One or more parameter values were invalid: {m}")));
+        let invalid =
+            |m: String| Err(DynamoError::validation(format!("One or more parameter values were invalid: {m}")));
         match self {
             AttributeValue::N(n) => Number::parse(n).map(|_| ()),
-            AttributeValue::SS(v) | AttributeValue::NS(v) if v.is_empty() => {
-                invalid(format!("An {} set  may not be empty", if matches!(self, AttributeValue::SS(_)) { "string" } else { "number" }))
-            }
+            AttributeValue::SS(v) | AttributeValue::NS(v) if v.is_empty() => invalid(format!(
+                "An {} set  may not be empty",
+                if matches!(self, AttributeValue::SS(_)) { "string" } else { "number" }
+            )),
             AttributeValue::BS(v) if v.is_empty() => invalid("An binary set  may not be empty".into()),
             AttributeValue::SS(v) => no_duplicates(v.iter().cloned()),
             AttributeValue::NS(v) => {
@@ -209,8 +211,12 @@ impl Number {
         Some((lift(self)?, lift(other)?, scale))
     }
 
-    pub fn add(self, other: Number) -> Result<Number, DynamoError> {
-        let overflow = || DynamoError::validation("Number overflow. Attempting to store a number with magnitude larger than supported range");
+    pub fn plus(self, other: Number) -> Result<Number, DynamoError> {
+        let overflow = || {
+            DynamoError::validation(
+                "Number overflow. Attempting to store a number with magnitude larger than supported range",
+            )
+        };
         let (a, b, scale) = self.aligned(other).ok_or_else(overflow)?;
         Ok(Number::normal(a.checked_add(b).ok_or_else(overflow)?, scale))
     }
@@ -278,7 +284,8 @@ pub fn get<'a>(item: &'a Item, path: &[Step]) -> Option<&'a AttributeValue> {
 /// Set the value at `path`: its parent must exist (a map or a list; an index past a list's
 /// end appends).
 pub fn set(item: &mut Item, path: &[Step], value: AttributeValue) -> Result<(), DynamoError> {
-    let invalid = || DynamoError::validation("The document path provided in the update expression is invalid for update");
+    let invalid =
+        || DynamoError::validation("The document path provided in the update expression is invalid for update");
     let Some((last, parents)) = path.split_last() else { return Err(invalid()) };
     if parents.is_empty() {
         let Step::Key(name) = last else { return Err(invalid()) };
@@ -346,7 +353,7 @@ pub fn add(current: Option<&AttributeValue>, operand: &AttributeValue) -> Result
     };
     Ok(match (current, operand) {
         (None, N(_) | SS(_) | NS(_) | BS(_)) => operand.clone(),
-        (Some(N(a)), N(b)) => N(Number::parse(a)?.add(Number::parse(b)?)?.canonical()),
+        (Some(N(a)), N(b)) => N(Number::parse(a)?.plus(Number::parse(b)?)?.canonical()),
         (Some(SS(a)), SS(b)) => SS(union(a, b, |x, y| x == y)),
         (Some(NS(a)), NS(b)) => NS(union(a, b, |x, y| numbers_equal(x, y))),
         (Some(BS(a)), BS(b)) => BS(union(a, b, |x, y| x.0 == y.0)),
@@ -356,7 +363,10 @@ pub fn add(current: Option<&AttributeValue>, operand: &AttributeValue) -> Result
 
 /// DELETE: a set's elements from a set of the same type; None once the set is empty (the
 /// attribute goes, as DynamoDB keeps no empty sets).
-pub fn delete_from(current: Option<&AttributeValue>, operand: &AttributeValue) -> Result<Option<AttributeValue>, DynamoError> {
+pub fn delete_from(
+    current: Option<&AttributeValue>,
+    operand: &AttributeValue,
+) -> Result<Option<AttributeValue>, DynamoError> {
     use AttributeValue::*;
     let left = match (current, operand) {
         (None, SS(_) | NS(_) | BS(_)) => return Ok(None),
@@ -396,9 +406,9 @@ mod tests {
         assert_eq!(n("1e3"), n("1000"));
         assert!(n("-2") < n("1.5"));
         assert!(n("0.1") < n("0.11"));
-        assert_eq!(n("0.1").add(n("0.2")).unwrap().canonical(), "0.3");
-        assert_eq!(n("9").add(n("1")).unwrap().canonical(), "10");
-        assert_eq!(n("-5").add(n("2.25")).unwrap().canonical(), "-2.75");
+        assert_eq!(n("0.1").plus(n("0.2")).unwrap().canonical(), "0.3");
+        assert_eq!(n("9").plus(n("1")).unwrap().canonical(), "10");
+        assert_eq!(n("-5").plus(n("2.25")).unwrap().canonical(), "-2.75");
         assert_eq!(n("0.001").canonical(), "0.001");
         assert!(Number::parse("1.2.3").is_err());
         assert!(Number::parse("").is_err());
@@ -412,7 +422,9 @@ mod tests {
         assert!(get(&item, &path).unwrap().same(&AttributeValue::S("x".into())));
         set(&mut item, &[Step::Key("a".into()), Step::Key("c".into())], AttributeValue::N("1".into())).unwrap();
         assert!(get(&item, &[Step::Key("a".into()), Step::Key("c".into())]).is_some());
-        assert!(set(&mut item, &[Step::Key("nope".into()), Step::Key("c".into())], AttributeValue::BOOL(true)).is_err());
+        assert!(
+            set(&mut item, &[Step::Key("nope".into()), Step::Key("c".into())], AttributeValue::BOOL(true)).is_err()
+        );
         remove(&mut item, &path);
         assert!(get(&item, &path).is_none());
     }

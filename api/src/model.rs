@@ -570,7 +570,10 @@ pub struct StartingPosition {
 #[serde(rename_all = "PascalCase")]
 pub struct SubscribeToShardEvent {
     pub records: Vec<Record>,
-    pub continuation_sequence_number: String,
+    /// Absent in the last event of a closed shard (the one with its children), as AWS sends
+    /// it: the KCL takes an event with both for an invalid one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuation_sequence_number: Option<String>,
     pub millis_behind_latest: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub child_shards: Option<Vec<ChildShard>>,

@@ -67,7 +67,7 @@ mod tests {
     fn messages_read_back_with_their_headers_and_payloads() {
         let event = SubscribeToShardEvent {
             records: vec![],
-            continuation_sequence_number: "49".into(),
+            continuation_sequence_number: Some("49".into()),
             millis_behind_latest: 7,
             child_shards: None,
         };

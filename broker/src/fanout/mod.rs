@@ -328,7 +328,7 @@ impl Run<'_> {
                 self.broker.subscriptions.metrics.push_seconds.observe(age as f64 / 1000.0);
             }
             let event = SubscribeToShardEvent {
-                continuation_sequence_number: continuation(shard.index, batch.next),
+                continuation_sequence_number: (!ended).then(|| continuation(shard.index, batch.next)),
                 millis_behind_latest: batch.millis_behind,
                 child_shards: batch.child_shards,
                 records: batch.records,

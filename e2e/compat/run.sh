@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the Kinesis compatibility scenarios (boto3, the AWS CLI, the AWS SDK for Java v2) against a
+# Runs the Kinesis compatibility scenarios (boto3, the AWS CLI, the AWS SDK for Java v2, the
+# KCL with fan-out and polling retrieval) against a
 # running server:
 #
 #   bash e2e/compat/run.sh http://127.0.0.1:4567
@@ -51,6 +52,12 @@ run_scenario() {
 run_scenario boto3 "$bin/python" "$here/boto3_scenario.py" --endpoint "$endpoint"
 run_scenario awscli bash "$here/awscli_scenario.sh" "$endpoint"
 run_scenario java-sdk bash "$root/e2e/java/run.sh" "$endpoint"
+# Unmodified KCL 3.x applications, their leases in the broker's DynamoDB subset.
+classpath="$("$root/e2e/java/build.sh" | tail -1)"
+for mode in fanout polling late-start; do
+    run_scenario "kcl-$mode" "$bin/python" "$root/e2e/kcl/scenario.py" --endpoint "$endpoint" \
+        --classpath "$classpath" --mode "$mode"
+done
 
 echo "== total"
 echo "$passed passed, $failed failed"

@@ -247,12 +247,13 @@ class Scenario:
         print(f"      first record processed {first - started:.1f}s after the first worker started", flush=True)
         ws += [self.start(stream, app, f"w{i}") for i in (2, 3)]
         time.sleep(25)  # the others initialize and join the lease assignment
-        # Kill the worker that processed most so far: its leases must move.
+        self.put(stream, third, third)
+        # Kill the worker that processed most so far, while it processes: its leases must move,
+        # and what it processed after its last checkpoints is processed again elsewhere.
         counts = {w.name: sum(1 for l in w.lines() if len(l) == 6 and l[1] == "RECORD") for w in ws}
         victim = max(ws, key=lambda w: counts[w.name])
         victim.stop(signal.SIGKILL)
         print(f"      killed {victim.name} (it had processed {counts[victim.name]} records)", flush=True)
-        self.put(stream, third, third)
         self.k.update_shard_count(StreamName=stream, TargetShardCount=8, ScalingType="UNIFORM_SCALING")
         self.wait_active(stream)
         self.put(stream, 2 * third, n - 2 * third)

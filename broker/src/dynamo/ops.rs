@@ -447,20 +447,39 @@ fn check_item(meta: &TableMeta, item: &Item) -> Result<String, DynamoError> {
     meta.item_key(item)
 }
 
-/// A request's condition: ConditionExpression or the legacy Expected, never both.
-fn condition(
-    expression: &Option<String>,
-    expected: &Option<BTreeMap<String, expr::ExpectedValue>>,
-    conditional_operator: &Option<String>,
-    placeholders: &mut Placeholders,
-) -> Result<Option<Condition>, DynamoError> {
-    match (expression, expected) {
-        (Some(_), Some(_)) => Err(DynamoError::validation(
-            "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {Expected} Expression parameters: {ConditionExpression}",
-        )),
-        (Some(text), None) => Ok(Some(expr::parse_condition(text, "ConditionExpression", placeholders)?)),
-        (None, Some(e)) => expr::expected(e, conditional_operator.as_deref()),
-        (None, None) => Ok(None),
+/// What PutItem, UpdateItem and DeleteItem share: a condition (ConditionExpression or the
+/// legacy Expected, never both), the placeholders, and what to answer with.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Conditional {
+    condition_expression: Option<String>,
+    expected: Option<BTreeMap<String, expr::ExpectedValue>>,
+    conditional_operator: Option<String>,
+    expression_attribute_names: Option<BTreeMap<String, String>>,
+    expression_attribute_values: Option<BTreeMap<String, AttributeValue>>,
+    return_values: Option<String>,
+    return_values_on_condition_check_failure: Option<String>,
+}
+
+impl Conditional {
+    fn placeholders(&mut self) -> Result<Placeholders, DynamoError> {
+        Placeholders::new(self.expression_attribute_names.take(), self.expression_attribute_values.take())
+    }
+
+    fn condition(&self, placeholders: &mut Placeholders) -> Result<Option<Condition>, DynamoError> {
+        match (&self.condition_expression, &self.expected) {
+            (Some(_), Some(_)) => Err(DynamoError::validation(
+                "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {Expected} Expression parameters: {ConditionExpression}",
+            )),
+            (Some(text), None) => Ok(Some(expr::parse_condition(text, "ConditionExpression", placeholders)?)),
+            (None, Some(e)) => expr::expected(e, self.conditional_operator.as_deref()),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// ReturnValuesOnConditionCheckFailure ALL_OLD: a failed check answers with the item.
+    fn old_on_failure(&self) -> bool {
+        self.return_values_on_condition_check_failure.as_deref() == Some("ALL_OLD")
     }
 }
 
@@ -554,29 +573,23 @@ async fn get_item(tables: &Tables, input: GetItemInput) -> Result<Value, DynamoE
 struct PutItemInput {
     table_name: Option<String>,
     item: Option<Item>,
-    condition_expression: Option<String>,
-    expected: Option<BTreeMap<String, expr::ExpectedValue>>,
-    conditional_operator: Option<String>,
-    expression_attribute_names: Option<BTreeMap<String, String>>,
-    expression_attribute_values: Option<BTreeMap<String, AttributeValue>>,
-    return_values: Option<String>,
-    return_values_on_condition_check_failure: Option<String>,
+    #[serde(flatten)]
+    conditional: Conditional,
 }
 
-async fn put_item(tables: &Tables, input: PutItemInput) -> Result<Value, DynamoError> {
+async fn put_item(tables: &Tables, mut input: PutItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
     let item = input.item.ok_or_else(|| {
         DynamoError::validation(
             "1 validation error detected: Value null at 'item' failed to satisfy constraint: Member must not be null",
         )
     })?;
-    let returns = return_values(&input.return_values, &["NONE", "ALL_OLD"])?;
-    let mut placeholders = Placeholders::new(input.expression_attribute_names, input.expression_attribute_values)?;
-    let condition =
-        condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
+    let returns = return_values(&input.conditional.return_values, &["NONE", "ALL_OLD"])?;
+    let mut placeholders = input.conditional.placeholders()?;
+    let condition = input.conditional.condition(&mut placeholders)?;
     placeholders.check_all_used()?;
     let key = check_item(&meta, &item)?;
-    let old_on_failure = input.return_values_on_condition_check_failure.as_deref() == Some("ALL_OLD");
+    let old_on_failure = input.conditional.old_on_failure();
     let (old, _) =
         write_item(tables, &meta, &key, condition.as_ref(), old_on_failure, |_| Ok(Some(item.clone()))).await?;
     Ok(match (returns.as_str(), old) {
@@ -592,23 +605,19 @@ struct UpdateItemInput {
     key: Option<Item>,
     update_expression: Option<String>,
     attribute_updates: Option<BTreeMap<String, expr::AttributeValueUpdate>>,
-    condition_expression: Option<String>,
-    expected: Option<BTreeMap<String, expr::ExpectedValue>>,
-    conditional_operator: Option<String>,
-    expression_attribute_names: Option<BTreeMap<String, String>>,
-    expression_attribute_values: Option<BTreeMap<String, AttributeValue>>,
-    return_values: Option<String>,
-    return_values_on_condition_check_failure: Option<String>,
+    #[serde(flatten)]
+    conditional: Conditional,
 }
 
-async fn update_item(tables: &Tables, input: UpdateItemInput) -> Result<Value, DynamoError> {
+async fn update_item(tables: &Tables, mut input: UpdateItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
     let key = input
         .key
         .as_ref()
         .ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
-    let returns = return_values(&input.return_values, &["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])?;
-    let mut placeholders = Placeholders::new(input.expression_attribute_names, input.expression_attribute_values)?;
+    let returns =
+        return_values(&input.conditional.return_values, &["NONE", "ALL_OLD", "UPDATED_OLD", "ALL_NEW", "UPDATED_NEW"])?;
+    let mut placeholders = input.conditional.placeholders()?;
     let update: Update = match (&input.update_expression, &input.attribute_updates) {
         (Some(_), Some(_)) => {
             return Err(DynamoError::validation(
@@ -619,9 +628,8 @@ async fn update_item(tables: &Tables, input: UpdateItemInput) -> Result<Value, D
         (None, Some(u)) => expr::attribute_updates(u)?,
         (None, None) => Update::default(),
     };
-    let condition =
-        condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
-    if input.attribute_updates.is_some() && input.condition_expression.is_some() {
+    let condition = input.conditional.condition(&mut placeholders)?;
+    if input.attribute_updates.is_some() && input.conditional.condition_expression.is_some() {
         return Err(DynamoError::validation(
             "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {ConditionExpression}",
         ));
@@ -629,7 +637,7 @@ async fn update_item(tables: &Tables, input: UpdateItemInput) -> Result<Value, D
     placeholders.check_all_used()?;
     let object = meta.check_key(key)?;
     let key_names = meta.key_names();
-    let old_on_failure = input.return_values_on_condition_check_failure.as_deref() == Some("ALL_OLD");
+    let old_on_failure = input.conditional.old_on_failure();
     let mut touched = BTreeSet::new();
     let (old, new) = write_item(tables, &meta, &object, condition.as_ref(), old_on_failure, |current| {
         // A missing item is created from its key.
@@ -658,28 +666,22 @@ async fn update_item(tables: &Tables, input: UpdateItemInput) -> Result<Value, D
 struct DeleteItemInput {
     table_name: Option<String>,
     key: Option<Item>,
-    condition_expression: Option<String>,
-    expected: Option<BTreeMap<String, expr::ExpectedValue>>,
-    conditional_operator: Option<String>,
-    expression_attribute_names: Option<BTreeMap<String, String>>,
-    expression_attribute_values: Option<BTreeMap<String, AttributeValue>>,
-    return_values: Option<String>,
-    return_values_on_condition_check_failure: Option<String>,
+    #[serde(flatten)]
+    conditional: Conditional,
 }
 
-async fn delete_item(tables: &Tables, input: DeleteItemInput) -> Result<Value, DynamoError> {
+async fn delete_item(tables: &Tables, mut input: DeleteItemInput) -> Result<Value, DynamoError> {
     let meta = table(tables, &input.table_name).await?;
     let key = input
         .key
         .as_ref()
         .ok_or_else(|| DynamoError::validation("The provided key element does not match the schema"))?;
-    let returns = return_values(&input.return_values, &["NONE", "ALL_OLD"])?;
-    let mut placeholders = Placeholders::new(input.expression_attribute_names, input.expression_attribute_values)?;
-    let condition =
-        condition(&input.condition_expression, &input.expected, &input.conditional_operator, &mut placeholders)?;
+    let returns = return_values(&input.conditional.return_values, &["NONE", "ALL_OLD"])?;
+    let mut placeholders = input.conditional.placeholders()?;
+    let condition = input.conditional.condition(&mut placeholders)?;
     placeholders.check_all_used()?;
     let object = meta.check_key(key)?;
-    let old_on_failure = input.return_values_on_condition_check_failure.as_deref() == Some("ALL_OLD");
+    let old_on_failure = input.conditional.old_on_failure();
     let (old, _) = write_item(tables, &meta, &object, condition.as_ref(), old_on_failure, |_| Ok(None)).await?;
     Ok(match (returns.as_str(), old) {
         ("ALL_OLD", Some(old)) => json!({ "Attributes": old }),

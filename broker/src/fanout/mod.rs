@@ -187,9 +187,11 @@ pub async fn subscribe(
 ) -> Result<Subscribed, ApiError> {
     let input: SubscribeToShardInput = format.decode(&body)?;
     let target = match broker.subscription_target(&input) {
-        // In a cluster the consumer may have been registered at the coordinator since this
-        // broker last read the stream's description.
-        Err(e) if e.code == ErrorCode::ResourceNotFound && broker.fabric.is_some() => {
+        // In a cluster the consumer may have been registered, or turned ACTIVE, at the
+        // coordinator since this broker last read the stream's description.
+        Err(e)
+            if matches!(e.code, ErrorCode::ResourceNotFound | ErrorCode::ResourceInUse) && broker.fabric.is_some() =>
+        {
             let arn = input.consumer_arn.as_deref().unwrap_or_default();
             if let Ok((stream, _, _)) = parse_consumer_arn(arn) {
                 broker.sync_stream_now(stream).await;

@@ -38,12 +38,30 @@ async fn spawn_with(dir: &Path, extra: &[&str]) -> Broker {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    // Serving once /healthz answers: its listeners take connections before it has opened its
+    // streams (after a lost disk, restored from the bucket), and a connection that waits there
+    // may be reset if the start fails.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(api).await.is_err() {
+    while !healthy(admin).await {
         assert!(Instant::now() < deadline, "broker did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Broker { child, api }
+}
+
+async fn healthy(admin: SocketAddr) -> bool {
+    let probe = async {
+        let stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::get("/healthz")
+            .header("host", admin.to_string())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .ok()?;
+        Some(sender.send_request(req).await.ok()?.status().is_success())
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten().unwrap_or(false)
 }
 
 async fn call(api: SocketAddr, op: &str, body: Value) -> (u16, Value) {

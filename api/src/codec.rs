@@ -23,6 +23,13 @@ impl Format {
         }
     }
 
+    /// The encoding a Kinesis request declares; None for a missing or other content type,
+    /// which AWS refuses (`UnknownOperationException`, HTTP 404).
+    pub fn of_request(content_type: Option<&str>) -> Option<Format> {
+        let media = content_type?.split(';').next().unwrap_or("").trim();
+        [Format::Json, Format::Cbor].into_iter().find(|f| media.eq_ignore_ascii_case(f.content_type()))
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Json => JSON_CONTENT_TYPE,

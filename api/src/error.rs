@@ -139,22 +139,61 @@ impl ApiError {
             shown.truncate(cut);
             shown.push_str("...");
         }
-        Self::new(
-            ErrorCode::Validation,
-            format!(
-                "1 validation error detected: Value '{shown}' at '{field}' failed to satisfy constraint: {constraint}"
-            ),
-        )
+        Self::violations(1, &[format!("Value '{shown}' at '{field}' failed to satisfy constraint: {constraint}")])
     }
 
-    /// A required member that was absent.
     pub fn missing(field: &str) -> Self {
-        Self::new(
-            ErrorCode::Validation,
-            format!(
-                "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-            ),
-        )
+        Self::violations(1, &[format!("Value null at '{field}' failed to satisfy constraint: Member must not be null")])
+    }
+
+    /// Every constraint one request broke, in one message as AWS lists them.
+    fn violations(count: usize, found: &[String]) -> Self {
+        let plural = if count == 1 { "" } else { "s" };
+        Self::new(ErrorCode::Validation, format!("{count} validation error{plural} detected: {}", found.join("; ")))
+    }
+}
+
+/// Collects the checks of one request's members so that every violated constraint is
+/// answered in one ValidationException, as AWS does. AWS checks the members' constraints
+/// before anything else, so another error (InvalidArgument, say) is answered only when no
+/// constraint is violated.
+#[derive(Debug, Default)]
+pub struct Violations {
+    count: usize,
+    found: Vec<String>,
+    other: Option<ApiError>,
+}
+
+impl Violations {
+    /// The value of a check that passed; None (kept for `finish`) for one that failed.
+    pub fn check<T>(&mut self, result: Result<T, ApiError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                let counted = e
+                    .message
+                    .split_once(" validation error")
+                    .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest.split_once(" detected: ")?.1)));
+                match (e.code, counted) {
+                    (ErrorCode::Validation, Some((n, found))) => {
+                        self.count += n;
+                        self.found.push(found.to_string());
+                    }
+                    _ => {
+                        self.other.get_or_insert(e);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Every violation found, as one error; else the first other error; else Ok.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if !self.found.is_empty() {
+            return Err(ApiError::violations(self.count, &self.found));
+        }
+        self.other.map_or(Ok(()), Err)
     }
 }
 
@@ -167,3 +206,43 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_violation_of_one_request_is_answered_in_one_message() {
+        let mut v = Violations::default();
+        assert_eq!(v.check(Ok::<_, ApiError>(3)), Some(3));
+        v.check::<()>(Err(ApiError::invalid("not a constraint")));
+        v.check::<()>(Err(ApiError::validation(
+            "streamName",
+            "a;b c",
+            "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+        )));
+        v.check::<()>(Err(ApiError::missing("shardCount")));
+        let e = v.finish().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Validation);
+        assert_eq!(
+            e.message,
+            "2 validation errors detected: Value 'a;b c' at 'streamName' failed to satisfy constraint: \
+             Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; \
+             Value null at 'shardCount' failed to satisfy constraint: Member must not be null"
+        );
+        // Without a violated constraint, the first other error is the answer.
+        let mut v = Violations::default();
+        v.check::<()>(Err(ApiError::invalid("first")));
+        v.check::<()>(Err(ApiError::invalid("second")));
+        assert_eq!(v.finish().unwrap_err().message, "first");
+        assert!(Violations::default().finish().is_ok());
+        // Collected errors of a nested collector keep their count.
+        let mut inner = Violations::default();
+        inner.check::<()>(Err(ApiError::missing("a")));
+        inner.check::<()>(Err(ApiError::missing("b")));
+        let mut outer = Violations::default();
+        outer.check(inner.finish());
+        outer.check::<()>(Err(ApiError::missing("c")));
+        assert!(outer.finish().unwrap_err().message.starts_with("3 validation errors detected: "));
+    }
+}

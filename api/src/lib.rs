@@ -19,4 +19,4 @@ pub mod stats;
 pub mod types;
 
 pub use codec::Format;
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorCode, Violations};

@@ -4,6 +4,10 @@ pub const MAX_PARTITION_KEY_CHARS: usize = 256;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 pub const MAX_PUT_RECORDS_ENTRIES: usize = 500;
 pub const MAX_PUT_RECORDS_BYTES: usize = 5 * 1024 * 1024;
+/// PutRecords' limit for a stream whose MaxRecordSizeInKiB is above 1 MiB.
+pub const MAX_LARGE_PUT_RECORDS_BYTES: usize = 10 * 1024 * 1024;
+/// The largest MaxRecordSizeInKiB, in bytes.
+pub const MAX_LARGE_RECORD_BYTES: usize = 10 * 1024 * 1024;
 pub const MIN_RETENTION_HOURS: i64 = 24;
 pub const MAX_RETENTION_HOURS: i64 = 8760;
 pub const DEFAULT_RETENTION_HOURS: i64 = 24;

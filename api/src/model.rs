@@ -56,6 +56,10 @@ operations!(
     TagResource,
     UntagResource,
     ListTagsForResource,
+    UpdateMaxRecordSize,
+    UpdateStreamWarmThroughput,
+    DescribeAccountSettings,
+    UpdateAccountSettings,
 );
 
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -73,6 +77,10 @@ pub struct CreateStreamInput {
     pub shard_count: Option<i64>,
     pub stream_mode_details: Option<StreamModeDetails>,
     pub tags: Option<BTreeMap<String, String>>,
+    #[serde(rename = "WarmThroughputMiBps")]
+    pub warm_throughput_mibps: Option<i64>,
+    #[serde(rename = "MaxRecordSizeInKiB")]
+    pub max_record_size_in_kib: Option<i64>,
 }
 
 /// Inputs that name a stream by StreamName or StreamARN.
@@ -184,6 +192,19 @@ pub struct StreamDescriptionSummary {
     pub key_id: Option<String>,
     pub open_shard_count: i64,
     pub consumer_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_throughput: Option<WarmThroughput>,
+    #[serde(rename = "MaxRecordSizeInKiB", default, skip_serializing_if = "Option::is_none")]
+    pub max_record_size_in_kib: Option<i64>,
+}
+
+/// An on-demand stream's warm throughput: asked for, and what its open shards take now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarmThroughput {
+    #[serde(rename = "TargetMiBps", default, skip_serializing_if = "Option::is_none")]
+    pub target_mibps: Option<i64>,
+    #[serde(rename = "CurrentMiBps")]
+    pub current_mibps: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -470,6 +491,49 @@ pub struct UpdateStreamModeInput {
     #[serde(rename = "StreamARN")]
     pub stream_arn: Option<String>,
     pub stream_mode_details: Option<StreamModeDetails>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateMaxRecordSizeInput {
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub stream_id: Option<String>,
+    #[serde(rename = "MaxRecordSizeInKiB")]
+    pub max_record_size_in_kib: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStreamWarmThroughputInput {
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub stream_name: Option<String>,
+    pub stream_id: Option<String>,
+    #[serde(rename = "WarmThroughputMiBps")]
+    pub warm_throughput_mibps: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStreamWarmThroughputOutput {
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub stream_name: String,
+    pub warm_throughput: WarmThroughput,
+}
+
+/// The account's minimum throughput billing commitment (there is no billing here: never on).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BillingCommitment {
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccountSettings {
+    pub minimum_throughput_billing_commitment: Option<BillingCommitment>,
 }
 
 /// An enhanced fan-out consumer, as RegisterStreamConsumer and ListStreamConsumers show it.

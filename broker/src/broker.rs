@@ -546,6 +546,10 @@ impl Broker {
             Operation::TagResource => run_without_output!(tag_resource),
             Operation::UntagResource => run_without_output!(untag_resource),
             Operation::ListTagsForResource => run!(list_tags_for_resource),
+            Operation::UpdateMaxRecordSize => run_without_output!(update_max_record_size),
+            Operation::UpdateStreamWarmThroughput => run!(update_stream_warm_throughput),
+            Operation::DescribeAccountSettings => run!(describe_account_settings),
+            Operation::UpdateAccountSettings => run!(update_account_settings),
             // Answered with an event stream by the HTTP front (`fanout::subscribe`).
             Operation::SubscribeToShard => {
                 return Err(ApiError::internal("SubscribeToShard is answered as an event stream, not as one body."));

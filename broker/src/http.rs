@@ -75,15 +75,19 @@ where
     connections.shutdown().await;
 }
 
-/// The largest request body read: PutRecords' 5 MiB of data grows by a third in base64,
-/// and a single record may be configured up to 10 MiB.
+/// The largest request body read: a PutRecords of 10 MiB (a stream with records above
+/// 1 MiB, UpdateMaxRecordSize) grows by a third in base64, and `--max-record-bytes` may be
+/// set higher still.
 fn body_limit(broker: &Broker) -> usize {
-    8 * 1024 * 1024 + broker.config.max_record_bytes * 2
+    4 * 1024 * 1024 + broker.config.max_record_bytes.max(streamfabric_api::limits::MAX_LARGE_RECORD_BYTES) * 2
 }
 
 pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
-    let format = Format::from_content_type(req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let declared = Format::of_request(content_type.as_deref());
+    let format = declared.unwrap_or(Format::Json);
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let forwarded = req.headers().contains_key(crate::fabric::FORWARDED_HEADER);
     if let Some(op) = target.strip_prefix(crate::dynamo::TARGET_PREFIX) {
@@ -96,6 +100,14 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
         _ if req.method() != Method::POST => {
             Err(ApiError::new(ErrorCode::UnknownOperation, "Only POST / is served; see X-Amz-Target."))
         }
+        _ if declared.is_none() => Err(ApiError::new(
+            ErrorCode::UnknownOperation,
+            format!(
+                "Content-Type {content_type:?} is not served: send {} (JSON) or {} (CBOR).",
+                Format::Json.content_type(),
+                Format::Cbor.content_type()
+            ),
+        )),
         None => Err(ApiError::new(
             ErrorCode::UnknownOperation,
             format!(
@@ -142,7 +154,13 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
             if e.code == ErrorCode::InternalFailure {
                 tracing::error!(operation = op_label, "{}", e.message);
             }
-            (StatusCode::from_u16(e.code.http_status()).unwrap(), e.code.as_str(), format.encode_error(&e))
+            // AWS answers a request of no or another content type with a 404.
+            let status = if declared.is_none() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::from_u16(e.code.http_status()).unwrap()
+            };
+            (status, e.code.as_str(), format.encode_error(&e))
         }
     };
     broker.metrics.requests.with_label_values(&[op_label, code]).inc();

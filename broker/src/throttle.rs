@@ -70,6 +70,9 @@ impl ShardThrottle {
     }
 
     /// How many of `sizes` (bytes per record, in order) may be written now; takes their tokens.
+    /// A record larger than one second's worth (UpdateMaxRecordSize allows up to 10 MiB) is
+    /// admitted from a full bucket and leaves it in debt, as AWS bursts for large records and
+    /// then returns to the shard's rate.
     pub fn admit_writes(&self, sizes: impl Iterator<Item = usize>) -> usize {
         if !self.enforced {
             return usize::MAX;
@@ -77,7 +80,7 @@ impl ShardThrottle {
         self.with_buckets(|b| {
             let mut admitted = 0;
             for size in sizes {
-                if b.write_records.tokens < 1.0 || b.write_bytes.tokens < size as f64 {
+                if b.write_records.tokens < 1.0 || b.write_bytes.tokens < (size as f64).min(b.write_bytes.rate) {
                     break;
                 }
                 b.write_records.tokens -= 1.0;
@@ -123,6 +126,14 @@ mod tests {
             read_bytes_per_sec: 100,
             read_calls_per_sec: 2,
         }
+    }
+
+    #[test]
+    fn a_record_larger_than_the_bucket_passes_a_full_bucket_and_leaves_a_debt() {
+        let t = ShardThrottle::new(limits(true));
+        assert_eq!(t.admit_writes([5000].into_iter()), 1);
+        // 4 s of debt: nothing passes until it is paid back.
+        assert_eq!(t.admit_writes([1].into_iter()), 0);
     }
 
     #[test]

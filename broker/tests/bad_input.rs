@@ -51,6 +51,17 @@ async fn bad_input_is_refused_with_aws_codes_and_loses_nothing() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!((status, v["__type"].as_str().unwrap()), (400, "UnknownOperationException"));
     assert!(v["message"].as_str().unwrap().contains("Frobnicate"));
+    // A put of another content type (or none) is not a Kinesis request: AWS answers 404.
+    let put = br#"{"StreamName":"bad-input","PartitionKey":"k","Data":"AA=="}"#.to_vec();
+    for content_type in ["text/plain", "application/json", ""] {
+        let (status, _, body) = b.raw("Kinesis_20131202.PutRecord", content_type, put.clone()).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, v["__type"].as_str().unwrap()), (404, "UnknownOperationException"), "{content_type:?}");
+        assert!(v["message"].as_str().unwrap().contains("Content-Type"), "{v}");
+    }
+    let (status, _, _) =
+        b.raw("Kinesis_20131202.DescribeLimits", "application/x-amz-json-1.1; charset=utf-8", b"{}".to_vec()).await;
+    assert_eq!(status, 200, "parameters of the media type are allowed");
     let msg = b
         .expect_error(
             "PutRecord",

@@ -317,3 +317,37 @@ async fn a_stopping_broker_ends_its_subscriptions_instead_of_waiting_for_them() 
     assert!(started.elapsed() < Duration::from_secs(10), "not held by the subscription: {:?}", started.elapsed());
     assert!(next_event(&mut events).await.is_none(), "the subscription ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shard_limits_enforced_a_subscription_is_paced_to_the_read_rate() {
+    // 256 KiB/s here (AWS: 2 MiB/s per consumer and shard), writes unlimited in effect.
+    let b = common::start_with(|c| {
+        c.enforce_shard_limits = true;
+        c.shard_read_bytes_per_sec = 256 * 1024;
+        c.shard_read_calls_per_sec = 1000;
+        c.shard_write_bytes_per_sec = 64 << 20;
+        c.shard_write_records_per_sec = 100_000;
+    })
+    .await;
+    b.create_stream("paced", 1).await;
+    let consumer = b.register_consumer("paced", "slow").await;
+    let k = b.sdk();
+    let mut sequence_numbers = Vec::new();
+    for i in 0..8u8 {
+        let put = k.put_record().stream_name("paced").partition_key("k").data(Blob::new(vec![i; 200 * 1024]));
+        sequence_numbers.push(put.send().await.unwrap().sequence_number);
+    }
+    let started = Instant::now();
+    let mut events =
+        subscribe(&k, &consumer, "shardId-000000000000", ShardIteratorType::TrimHorizon, None).await.unwrap();
+    let mut received = Vec::new();
+    while received.len() < sequence_numbers.len() {
+        let event = next_event(&mut events).await.expect("the subscription lasts 5 minutes");
+        received.extend(event.records.into_iter().map(|r| r.sequence_number));
+    }
+    assert_eq!(received, sequence_numbers, "every record, in order");
+    // Events of at most 1 MiB: the second waits until the first's 1,000 KiB fit 256 KiB/s
+    // less one second of burst, 2.9 s; unpaced, everything comes at once.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2500), "paced to the read rate: all records after {took:?}");
+}

@@ -1,6 +1,7 @@
 //! What AWS keeps per stream and streamfabric records and shows as AWS does: enhanced
-//! monitoring, server-side encryption with a KMS key, and tags by resource ARN (streams and
-//! consumers). Bad input gets AWS's errors and changes nothing.
+//! monitoring, server-side encryption with a KMS key, tags by resource ARN (streams and
+//! consumers), the maximum record size (records up to 10 MiB), warm throughput and the
+//! account's settings. Bad input gets AWS's errors and changes nothing.
 
 mod common;
 
@@ -156,4 +157,189 @@ async fn resources_are_tagged_by_arn_streams_and_consumers() {
     ] {
         b.expect_error(op, body, 400, code).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_up_to_the_streams_max_record_size_are_written_and_read_back() {
+    // The per-shard write limit is enforced (1 MiB/s): a large record is let through a full
+    // bucket, as AWS lets large records burst.
+    let b = common::start_with(|c| {
+        c.enforce_shard_limits = true;
+        c.shard_write_bytes_per_sec = 1 << 20;
+        c.shard_write_records_per_sec = 1000;
+        c.shard_read_bytes_per_sec = 2 << 20;
+        c.shard_read_calls_per_sec = 5;
+    })
+    .await;
+    b.create_stream("s", 1).await;
+    let k = b.sdk();
+    use aws_sdk_kinesis::primitives::Blob;
+    use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+    assert_eq!(summary(&b).await["MaxRecordSizeInKiB"], 1024, "1 MiB by default, as AWS");
+    let big: Vec<u8> = (0..(5 << 19) + 17).map(|i: u32| (i % 251) as u8).collect();
+    let refused = k.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await;
+    let e = refused.unwrap_err().into_service_error();
+    assert!(e.meta().code() == Some("ValidationException"), "{e:?}");
+    assert!(e.meta().message().unwrap().contains("1048576"), "names the limit: {e:?}");
+    for kib in [1023, 10241] {
+        b.expect_error(
+            "UpdateMaxRecordSize",
+            json!({"StreamARN": ARN, "MaxRecordSizeInKiB": kib}),
+            400,
+            "ValidationException",
+        )
+        .await;
+    }
+    b.expect_error("UpdateMaxRecordSize", json!({"StreamARN": ARN}), 400, "ValidationException").await;
+    let ghost = "arn:aws:kinesis:us-east-1:000000000000:stream/ghost";
+    b.expect_error(
+        "UpdateMaxRecordSize",
+        json!({"StreamARN": ghost, "MaxRecordSizeInKiB": 2048}),
+        400,
+        "ResourceNotFoundException",
+    )
+    .await;
+    assert_eq!(summary(&b).await["MaxRecordSizeInKiB"], 1024, "refused changes change nothing");
+    k.update_max_record_size().stream_arn(ARN).max_record_size_in_kib(3072).send().await.unwrap();
+    assert_eq!(summary(&b).await["MaxRecordSizeInKiB"], 3072);
+    let one = k.put_record().stream_name("s").partition_key("k").data(Blob::new(big.clone())).send().await.unwrap();
+    // Two large records in one PutRecords: more than 5 MiB, within the 10 MiB of such streams.
+    // Each one leaves the shard's bucket 2 s in debt, so the second is throttled and retried,
+    // as the SDKs' callers retry failed entries.
+    let mut pending = 2;
+    for _ in 0..40 {
+        let entries = (0..pending)
+            .map(|_| PutRecordsRequestEntry::builder().partition_key("k").data(Blob::new(big.clone())).build().unwrap())
+            .collect();
+        let out = k.put_records().stream_name("s").set_records(Some(entries)).send().await.unwrap();
+        for r in out.records() {
+            assert!(matches!(r.error_code(), None | Some("ProvisionedThroughputExceededException")), "{r:?}");
+        }
+        pending = out.failed_record_count().unwrap_or(0) as usize;
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(pending, 0, "both written once the shard's rate allowed");
+    let too_big = vec![7u8; 3 * 1024 * 1024 + 1];
+    let e = k.put_record().stream_name("s").partition_key("k").data(Blob::new(too_big)).send().await.unwrap_err();
+    assert!(e.into_service_error().meta().message().unwrap().contains("3145728"));
+    // Read back whole, one record per GetRecords when a record is above the 10 MiB answer's share.
+    let mut it = k
+        .get_shard_iterator()
+        .stream_name("s")
+        .shard_id("shardId-000000000000")
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator
+        .unwrap();
+    let mut read = Vec::new();
+    for _ in 0..100 {
+        let page = k.get_records().shard_iterator(&it).send().await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_provisioned_throughput_exceeded_exception()) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            Err(e) => panic!("{e:?}"),
+        };
+        read.extend(page.records().iter().cloned());
+        it = page.next_shard_iterator().unwrap().to_string();
+        if read.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(read.len(), 3);
+    assert_eq!(read[0].sequence_number(), one.sequence_number());
+    for r in &read {
+        assert!(r.data().as_ref() == big.as_slice(), "a large record comes back whole");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_throughput_and_account_settings_answer_as_aws_documents() {
+    let b = common::start().await;
+    b.create_stream("s", 2).await;
+    let k = b.sdk();
+    use aws_sdk_kinesis::types::{
+        MinimumThroughputBillingCommitmentInput, MinimumThroughputBillingCommitmentInputStatus, StreamMode,
+        StreamModeDetails,
+    };
+    b.expect_error(
+        "UpdateStreamWarmThroughput",
+        json!({"StreamName": "s", "WarmThroughputMiBps": 10}),
+        400,
+        "InvalidArgumentException",
+    )
+    .await;
+    assert!(summary(&b).await.get("WarmThroughput").is_none(), "a provisioned stream has none");
+    k.create_stream()
+        .stream_name("od")
+        .stream_mode_details(StreamModeDetails::builder().stream_mode(StreamMode::OnDemand).build().unwrap())
+        .warm_throughput_mibps(8)
+        .send()
+        .await
+        .unwrap();
+    common::wait_active(&b, "od").await;
+    let od = k.describe_stream_summary().stream_name("od").send().await.unwrap();
+    let warm = od.stream_description_summary().unwrap().warm_throughput().unwrap();
+    assert_eq!(warm.target_mibps(), Some(8));
+    let open = od.stream_description_summary().unwrap().open_shard_count();
+    assert_eq!(warm.current_mibps(), Some(open), "1 MiB/s per open shard");
+    let out = k.update_stream_warm_throughput().stream_name("od").warm_throughput_mibps(32).send().await.unwrap();
+    assert_eq!(out.stream_name(), Some("od"));
+    assert_eq!(out.warm_throughput().unwrap().target_mibps(), Some(32));
+    b.expect_error(
+        "UpdateStreamWarmThroughput",
+        json!({"StreamName": "od", "WarmThroughputMiBps": -1}),
+        400,
+        "ValidationException",
+    )
+    .await;
+    let settings = k.describe_account_settings().send().await.unwrap();
+    assert_eq!(settings.minimum_throughput_billing_commitment().unwrap().status().as_str(), "DISABLED");
+    let disable = MinimumThroughputBillingCommitmentInput::builder()
+        .status(MinimumThroughputBillingCommitmentInputStatus::Disabled)
+        .build()
+        .unwrap();
+    let out = k.update_account_settings().minimum_throughput_billing_commitment(disable).send().await.unwrap();
+    assert_eq!(out.minimum_throughput_billing_commitment().unwrap().status().as_str(), "DISABLED");
+    b.expect_error(
+        "UpdateAccountSettings",
+        json!({"MinimumThroughputBillingCommitment": {"Status": "ENABLED"}}),
+        400,
+        "InvalidArgumentException",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_violated_constraint_of_a_request_is_named_in_one_answer() {
+    let b = common::start().await;
+    let message = b
+        .expect_error("CreateStream", json!({"StreamName": "bad name!", "ShardCount": 0}), 400, "ValidationException")
+        .await;
+    assert!(message.starts_with("2 validation errors detected: Value 'bad name!' at 'streamName'"), "{message}");
+    assert!(message.contains("; Value '0' at 'shardCount' failed to satisfy constraint: Member must have value greater than or equal to 1"), "{message}");
+    b.create_stream("s", 1).await;
+    let records = json!([
+        {"PartitionKey": "", "Data": "AA=="},
+        {"PartitionKey": "ok", "Data": "AA=="},
+        {"Data": "AA=="},
+        {"PartitionKey": "k", "Data": "AA==", "ExplicitHashKey": "x"},
+    ]);
+    let message =
+        b.expect_error("PutRecords", json!({"StreamName": "s", "Records": records}), 400, "ValidationException").await;
+    assert!(message.starts_with("3 validation errors detected: "), "{message}");
+    for at in ["records.1.member.partitionKey", "records.3.member.partitionKey", "records.4.member.explicitHashKey"] {
+        assert!(message.contains(&format!("at '{at}'")), "names {at}: {message}");
+    }
+    let message = b.expect_error("PutRecord", json!({"StreamName": "s"}), 400, "ValidationException").await;
+    assert!(message.starts_with("2 validation errors detected: Value null at 'data'"), "{message}");
+    let stored = b.json("DescribeStreamSummary", json!({"StreamName": "s"})).await;
+    assert_eq!(stored.0, 200);
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the Kinesis compatibility scenarios (boto3, the AWS CLI, the AWS SDK for Java v2, the
-# KCL with fan-out and polling retrieval) against a
+# KCL 3.x and 2.x with fan-out and polling retrieval) against a
 # running server:
 #
 #   bash e2e/compat/run.sh http://127.0.0.1:4567
@@ -52,10 +52,16 @@ run_scenario() {
 run_scenario boto3 "$bin/python" "$here/boto3_scenario.py" --endpoint "$endpoint"
 run_scenario awscli bash "$here/awscli_scenario.sh" "$endpoint"
 run_scenario java-sdk bash "$root/e2e/java/run.sh" "$endpoint"
-# Unmodified KCL 3.x applications, their leases in the broker's DynamoDB subset.
+# Unmodified KCL applications, their leases in the broker's DynamoDB subset: KCL 3.x, then
+# the same worker on KCL 2.x (one artifact, so its own Maven module and classpath).
 classpath="$("$root/e2e/java/build.sh" | tail -1)"
 for mode in fanout polling late-start; do
-    run_scenario "kcl-$mode" "$bin/python" "$root/e2e/kcl/scenario.py" --endpoint "$endpoint" \
+    run_scenario "kcl3-$mode" "$bin/python" "$root/e2e/kcl/scenario.py" --endpoint "$endpoint" \
+        --classpath "$classpath" --mode "$mode"
+done
+classpath="$("$root/e2e/java/build.sh" kcl2 | tail -1)"
+for mode in fanout polling; do
+    run_scenario "kcl2-$mode" "$bin/python" "$root/e2e/kcl/scenario.py" --endpoint "$endpoint" \
         --classpath "$classpath" --mode "$mode"
 done
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Unmodified KCL 3.x applications against a broker, with no DynamoDB and no CloudWatch
-beside it (the KCL's leases in the broker's DynamoDB subset, metrics off).
+"""Unmodified KCL applications (3.x, or 2.x: the classpath decides, see e2e/java/build.sh)
+against a broker, with no DynamoDB and no CloudWatch beside it (the KCL's leases in the
+broker's DynamoDB subset, metrics off).
 
     python scenario.py --endpoint http://127.0.0.1:4567 --classpath CP --mode fanout|polling|late-start
 

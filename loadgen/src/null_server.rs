@@ -163,6 +163,8 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
                     key_id: None,
                     open_shard_count: i64::from(state.shards),
                     consumer_count: 0,
+                    warm_throughput: None,
+                    max_record_size_in_kib: Some(1024),
                 },
             }))
         }

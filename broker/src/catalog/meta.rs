@@ -92,6 +92,12 @@ pub struct StreamMeta {
     pub shard_level_metrics: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
+    /// UpdateMaxRecordSize's limit; without it, the broker's `--max-record-bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_size_kib: Option<i64>,
+    /// UpdateStreamWarmThroughput's target (on-demand streams), recorded and shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_throughput_mibps: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

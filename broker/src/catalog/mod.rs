@@ -14,7 +14,7 @@ use reshard::Change;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use streamfabric_api::ApiError;
 use streamfabric_api::names::{COMPRESSION_TAG, PAUSED_TAG, shard_id};
@@ -35,6 +35,12 @@ pub struct Stream {
     paused: AtomicBool,
     /// StartStreamEncryption recorded a KMS key (puts answer EncryptionType KMS).
     encrypted: AtomicBool,
+    /// UpdateMaxRecordSize's limit in bytes, 0 when not set; read on every put.
+    max_record_bytes: AtomicUsize,
+}
+
+fn max_record_bytes(meta: &StreamMeta) -> usize {
+    meta.max_record_size_kib.map_or(0, |kib| kib as usize * 1024)
 }
 
 fn paused(meta: &StreamMeta) -> bool {
@@ -96,6 +102,7 @@ impl Stream {
             *self.compression.lock().unwrap() = compression(&next);
             self.paused.store(paused(&next), Ordering::Relaxed);
             self.encrypted.store(next.kms_key_id.is_some(), Ordering::Relaxed);
+            self.max_record_bytes.store(max_record_bytes(&next), Ordering::Relaxed);
             *meta = next;
         }
         Ok(out)
@@ -108,6 +115,14 @@ impl Stream {
     /// The EncryptionType puts answer with.
     pub fn encryption_type(&self) -> &'static str {
         if self.encrypted.load(Ordering::Relaxed) { "KMS" } else { "NONE" }
+    }
+
+    /// The largest record data this stream takes: its UpdateMaxRecordSize limit, or `default`.
+    pub fn max_record_bytes(&self, default: usize) -> usize {
+        match self.max_record_bytes.load(Ordering::Relaxed) {
+            0 => default,
+            set => set,
+        }
     }
 
     pub fn topology(&self) -> Arc<Topology> {
@@ -258,6 +273,7 @@ impl Catalog {
             topology: RwLock::new(Arc::new(Topology::new(&meta, shards))),
             paused: AtomicBool::new(paused(&meta)),
             encrypted: AtomicBool::new(meta.kms_key_id.is_some()),
+            max_record_bytes: AtomicUsize::new(max_record_bytes(&meta)),
             meta: Mutex::new(meta),
             write_gate: tokio::sync::RwLock::new(()),
         })
@@ -452,6 +468,7 @@ impl Catalog {
         *stream.compression.lock().unwrap() = compression(&meta);
         stream.paused.store(paused(&meta), Ordering::Relaxed);
         stream.encrypted.store(meta.kms_key_id.is_some(), Ordering::Relaxed);
+        stream.max_record_bytes.store(max_record_bytes(&meta), Ordering::Relaxed);
         *stream.topology.write().unwrap() = Arc::new(Topology::new(&meta, all));
         *current = meta;
         Ok(())

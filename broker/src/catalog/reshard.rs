@@ -197,6 +197,8 @@ mod tests {
             consumers: Vec::new(),
             shard_level_metrics: Default::default(),
             kms_key_id: None,
+            max_record_size_kib: None,
+            warm_throughput_mibps: None,
             shards: HashRange::uniform(n)
                 .into_iter()
                 .enumerate()

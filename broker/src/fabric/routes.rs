@@ -79,6 +79,8 @@ fn is_control(op: Operation) -> bool {
             | StopStreamEncryption
             | TagResource
             | UntagResource
+            | UpdateMaxRecordSize
+            | UpdateStreamWarmThroughput
     )
 }
 
@@ -158,7 +160,8 @@ impl Broker {
     async fn route_put_record(&self, req: Request<'_>) -> Reply {
         // Anything malformed is refused here, with the same answer a broker alone gives.
         let Ok(input) = req.format.decode::<PutRecordInput>(&req.body) else { return self.here(&req).await };
-        let Ok(hash) = self.check_put_record(&input) else { return self.here(&req).await };
+        let limit = self.record_limit(&input.stream_name, &input.stream_arn);
+        let Ok(hash) = self.check_put_record(&input, limit) else { return self.here(&req).await };
         let Ok(stream) = self.resolve_fresh(&input.stream_name, &input.stream_arn).await else {
             return self.here(&req).await;
         };
@@ -197,7 +200,8 @@ impl Broker {
     async fn route_put_records(&self, req: Request<'_>) -> Reply {
         let Ok(mut input) = req.format.decode::<PutRecordsInput>(&req.body) else { return self.here(&req).await };
         let Some(entries) = input.records.as_deref() else { return self.here(&req).await };
-        let Ok(hashes) = self.check_put_records(entries) else { return self.here(&req).await };
+        let limit = self.record_limit(&input.stream_name, &input.stream_arn);
+        let Ok(hashes) = self.check_put_records(entries, limit) else { return self.here(&req).await };
         let Ok(stream) = self.resolve_fresh(&input.stream_name, &input.stream_arn).await else {
             return self.here(&req).await;
         };

@@ -218,7 +218,8 @@ fn open(broker: &Arc<Broker>, target: Target, format: Format) -> Result<Body, Ap
     let (events, pipe) = mpsc::channel::<Bytes>(2);
     let broker = broker.clone();
     tokio::spawn(async move {
-        let run = Run { broker: &broker, target: &target, format, events, taken_over };
+        let pace = Pace::new(&broker.config);
+        let run = Run { broker: &broker, target: &target, format, events, taken_over, pace };
         run.push().await;
         broker.subscriptions.release(&target, id);
     });
@@ -245,6 +246,35 @@ struct Run<'a> {
     format: Format,
     events: mpsc::Sender<Bytes>,
     taken_over: watch::Receiver<bool>,
+    pace: Pace,
+}
+
+/// AWS's read limit of a subscription (2 MiB/s per consumer and shard), kept when
+/// `--enforce-shard-limits` is set: the next event waits until the bytes pushed so far fit
+/// the rate, with one second's worth of burst.
+struct Pace {
+    bytes_per_sec: f64,
+    ready_at: Instant,
+}
+
+impl Pace {
+    fn new(config: &crate::config::BrokerConfig) -> Pace {
+        let rate = if config.enforce_shard_limits { config.shard_read_bytes_per_sec as f64 } else { 0.0 };
+        Pace { bytes_per_sec: rate, ready_at: Instant::now() }
+    }
+
+    fn charge(&mut self, bytes: u64) {
+        if self.bytes_per_sec > 0.0 {
+            let now = Instant::now();
+            let burst_floor = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+            self.ready_at = self.ready_at.max(burst_floor) + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
+        }
+    }
+
+    /// When the next event may be read, if not now.
+    fn waiting(&self) -> Option<Instant> {
+        (self.ready_at > Instant::now()).then_some(self.ready_at)
+    }
 }
 
 /// Why a subscription stops pushing.
@@ -284,9 +314,11 @@ impl Run<'_> {
             }
             let durable_end = *durable.borrow_and_update();
             let due = last_event.is_none_or(|at| at.elapsed() >= HEARTBEAT);
-            if position < durable_end || due || shard_closed(stream, shard.index) {
+            let paced = self.pace.waiting();
+            if paced.is_none() && (position < durable_end || due || shard_closed(stream, shard.index)) {
                 match self.read_and_send(position).await {
-                    Ok(Some((next, ended))) => {
+                    Ok(Some((next, ended, bytes))) => {
+                        self.pace.charge(bytes);
                         let progressed = next > position;
                         position = next;
                         last_event = Some(Instant::now());
@@ -294,7 +326,7 @@ impl Run<'_> {
                             break End::Done;
                         }
                         // More is durable already: read on at once (not after an empty read).
-                        if progressed && position < *durable.borrow() {
+                        if progressed && position < *durable.borrow() && self.pace.waiting().is_none() {
                             continue;
                         }
                     }
@@ -307,6 +339,7 @@ impl Run<'_> {
                 _ = self.taken_over.changed() => {}
                 _ = closing.changed() => {}
                 _ = tokio::time::sleep(CHECK_EVERY) => {}
+                _ = tokio::time::sleep_until(paced.unwrap_or_else(Instant::now).into()), if paced.is_some() => {}
                 _ = self.events.closed() => break End::Done,
                 _ = &mut lifetime => break End::Done,
             }
@@ -317,8 +350,9 @@ impl Run<'_> {
     }
 
     /// Read from `position` and send one event (records, or none as a heartbeat): where
-    /// the next read starts and whether the shard ended. None: the consumer went away.
-    async fn read_and_send(&self, position: u64) -> Result<Option<(u64, bool)>, ApiError> {
+    /// the next read starts, whether the shard ended and the bytes of records sent. None:
+    /// the consumer went away.
+    async fn read_and_send(&self, position: u64) -> Result<Option<(u64, bool, u64)>, ApiError> {
         let Target { stream, shard, .. } = self.target;
         let now = Timestamp::now().millis();
         let (event, next, ended, bytes) = {
@@ -343,7 +377,7 @@ impl Run<'_> {
         metrics.events.with_label_values(&labels).inc();
         metrics.records.with_label_values(&labels).inc_by(bytes.0);
         metrics.bytes.with_label_values(&labels).inc_by(bytes.1);
-        Ok(self.send(event).await.then_some((next, ended)))
+        Ok(self.send(event).await.then_some((next, ended, bytes.1)))
     }
 
     /// False once the consumer is gone.

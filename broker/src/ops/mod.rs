@@ -6,6 +6,7 @@ mod monitoring;
 mod reads;
 mod records;
 mod reshard;
+mod settings;
 mod shards;
 mod streams;
 mod subscribe;

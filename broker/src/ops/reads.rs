@@ -12,7 +12,7 @@ use streamfabric_api::model::*;
 use streamfabric_api::names::shard_id;
 use streamfabric_api::sequence::{Place, SequenceNumber};
 use streamfabric_api::types::{Blob, Timestamp};
-use streamfabric_api::{ApiError, ErrorCode};
+use streamfabric_api::{ApiError, ErrorCode, Violations};
 
 pub(crate) const ITERATOR_TYPES: &[&str] =
     &["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"];
@@ -33,12 +33,12 @@ impl Broker {
         &self,
         input: GetShardIteratorInput,
     ) -> Result<GetShardIteratorOutput, ApiError> {
-        let shard_id = required(&input.shard_id, "shardId")?;
-        let kind = validate::one_of(
-            "shardIteratorType",
-            required(&input.shard_iterator_type, "shardIteratorType")?,
-            ITERATOR_TYPES,
-        )?;
+        let mut checks = Violations::default();
+        let shard_id = checks.check(required(&input.shard_id, "shardId"));
+        let kind = checks.check(required(&input.shard_iterator_type, "shardIteratorType"));
+        let kind = kind.and_then(|kind| checks.check(validate::one_of("shardIteratorType", kind, ITERATOR_TYPES)));
+        checks.finish()?;
+        let (Some(shard_id), Some(kind)) = (shard_id, kind) else { unreachable!("checked") };
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         let shard = self.shard_of(&stream, shard_index_arg("shardId", shard_id)?)?;
         let starting = StartingAt {
@@ -59,11 +59,18 @@ impl Broker {
     }
 
     pub(crate) async fn get_records(&self, input: GetRecordsInput) -> Result<GetRecordsOutput, ApiError> {
-        let iterator = required(&input.shard_iterator, "shardIterator")?;
-        if iterator.is_empty() || iterator.len() > 512 {
-            return Err(ApiError::validation("shardIterator", iterator, "Member must have length between 1 and 512"));
+        let mut checks = Violations::default();
+        let iterator = checks.check(required(&input.shard_iterator, "shardIterator"));
+        if let Some(iterator) = iterator.filter(|i| i.is_empty() || i.len() > 512) {
+            checks.check::<()>(Err(ApiError::validation(
+                "shardIterator",
+                iterator,
+                "Member must have length between 1 and 512",
+            )));
         }
-        let limit = bounded("limit", input.limit, 1, MAX_GET_RECORDS_LIMIT, MAX_GET_RECORDS_LIMIT)? as usize;
+        let limit = checks.check(bounded("limit", input.limit, 1, MAX_GET_RECORDS_LIMIT, MAX_GET_RECORDS_LIMIT));
+        checks.finish()?;
+        let (Some(iterator), Some(limit)) = (iterator, limit.map(|l| l as usize)) else { unreachable!("checked") };
         let now = Timestamp::now().millis();
         let token = self.signer.parse_iterator(iterator, now)?;
         if let Some(arn) = &input.stream_arn {

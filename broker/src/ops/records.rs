@@ -10,12 +10,14 @@ use crate::shard::Shard;
 use crate::tier::{WalChunk, WalRecord};
 use std::sync::Arc;
 use streamfabric_api::hashkey::{hash_of_partition_key, parse_explicit_hash_key};
-use streamfabric_api::limits::{MAX_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_ENTRIES};
+use streamfabric_api::limits::{
+    DEFAULT_MAX_RECORD_BYTES, MAX_LARGE_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_BYTES, MAX_PUT_RECORDS_ENTRIES,
+};
 use streamfabric_api::model::*;
 use streamfabric_api::names::PAUSED_TAG;
 use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::Blob;
-use streamfabric_api::{ApiError, ErrorCode};
+use streamfabric_api::{ApiError, ErrorCode, Violations};
 
 /// Field paths for errors: `partitionKey` for PutRecord, `records.N.member.partitionKey`
 /// for entry N (1-based) of PutRecords.
@@ -104,27 +106,43 @@ impl Broker {
         self.config.durability == Durability::Object
     }
 
+    /// The largest record data the named stream takes (the broker's limit for a stream not
+    /// known here: the stream's own check follows wherever it is served).
+    pub(crate) fn record_limit(&self, name: &Option<String>, arn: &Option<String>) -> usize {
+        let default = self.config.max_record_bytes;
+        self.resolve(name, arn).map_or(default, |stream| stream.max_record_bytes(default))
+    }
+
     /// Check one record and give its hash key (explicit, or the MD5 of its partition key).
     fn record_hash(
         &self,
+        checks: &mut Violations,
         entry: Option<usize>,
-        data: Option<&Blob>,
-        key: Option<&str>,
-        explicit_hash_key: Option<&str>,
-    ) -> Result<u128, ApiError> {
-        let data = data.ok_or_else(|| ApiError::missing(&field(entry, "data")))?;
-        let key = key.ok_or_else(|| ApiError::missing(&field(entry, "partitionKey")))?;
-        validate::partition_key(&field(entry, "partitionKey"), key)?;
-        validate::record_data(&field(entry, "data"), data.0.len(), self.config.max_record_bytes)?;
+        record: (Option<&Blob>, Option<&str>, Option<&str>),
+        max_record_bytes: usize,
+    ) -> Option<u128> {
+        let (data, key, explicit_hash_key) = record;
+        let data = checks.check(data.ok_or_else(|| ApiError::missing(&field(entry, "data"))));
+        let key = checks.check(key.ok_or_else(|| ApiError::missing(&field(entry, "partitionKey"))));
+        if let Some(key) = key {
+            checks.check(validate::partition_key(&field(entry, "partitionKey"), key));
+        }
+        if let Some(data) = data {
+            checks.check(validate::record_data(&field(entry, "data"), data.0.len(), max_record_bytes));
+        }
         match explicit_hash_key {
-            Some(h) => parse_explicit_hash_key(&field(entry, "explicitHashKey"), h),
-            None => Ok(hash_of_partition_key(key)),
+            Some(h) => checks.check(parse_explicit_hash_key(&field(entry, "explicitHashKey"), h)),
+            None => key.map(hash_of_partition_key),
         }
     }
 
     /// Check a PutRecords request as a whole (entries, size, each record) and give each
-    /// record's hash key, in request order.
-    pub(crate) fn check_put_records(&self, entries: &[PutRecordsRequestEntry]) -> Result<Vec<u128>, ApiError> {
+    /// record's hash key, in request order. Every violated constraint is named in one answer.
+    pub(crate) fn check_put_records(
+        &self,
+        entries: &[PutRecordsRequestEntry],
+        max_record_bytes: usize,
+    ) -> Result<Vec<u128>, ApiError> {
         if entries.is_empty() {
             return Err(ApiError::validation("records", "[]", "Member must have length greater than or equal to 1"));
         }
@@ -135,37 +153,46 @@ impl Broker {
                 &format!("Member must have length less than or equal to {MAX_PUT_RECORDS_ENTRIES}"),
             ));
         }
+        let mut checks = Violations::default();
+        let hashes: Vec<Option<u128>> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let record = (e.data.as_ref(), e.partition_key.as_deref(), e.explicit_hash_key.as_deref());
+                self.record_hash(&mut checks, Some(i), record, max_record_bytes)
+            })
+            .collect();
+        checks.finish()?;
+        // AWS: 5 MiB per request, 10 MiB for a stream whose records may be larger than 1 MiB.
+        let limit = if max_record_bytes > DEFAULT_MAX_RECORD_BYTES {
+            MAX_LARGE_PUT_RECORDS_BYTES
+        } else {
+            MAX_PUT_RECORDS_BYTES
+        };
         let total: usize = entries
             .iter()
             .map(|e| e.data.as_ref().map_or(0, |d| d.0.len()) + e.partition_key.as_ref().map_or(0, |k| k.len()))
             .sum();
-        if total > MAX_PUT_RECORDS_BYTES {
+        if total > limit {
             return Err(ApiError::invalid(format!(
-                "Records size exceeds the limit: the request carries {total} bytes of data and partition keys; PutRecords accepts at most {MAX_PUT_RECORDS_BYTES} bytes (5 MiB)."
+                "Records size exceeds the limit: the request carries {total} bytes of data and partition keys; PutRecords accepts at most {limit} bytes ({} MiB) for this stream.",
+                limit >> 20
             )));
         }
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                self.record_hash(Some(i), e.data.as_ref(), e.partition_key.as_deref(), e.explicit_hash_key.as_deref())
-            })
-            .collect()
+        Ok(hashes.into_iter().map(|h| h.expect("checked")).collect())
     }
 
     /// The hash key of a PutRecord's record.
-    pub(crate) fn check_put_record(&self, input: &PutRecordInput) -> Result<u128, ApiError> {
-        let hash = self.record_hash(
-            None,
-            input.data.as_ref(),
-            input.partition_key.as_deref(),
-            input.explicit_hash_key.as_deref(),
-        )?;
+    pub(crate) fn check_put_record(&self, input: &PutRecordInput, max_record_bytes: usize) -> Result<u128, ApiError> {
+        let mut checks = Violations::default();
+        let record = (input.data.as_ref(), input.partition_key.as_deref(), input.explicit_hash_key.as_deref());
+        let hash = self.record_hash(&mut checks, None, record, max_record_bytes);
         if let Some(s) = &input.sequence_number_for_ordering {
             // Ordering is per shard already; the value must still be well formed.
-            SequenceNumber::parse("sequenceNumberForOrdering", s)?;
+            checks.check(SequenceNumber::parse("sequenceNumberForOrdering", s));
         }
-        Ok(hash)
+        checks.finish()?;
+        Ok(hash.expect("checked"))
     }
 
     /// A paused stream (spec.paused of its DataStream) takes no writes; reads go on.
@@ -278,7 +305,7 @@ impl Broker {
     }
 
     pub(crate) async fn put_record(&self, input: PutRecordInput) -> Result<PutRecordOutput, ApiError> {
-        let hash = self.check_put_record(&input)?;
+        let hash = self.check_put_record(&input, self.record_limit(&input.stream_name, &input.stream_arn))?;
         let (key, data) = (input.partition_key.unwrap_or_default(), input.data.unwrap_or_default());
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         let record = NewRecord { partition_key: key, data: data.0 };
@@ -294,7 +321,7 @@ impl Broker {
 
     pub(crate) async fn put_records(&self, mut input: PutRecordsInput) -> Result<PutRecordsOutput, ApiError> {
         let entries = input.records.take().ok_or_else(|| ApiError::missing("records"))?;
-        let hashes = self.check_put_records(&entries)?;
+        let hashes = self.check_put_records(&entries, self.record_limit(&input.stream_name, &input.stream_arn))?;
         self.put_checked_records(input, entries, hashes).await
     }
 

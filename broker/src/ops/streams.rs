@@ -1,5 +1,6 @@
 //! Stream lifecycle: create, delete, list, describe, retention, account limits.
 
+use super::settings::{max_record_size, warm_throughput};
 use super::validate::{self, bounded, required};
 use crate::broker::Broker;
 use crate::catalog::Stream;
@@ -7,12 +8,12 @@ use crate::catalog::meta::{ShardMeta, StreamMeta, StreamMode, StreamStatus};
 use crate::tokens::PageKind;
 use std::sync::Arc;
 use std::time::Duration;
-use streamfabric_api::ApiError;
 use streamfabric_api::hashkey::HashRange;
 use streamfabric_api::limits::*;
 use streamfabric_api::model::*;
 use streamfabric_api::names::validate_stream_name;
 use streamfabric_api::types::Timestamp;
+use streamfabric_api::{ApiError, Violations};
 
 fn mode_details(mode: StreamMode) -> StreamModeDetails {
     StreamModeDetails { stream_mode: Some(mode.as_str().to_string()) }
@@ -28,31 +29,42 @@ fn encryption_type(m: &StreamMeta) -> String {
 
 impl Broker {
     pub(crate) async fn create_stream(&self, input: CreateStreamInput) -> Result<Empty, ApiError> {
-        let name = required(&input.stream_name, "streamName")?;
-        validate_stream_name("streamName", name)?;
+        let mut checks = Violations::default();
+        let name = checks.check(required(&input.stream_name, "streamName"));
+        if let Some(name) = name {
+            checks.check(validate_stream_name("streamName", name));
+        }
         let mode = match input.stream_mode_details.as_ref().and_then(|d| d.stream_mode.as_deref()) {
             None => StreamMode::Provisioned,
-            Some(m) => match validate::one_of("streamModeDetails.streamMode", m, &["PROVISIONED", "ON_DEMAND"])? {
-                "ON_DEMAND" => StreamMode::OnDemand,
-                _ => StreamMode::Provisioned,
-            },
+            Some(m) => {
+                match checks.check(validate::one_of("streamModeDetails.streamMode", m, &["PROVISIONED", "ON_DEMAND"])) {
+                    Some("ON_DEMAND") => StreamMode::OnDemand,
+                    _ => StreamMode::Provisioned,
+                }
+            }
         };
         let shard_count = match (mode, input.shard_count) {
-            (StreamMode::OnDemand, None) => DEFAULT_ON_DEMAND_SHARDS as i64,
-            (StreamMode::Provisioned, None) => return Err(ApiError::missing("shardCount")),
-            (_, Some(n)) => bounded("shardCount", Some(n), 1, self.config.shard_limit, 1)?,
+            (StreamMode::OnDemand, None) => Some(DEFAULT_ON_DEMAND_SHARDS as i64),
+            (StreamMode::Provisioned, None) => checks.check(Err(ApiError::missing("shardCount"))),
+            (_, Some(n)) => checks.check(bounded("shardCount", Some(n), 1, self.config.shard_limit, 1)),
         };
         let tags = input.tags.unwrap_or_default();
         if tags.len() > MAX_TAGS_PER_STREAM {
-            return Err(ApiError::validation(
+            checks.check::<()>(Err(ApiError::validation(
                 "tags",
                 tags.len(),
                 &format!("Member must have at most {MAX_TAGS_PER_STREAM} entries"),
-            ));
+            )));
         }
         for (k, v) in &tags {
-            validate::tag(k, v)?;
+            checks.check(validate::tag(k, v));
         }
+        let max_record_size_kib = input.max_record_size_in_kib.map(|kib| checks.check(max_record_size(kib)));
+        let warm_throughput_mibps = input.warm_throughput_mibps.map(|w| checks.check(warm_throughput(w, mode)));
+        checks.finish()?;
+        let (Some(name), Some(shard_count)) = (name, shard_count) else {
+            unreachable!("a missing name or shard count is a violation")
+        };
         let now = Timestamp::now().millis();
         let meta = StreamMeta {
             name: name.clone(),
@@ -66,6 +78,8 @@ impl Broker {
             consumers: Vec::new(),
             shard_level_metrics: Default::default(),
             kms_key_id: None,
+            max_record_size_kib: max_record_size_kib.flatten(),
+            warm_throughput_mibps: warm_throughput_mibps.flatten(),
             shards: HashRange::uniform(shard_count as u32)
                 .into_iter()
                 .enumerate()
@@ -222,6 +236,8 @@ impl Broker {
                 key_id: m.kms_key_id.clone(),
                 open_shard_count: m.open_shard_count() as i64,
                 consumer_count: m.consumers.len() as i64,
+                warm_throughput: self.warm_throughput_of(&m),
+                max_record_size_in_kib: Some(self.max_record_size_kib_of(&m)),
                 stream_name: m.name,
             },
         })

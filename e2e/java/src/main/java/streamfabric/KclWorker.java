@@ -31,7 +31,8 @@ import software.amazon.kinesis.retrieval.fanout.FanOutConfig;
 import software.amazon.kinesis.retrieval.polling.PollingConfig;
 
 /**
- * One worker of a KCL application, unmodified KCL 3.x: Kinesis, DynamoDB (its leases) and
+ * One worker of a KCL application, unmodified KCL 3.x or 2.x (built against each: e2e/java
+ * and e2e/java/kcl2; it uses only what both have): Kinesis, DynamoDB (its leases) and
  * CloudWatch (never called: metrics off) all pointed at the broker. Every record processed is
  * written to the output file as {@code <millis> RECORD <shard> <sequence> <sub> <data>}, every
  * checkpoint as {@code <millis> CHECKPOINT <shard> <sequence> <sub>} (after each batch), a

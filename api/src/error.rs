@@ -21,10 +21,18 @@ pub enum ErrorCode {
     /// streamfabric's lease operations: a conditional change lost to another writer, or
     /// the caller's owner or lease counter is stale. Re-read the lease.
     LeaseConflict,
+    /// SigV4 (with credentials configured): no Authorization header.
+    MissingAuthenticationToken,
+    /// An Authorization header without all of its parts.
+    IncompleteSignature,
+    /// An access key id the broker does not know.
+    UnrecognizedClient,
+    /// A signature that does not match, or a request older or newer than 5 minutes.
+    InvalidSignature,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::ResourceNotFound,
         Self::ResourceInUse,
         Self::InvalidArgument,
@@ -39,6 +47,10 @@ impl ErrorCode {
         Self::InternalFailure,
         Self::ServiceUnavailable,
         Self::LeaseConflict,
+        Self::MissingAuthenticationToken,
+        Self::IncompleteSignature,
+        Self::UnrecognizedClient,
+        Self::InvalidSignature,
     ];
 
     /// The code a `__type` names (AWS may prefix it with a namespace and `#`).
@@ -63,6 +75,10 @@ impl ErrorCode {
             Self::InternalFailure => "InternalFailure",
             Self::ServiceUnavailable => "ServiceUnavailable",
             Self::LeaseConflict => "LeaseConflictException",
+            Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            Self::IncompleteSignature => "IncompleteSignatureException",
+            Self::UnrecognizedClient => "UnrecognizedClientException",
+            Self::InvalidSignature => "InvalidSignatureException",
         }
     }
 

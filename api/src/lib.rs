@@ -15,6 +15,7 @@ pub mod names;
 pub mod owners;
 pub mod sequence;
 pub mod settings;
+pub mod sigv4;
 pub mod stats;
 pub mod types;
 

@@ -197,6 +197,13 @@ pub struct BrokerConfig {
 
     #[arg(long, env = "STREAMFABRIC_ACCOUNT", default_value = crate::names::DEFAULT_ACCOUNT)]
     pub account: String,
+
+    /// Access keys whose AWS Signature Version 4 requests are served: a file of
+    /// `<access key id> <secret access key>` lines (`#` comments), or a directory with a file
+    /// per key named by its id and holding its secret (a mounted Kubernetes Secret); re-read
+    /// when it changes. Unset: requests are not authenticated (any credentials work).
+    #[arg(long, env = "STREAMFABRIC_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
 }
 }
 
@@ -490,6 +497,7 @@ mod tests {
             subscription_lifetime: Duration::from_secs(45),
             region: "ap-south-1".into(),
             account: "123456789012".into(),
+            credentials: Some("/etc/streamfabric/credentials".into()),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub catalog: Arc<Catalog>,
     pub signer: TokenSigner,
+    /// SigV4 checks (with `--credentials`).
+    pub auth: Arc<crate::auth::Auth>,
     pub metrics: Arc<Metrics>,
     pub archive: Archive,
     /// Consumer leases and checkpoints (in the object store).
@@ -229,6 +231,8 @@ impl Broker {
             config.local_retention_bytes,
             metrics.clone(),
         ));
+        let auth = Arc::new(crate::auth::Auth::new(config.credentials.as_deref(), &config.region, &metrics.registry)?);
+        let proof = auth.required().then(|| crate::auth::PeerProof::new(signer.clone()));
         let fabric = match &config.advertise {
             Some(advertise) if clustered => {
                 let settings = crate::cluster::ClusterSettings {
@@ -236,7 +240,7 @@ impl Broker {
                     suspect_after: (config.heartbeat_interval * 3).min(config.member_timeout),
                     member_timeout: config.member_timeout,
                 };
-                Some(crate::fabric::Fabric::join(archive.tier(), &id, advertise, settings, &catalog).await?)
+                Some(crate::fabric::Fabric::join(archive.tier(), &id, advertise, settings, &catalog, proof).await?)
             }
             _ => None,
         };
@@ -255,7 +259,9 @@ impl Broker {
             read_slots: tokio::sync::Semaphore::new(CONCURRENT_READS),
             subscriptions,
             tables: crate::dynamo::Tables::new(archive.tier()),
+            auth,
         });
+        broker.auth.watch();
         if clustered {
             // Shards are taken by the handoff, not here.
             crate::fabric::sync::initial(&broker).await;

@@ -2,6 +2,7 @@
 //! `StreamfabricLeases_20261129.<Operation>` for the lease operations), bodies in JSON 1.1
 //! or CBOR 1.1, answers in the request's encoding; and the admin endpoints.
 
+use crate::auth::{PEER_PROOF_HEADER, Principal, Signed};
 use crate::broker::Broker;
 use crate::fabric::peers::Relayed;
 use crate::fabric::routes::{Reply, Request};
@@ -95,9 +96,10 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
     }
     let operation = Target::parse(&target);
     let op_label = operation.map_or("unknown", Target::name);
+    let (head, body) = req.into_parts();
 
     let outcome = match operation {
-        _ if req.method() != Method::POST => {
+        _ if head.method != Method::POST => {
             Err(ApiError::new(ErrorCode::UnknownOperation, "Only POST / is served; see X-Amz-Target."))
         }
         _ if declared.is_none() => Err(ApiError::new(
@@ -116,16 +118,18 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
         )),
         Some(op) => {
             let limit = body_limit(&broker);
-            match Limited::new(req.into_body(), limit).collect().await {
-                Ok(body) => match op {
-                    Target::Kinesis(Operation::SubscribeToShard) => {
-                        match crate::fanout::subscribe(&broker, format, &target, body.to_bytes(), forwarded).await {
+            let subscribe = matches!(op, Target::Kinesis(Operation::SubscribeToShard));
+            match Limited::new(body, limit).collect().await.map(|b| b.to_bytes()) {
+                Ok(body) => match (authenticate(&broker, &head, &target, &body, "kinesis", subscribe), op) {
+                    (Err(refused), _) => Err(refused),
+                    (Ok(_), Target::Kinesis(Operation::SubscribeToShard)) => {
+                        match crate::fanout::subscribe(&broker, format, &target, body, forwarded).await {
                             Ok(subscribed) => return subscription_response(&broker, started, subscribed),
                             Err(e) => Err(e),
                         }
                     }
-                    Target::Kinesis(op) if broker.fabric.is_some() => {
-                        let request = Request { op, format, target: &target, body: body.to_bytes(), forwarded };
+                    (Ok(_), Target::Kinesis(op)) if broker.fabric.is_some() => {
+                        let request = Request { op, format, target: &target, body, forwarded };
                         match broker.dispatch(request).await {
                             Reply::Local(answer) => answer,
                             Reply::Relayed(relayed) => {
@@ -133,10 +137,10 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
                             }
                         }
                     }
-                    Target::Kinesis(op) => broker.call(op, format, &body.to_bytes()).await,
-                    Target::Leases(op) => broker.call_leases(op, format, &body.to_bytes()).await,
-                    Target::ShardOwners => format
-                        .decode(&body.to_bytes())
+                    (Ok(_), Target::Kinesis(op)) => broker.call(op, format, &body).await,
+                    (Ok(_), Target::Leases(op)) => broker.call_leases(op, format, &body).await,
+                    (Ok(_), Target::ShardOwners) => format
+                        .decode(&body)
                         .and_then(|input| broker.describe_shard_owners(input))
                         .map(|out| format.encode(&out)),
                 },
@@ -201,12 +205,17 @@ fn subscription_response(broker: &Broker, started: Instant, subscribed: crate::f
 /// A DynamoDB operation (the lease store the KCL uses), in AWS JSON 1.0.
 async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>, started: Instant) -> Response<Body> {
     const LIMIT: usize = 16 << 20;
-    let answer = match Limited::new(req.into_body(), LIMIT).collect().await {
-        Ok(body) => {
-            let account =
-                crate::dynamo::ops::Account { region: &broker.config.region, account: &broker.config.account };
-            crate::dynamo::call(&broker.tables, &account, op, &body.to_bytes()).await
-        }
+    let (head, body) = req.into_parts();
+    let target = format!("{}{op}", crate::dynamo::TARGET_PREFIX);
+    let answer = match Limited::new(body, LIMIT).collect().await.map(|b| b.to_bytes()) {
+        Ok(body) => match authenticate(broker, &head, &target, &body, "dynamodb", false) {
+            Err(refused) => Err(crate::dynamo::DynamoError::new(refused.code.as_str(), refused.message)),
+            Ok(_) => {
+                let account =
+                    crate::dynamo::ops::Account { region: &broker.config.region, account: &broker.config.account };
+                crate::dynamo::call(&broker.tables, &account, op, &body).await
+            }
+        },
         Err(_) => Err(crate::dynamo::DynamoError::serialization(format!(
             "The request body could not be read in full or exceeds {LIMIT} bytes."
         ))),
@@ -226,6 +235,49 @@ async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>
         .header("x-amzn-RequestId", request_id())
         .body(full(body))
         .expect("valid response")
+}
+
+/// Who sent a request (`auth`): a forwarded one by its peer's proof, any other by its SigV4
+/// signature for `service`. Everyone while no credentials are configured.
+fn authenticate(
+    broker: &Broker,
+    head: &http::request::Parts,
+    target: &str,
+    body: &[u8],
+    service: &str,
+    unsigned_payload_allowed: bool,
+) -> Result<Principal, ApiError> {
+    let auth = &broker.auth;
+    if !auth.required() {
+        return Ok(Principal::Anonymous);
+    }
+    let now = crate::fabric::peers::unix_seconds();
+    if let Some(from) = head.headers.get(crate::fabric::FORWARDED_HEADER) {
+        let from = String::from_utf8_lossy(from.as_bytes());
+        let proof = head.headers.get(PEER_PROOF_HEADER).and_then(|v| v.to_str().ok());
+        let peers = broker.fabric.as_ref().and_then(|f| f.peers.proof());
+        if let (Some(peers), Some(proof)) = (peers, proof)
+            && peers.holds(proof, &from, target, body, now)
+        {
+            return Ok(Principal::Peer);
+        }
+        auth.refused_peer();
+        return Err(ApiError::new(
+            ErrorCode::MissingAuthenticationToken,
+            "A request forwarded by a broker must carry that broker's proof (x-streamfabric-peer-proof).",
+        ));
+    }
+    let request = Signed {
+        method: head.method.as_str(),
+        path: head.uri.path(),
+        query: head.uri.query().unwrap_or(""),
+        headers: &head.headers,
+        authority: head.uri.authority().map(|a| a.as_str()),
+        body,
+        service,
+        unsigned_payload_allowed,
+    };
+    auth.verify(&request, now)
 }
 
 /// A peer's answer to a forwarded request, passed on as it came.

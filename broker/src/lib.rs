@@ -1,6 +1,7 @@
 //! streamfabric's broker: the Kinesis Data Streams API on durable shard logs.
 
 pub mod archive;
+pub mod auth;
 pub mod broker;
 pub mod catalog;
 pub mod cluster;

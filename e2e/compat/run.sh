@@ -51,6 +51,10 @@ run_scenario() {
 
 run_scenario boto3 "$bin/python" "$here/boto3_scenario.py" --endpoint "$endpoint"
 run_scenario awscli bash "$here/awscli_scenario.sh" "$endpoint"
+# Against a broker with --credentials holding the scenarios' keys (scripts/e2e-compat).
+if [[ "${E2E_SIGV4:-}" == 1 ]]; then
+    run_scenario auth "$bin/python" "$here/auth_scenario.py" --endpoint "$endpoint"
+fi
 run_scenario java-sdk bash "$root/e2e/java/run.sh" "$endpoint"
 # Unmodified KCL applications, their leases in the broker's DynamoDB subset: KCL 3.x, then
 # the same worker on KCL 2.x (one artifact, so its own Maven module and classpath).

@@ -137,6 +137,13 @@ pub struct RunArgs {
     /// Bound on the drain phase.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub drain_timeout_secs: u64,
+    /// Sign every request with this access key (SigV4, computed per request as the SDKs
+    /// do), for brokers with --credentials; with --secret-access-key. Without it the
+    /// requests carry a well-formed but unchecked signature.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", requires = "secret_access_key")]
+    pub access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
 }
 
 impl RunArgs {

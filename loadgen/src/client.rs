@@ -11,10 +11,12 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamfabric_api::Format;
 use streamfabric_api::codec::JSON_CONTENT_TYPE;
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
+use streamfabric_api::sigv4::Signer;
 use tokio::net::TcpStream;
 
 const REGION: &str = "us-east-1";
@@ -23,12 +25,14 @@ const ACCESS_KEY: &str = "AKIDLOADGEN";
 const FAKE_SIGNATURE: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
 
 /// Where requests go: `http://host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Endpoint {
     /// `host:port` to connect to.
     pub addr: String,
     /// The Host header.
     pub host_header: String,
+    /// Signs each request for real (brokers with --credentials).
+    pub signer: Option<Arc<Signer>>,
 }
 
 impl Endpoint {
@@ -47,7 +51,20 @@ impl Endpoint {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        Ok(Endpoint { addr: format!("{host}:{port}"), host_header })
+        Ok(Endpoint { addr: format!("{host}:{port}"), host_header, signer: None })
+    }
+
+    /// Every request signed with this access key.
+    pub fn signed_by(self, access_key_id: Option<&str>, secret_access_key: Option<&str>) -> Endpoint {
+        let signer = access_key_id.map(|id| {
+            Arc::new(Signer {
+                access_key_id: id.to_string(),
+                secret_access_key: secret_access_key.unwrap_or_default().to_string(),
+                region: REGION.to_string(),
+                service: "kinesis".to_string(),
+            })
+        });
+        Endpoint { signer, ..self }
     }
 }
 
@@ -169,17 +186,29 @@ impl Connection {
     /// Send an encoded body; a 2xx answer's body comes back, anything else is an error.
     pub async fn call_raw(&mut self, op: Operation, body: Vec<u8>) -> Result<Bytes, CallError> {
         let now = unix_seconds();
-        if now != self.auth.second {
-            self.auth = AuthHeaders::at(now);
-        }
+        let target = format!("{TARGET_PREFIX}{}", op.name());
+        let (date, authorization) = match &self.endpoint.signer {
+            Some(signer) => {
+                let signed = [("content-type", JSON_CONTENT_TYPE), ("x-amz-target", target.as_str())];
+                let (date, authorization) = signer.sign_post(&self.endpoint.host_header, &signed, &body, now as i64);
+                let value = |s: String| HeaderValue::from_str(&s).expect("ASCII header");
+                (value(date), value(authorization))
+            }
+            None => {
+                if now != self.auth.second {
+                    self.auth = AuthHeaders::at(now);
+                }
+                (self.auth.date.clone(), self.auth.authorization.clone())
+            }
+        };
         let request = Request::builder()
             .method(Method::POST)
             .uri("/")
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))
-            .header("x-amz-target", format!("{TARGET_PREFIX}{}", op.name()))
-            .header("x-amz-date", self.auth.date.clone())
-            .header(AUTHORIZATION, self.auth.authorization.clone())
+            .header("x-amz-target", target)
+            .header("x-amz-date", date)
+            .header(AUTHORIZATION, authorization)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| CallError::Transport(format!("building request: {e}")))?;
         self.send(request).await
@@ -268,24 +297,7 @@ fn unix_seconds() -> u64 {
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time.
 pub fn amz_date(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let rem = unix_secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    streamfabric_api::sigv4::amz_date(unix_secs as i64)
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 use streamfabric_api::model::TARGET_PREFIX;
+use streamfabric_api::sigv4::Signer;
 use streamfabric_api::{ApiError, ErrorCode, Format};
 
 /// How a call to the brokers failed.
@@ -47,6 +49,8 @@ pub struct Brokers {
     endpoint: String,
     http: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// Signs every call (SigV4) when the brokers require it.
+    signer: Option<Arc<Signer>>,
 }
 
 impl Brokers {
@@ -55,12 +59,17 @@ impl Brokers {
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Brokers { endpoint: endpoint.trim_end_matches('/').to_string(), http, timeout }
+        Brokers { endpoint: endpoint.trim_end_matches('/').to_string(), http, timeout, signer: None }
+    }
+
+    /// These brokers, every call signed with `signer`'s key.
+    pub fn signed_by(self, signer: Option<Signer>) -> Brokers {
+        Brokers { signer: signer.map(Arc::new), ..self }
     }
 
     /// The same pool of connections, for one broker at `address` (`host:port`).
     pub fn at(&self, address: &str) -> Brokers {
-        Brokers { endpoint: format!("http://{address}"), http: self.http.clone(), timeout: self.timeout }
+        Brokers { endpoint: format!("http://{address}"), ..self.clone() }
     }
 
     /// One request as it came (target, content type and body), its answer as it went.
@@ -73,6 +82,20 @@ impl Brokers {
         let mut request = http::Request::post(format!("{}/", self.endpoint)).header("x-amz-target", target);
         if let Some(ct) = content_type {
             request = request.header(http::header::CONTENT_TYPE, ct);
+        }
+        if let Some(signer) = &self.signer {
+            let host = self.endpoint.split_once("://").map_or(self.endpoint.as_str(), |(_, h)| h);
+            let mut signed = vec![("x-amz-target", target)];
+            let ct = content_type.and_then(|v| v.to_str().ok());
+            if let Some(ct) = ct {
+                signed.push(("content-type", ct));
+            }
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let (date, authorization) = signer.sign_post(host, &signed, &body, now as i64);
+            request = request
+                .header(http::header::HOST, host)
+                .header("x-amz-date", date)
+                .header("authorization", authorization);
         }
         let request = request.body(Full::new(body)).map_err(|e| CallError::Transport(e.to_string()))?;
         let response = tokio::time::timeout(self.timeout, self.http.request(request))

@@ -80,6 +80,15 @@ pub struct Args {
     /// partition key into that many (order kept per key); 1: one batch at a time, in order.
     #[arg(long, env = "STREAMFABRIC_SIDECAR_MAX_BATCHES_IN_FLIGHT", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_batches_in_flight: u16,
+    /// The access key the calls to the brokers are signed with (SigV4), when the brokers
+    /// require one (`--credentials`); with --secret-access-key.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", requires = "secret_access_key")]
+    pub access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// The region the brokers are configured for (their --region).
+    #[arg(long, env = "AWS_REGION", default_value = streamfabric_api::names::DEFAULT_REGION)]
+    pub region: String,
     /// Records per GetRecords (at most 10,000).
     #[arg(long, env = "STREAMFABRIC_SIDECAR_MAX_RECORDS", default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     pub max_records: u16,
@@ -92,6 +101,12 @@ impl Args {
             admin_listen: self.admin_listen.0,
             broker_endpoint: self.broker_endpoint.clone(),
             broker_timeout: Duration::from_secs(10),
+            credentials: self.access_key_id.as_ref().map(|id| streamfabric_api::sigv4::Signer {
+                access_key_id: id.clone(),
+                secret_access_key: self.secret_access_key.clone().unwrap_or_default(),
+                region: self.region.clone(),
+                service: "kinesis".into(),
+            }),
             consumer: self.consumer_application.as_ref().map(|application| ConsumerSettings {
                 initial_position: self.initial_position.clone(),
                 failover_time: self.failover_time,

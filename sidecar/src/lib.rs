@@ -34,6 +34,8 @@ pub struct SidecarSettings {
     pub broker_endpoint: String,
     /// Bound on one call to the brokers.
     pub broker_timeout: Duration,
+    /// The access key the brokers' calls are signed with (SigV4), if they require one.
+    pub credentials: Option<streamfabric_api::sigv4::Signer>,
     pub producer: ProducerSettings,
     /// The consumer role, for one application and stream (off when None).
     pub consumer: Option<ConsumerSettings>,
@@ -84,7 +86,8 @@ pub async fn start(settings: SidecarSettings) -> std::io::Result<Running> {
         Some(at) => Some(admin::serve(at, metrics.clone()).await?),
         None => None,
     };
-    let brokers = broker::Brokers::new(&settings.broker_endpoint, settings.broker_timeout);
+    let brokers = broker::Brokers::new(&settings.broker_endpoint, settings.broker_timeout)
+        .signed_by(settings.credentials.clone());
     let consumer = match settings.consumer {
         Some(c) => Some(consumer::Consumer::start(brokers.clone(), &settings.broker_endpoint, c, metrics.clone())?),
         None => None,

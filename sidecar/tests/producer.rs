@@ -18,6 +18,7 @@ async fn sidecar(broker: &str) -> streamfabric_sidecar::Running {
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker.to_string(),
         broker_timeout: Duration::from_secs(5),
+        credentials: None,
         admin_listen: None,
         producer: ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() },
         consumer: None,
@@ -204,6 +205,7 @@ async fn aggregated_records_land_in_their_shards_and_deaggregate_to_every_record
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker_url.clone(),
         broker_timeout: Duration::from_secs(5),
+        credentials: None,
         admin_listen: None,
         producer: ProducerSettings {
             max_buffered_time: Duration::from_millis(20),
@@ -354,6 +356,7 @@ async fn fire_and_forget_answers_at_once_bounds_its_buffer_and_stores_everything
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker_url.clone(),
         broker_timeout: Duration::from_secs(2),
+        credentials: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         producer: ProducerSettings {
             ack: streamfabric_sidecar::producer::Ack::Buffered,
@@ -407,4 +410,54 @@ async fn fire_and_forget_answers_at_once_bounds_its_buffer_and_stores_everything
 
 async fn get(url: &str) -> String {
     request(http::Method::GET, url, "").await.1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_signs_its_calls_for_brokers_that_require_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::write(&credentials, "AKIDSIDECAR sidecar-secret\n").unwrap();
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
+    config.credentials = Some(credentials);
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let broker_url = format!("http://{}", broker.api_addr);
+    let signed = |access_key_id: &str| {
+        Some(streamfabric_api::sigv4::Signer {
+            access_key_id: access_key_id.into(),
+            secret_access_key: "sidecar-secret".into(),
+            region: "us-east-1".into(),
+            service: "kinesis".into(),
+        })
+    };
+    let start = |credentials| {
+        streamfabric_sidecar::start(SidecarSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            broker_endpoint: broker_url.clone(),
+            broker_timeout: Duration::from_secs(5),
+            credentials,
+            admin_listen: None,
+            producer: ProducerSettings { max_buffered_time: Duration::from_millis(20), ..ProducerSettings::default() },
+            consumer: None,
+        })
+    };
+    let unsigned = start(None).await.unwrap();
+    let e = sdk(&format!("http://{}", unsigned.addr)).list_streams().send().await.unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("MissingAuthenticationTokenException"));
+    let unknown = start(signed("AKIDNOBODY")).await.unwrap();
+    let e = sdk(&format!("http://{}", unknown.addr)).list_streams().send().await.unwrap_err();
+    assert_eq!(e.into_service_error().meta().code(), Some("UnrecognizedClientException"));
+
+    let side = start(signed("AKIDSIDECAR")).await.unwrap();
+    let k = sdk(&format!("http://{}", side.addr));
+    create_active(&k, "signed", 2).await;
+    for i in 0..50 {
+        k.put_record()
+            .stream_name("signed")
+            .partition_key(format!("k{i}"))
+            .data(Blob::new(format!("r{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(stored(&k, "signed").await.len(), 50, "every record stored once, read back through the sidecar");
 }

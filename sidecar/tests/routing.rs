@@ -49,6 +49,7 @@ async fn producer_sidecar(broker: &str, producer: ProducerSettings) -> streamfab
         listen: "127.0.0.1:0".parse().unwrap(),
         broker_endpoint: broker.to_string(),
         broker_timeout: Duration::from_secs(5),
+        credentials: None,
         admin_listen: None,
         producer,
         consumer: None,

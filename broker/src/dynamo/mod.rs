@@ -30,7 +30,7 @@ pub struct DynamoError {
 }
 
 impl DynamoError {
-    fn new(code: &'static str, message: impl Into<String>) -> DynamoError {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> DynamoError {
         DynamoError { code, message: message.into(), item: None, cancellation_reasons: None }
     }
 

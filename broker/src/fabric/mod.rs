@@ -103,6 +103,7 @@ impl Fabric {
         advertise: &str,
         settings: ClusterSettings,
         catalog: &Arc<Catalog>,
+        proof: Option<crate::auth::PeerProof>,
     ) -> std::io::Result<Fabric> {
         let pins = Pins::default();
         let shards = Arc::new(CatalogShards {
@@ -115,7 +116,7 @@ impl Fabric {
             .map_err(|e| std::io::Error::other(format!("joining the cluster: {e}")))?;
         Ok(Fabric {
             pins,
-            peers: peers::Peers::new(id),
+            peers: peers::Peers::new(id, proof),
             recovered_lapses: AtomicU64::new(cluster.lease_lapses()),
             leaving: AtomicBool::new(false),
             cluster,

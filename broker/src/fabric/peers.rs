@@ -1,6 +1,7 @@
 //! Requests to other brokers of the cluster: one kept-alive HTTP/2 (cleartext) connection
 //! per peer, multiplexing every forwarded request.
 
+use crate::auth::{PEER_PROOF_HEADER, PeerProof};
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -33,10 +34,12 @@ pub struct Peers {
     client: Client<HttpConnector, Full<Bytes>>,
     /// This broker's id, sent in `FORWARDED_HEADER`.
     me: String,
+    /// With authentication on: what proves a forwarded request came from a peer.
+    proof: Option<PeerProof>,
 }
 
 impl Peers {
-    pub fn new(me: &str) -> Peers {
+    pub fn new(me: &str, proof: Option<PeerProof>) -> Peers {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(30)));
@@ -53,7 +56,12 @@ impl Peers {
             .http2_keep_alive_while_idle(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        Peers { client, me: me.to_string() }
+        Peers { client, me: me.to_string(), proof }
+    }
+
+    /// How forwarded requests are proven, when authentication is on.
+    pub fn proof(&self) -> Option<&PeerProof> {
+        self.proof.as_ref()
     }
 
     /// Send one Kinesis request (its `X-Amz-Target` and body in `format`) to the broker at
@@ -74,17 +82,24 @@ impl Peers {
         format: Format,
         body: Bytes,
     ) -> Result<http::Response<Incoming>, ApiError> {
-        let request = Request::post(format!("http://{address}/"))
+        let mut request = Request::post(format!("http://{address}/"))
             .header(header::CONTENT_TYPE, format.content_type())
             .header("x-amz-target", target)
-            .header(FORWARDED_HEADER, &self.me)
-            .body(Full::new(body))
-            .map_err(|e| ApiError::internal(format!("forwarding to {address}: {e}")))?;
+            .header(FORWARDED_HEADER, &self.me);
+        if let Some(proof) = &self.proof {
+            request = request.header(PEER_PROOF_HEADER, proof.make(&self.me, target, &body, unix_seconds()));
+        }
+        let request =
+            request.body(Full::new(body)).map_err(|e| ApiError::internal(format!("forwarding to {address}: {e}")))?;
         tokio::time::timeout(FORWARD_TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| unreachable(address, format!("no answer within {FORWARD_TIMEOUT:?}")))?
             .map_err(|e| unreachable(address, e.to_string()))
     }
+}
+
+pub(crate) fn unix_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn unreachable(address: &str, e: String) -> ApiError {
@@ -153,7 +168,7 @@ mod tests {
     async fn a_peer_gone_silent_fails_forwards_as_retryable_within_seconds_not_the_forward_timeout() {
         let silent = Arc::new(AtomicBool::new(false));
         let address = peer_behind_a_black_hole(silent.clone()).await;
-        let peers = Peers::new("b-0");
+        let peers = Peers::new("b-0", None);
         let target = "Kinesis_20131202.ListStreams";
         let ok = peers.forward(&address, target, Format::Json, Bytes::from_static(b"{}")).await.unwrap();
         assert_eq!((ok.status, &ok.body[..]), (StatusCode::OK, &b"{}"[..]), "the connection works, and is kept");

@@ -64,6 +64,18 @@ pub struct DataStreamSpec {
     /// Stop accepting writes (reads go on) until cleared.
     #[serde(default)]
     pub paused: bool,
+    /// Require AWS Signature Version 4 on every request, with the access keys of a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<AuthenticationSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationSpec {
+    /// A Secret in this namespace with one entry per access key: the entry's name is the
+    /// access key id, its value the secret access key. Changes reach the brokers without a
+    /// restart (as the kubelet updates the mounted Secret, within a minute or two).
+    pub credentials_secret_ref: SecretRef,
 }
 
 fn default_retention_hours() -> i32 {

@@ -27,6 +27,11 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A secret derived from `master` for `label` (hex HMAC-SHA256): the same on every call.
+pub fn derive_secret(master: &[u8], label: &str) -> String {
+    hex(&hmac(master, label.as_bytes()))
+}
+
 /// The key of one access key, day, region and service.
 pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());

@@ -74,6 +74,9 @@ pub struct Context {
     pub endpoints: BrokerEndpoints,
     /// Two stats samples closer than this give no rate (tests shorten it).
     pub min_sample_secs: f64,
+    /// The operator's own key, from which its access key at each DataStream with
+    /// authentication is derived (`brokers_client`); None: it could not be read.
+    pub operator_key: Option<Vec<u8>>,
     remembered: Mutex<HashMap<String, Remembered>>,
 }
 
@@ -87,6 +90,7 @@ impl Context {
             kinesis: KinesisAdmin::default(),
             endpoints,
             min_sample_secs: MIN_SAMPLE_SECS,
+            operator_key: None,
             remembered: Mutex::default(),
         }
     }
@@ -187,10 +191,34 @@ async fn ensure_cluster_key(client: &Client, ns: &str, ds: &DataStream) -> Resul
     }
 }
 
+/// The client of a DataStream's Kinesis API. With `spec.authentication` its calls are signed
+/// with the operator's access key at these brokers: derived from the operator's own key (the
+/// same after every restart), in a Secret created here and mounted beside the user's keys.
+async fn brokers_client(ds: &DataStream, ns: &str, ctx: &Context) -> Result<KinesisAdmin> {
+    if ds.spec.authentication.is_none() {
+        return Ok(ctx.kinesis.clone());
+    }
+    let master = ctx.operator_key.as_deref().ok_or_else(|| Error::NoOperatorKey(ds.name_any()))?;
+    let secret = streamfabric_api::sigv4::derive_secret(master, &format!("{ns}/{}", ds.name_any()));
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.create(&PostParams::default(), &manifests::operator_key_secret(ds, &secret)).await {
+        Ok(_) => tracing::info!(datastream = %ds.name_any(), "created the operator's access key Secret"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ctx.kinesis.signed_by(streamfabric_api::sigv4::Signer {
+        access_key_id: manifests::OPERATOR_ACCESS_KEY_ID.into(),
+        secret_access_key: secret,
+        region: streamfabric_api::names::DEFAULT_REGION.into(),
+        service: "kinesis".into(),
+    }))
+}
+
 async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
     let client = &ctx.client;
     ensure_cluster_key(client, &ns, ds).await?;
+    let kinesis = brokers_client(ds, &ns, ctx).await?;
     apply_child(client, &ns, manifests::config_map(ds)).await?;
     apply_child(client, &ns, manifests::headless_service(ds)).await?;
     apply_child(client, &ns, manifests::client_service(ds)).await?;
@@ -199,7 +227,7 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
 
     // The stream itself, through its brokers' Kinesis API.
     let endpoint = kinesis::endpoint_for(&ctx.endpoints.api, &ds.name_any(), &ns);
-    let stream = match ctx.kinesis.ensure_stream(&endpoint, &ds.name_any(), &kinesis::WantedStream::of(ds)).await {
+    let stream = match kinesis.ensure_stream(&endpoint, &ds.name_any(), &kinesis::WantedStream::of(ds)).await {
         Ok(state) => Some(state),
         Err(e) => {
             tracing::debug!(datastream = %ds.name_any(), "{e}");
@@ -216,7 +244,7 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
         .await;
     }
     if stream.is_some_and(|s| s.active) {
-        match ctx.kinesis.ensure_paused(&endpoint, &ds.name_any(), ds.spec.paused).await {
+        match kinesis.ensure_paused(&endpoint, &ds.name_any(), ds.spec.paused).await {
             Ok(true) => {
                 let (reason, note) = if ds.spec.paused {
                     ("Paused", "spec.paused: the brokers refuse writes to the stream; reads go on")
@@ -233,7 +261,7 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     let (write_rate, resharding_to) = match stream {
         Some(state) if state.active && !stats.is_empty() => {
             let (rate, autoscale) = observe_writes(ds, &ns, state.open_shards, ctx, &merged(&stats)).await;
-            (rate, reshard(ds, ctx, &endpoint, state.open_shards, autoscale).await)
+            (rate, reshard(ds, ctx, &kinesis, &endpoint, state.open_shards, autoscale).await)
         }
         _ => (None, None),
     };
@@ -460,6 +488,7 @@ async fn observe_writes(
 async fn reshard(
     ds: &DataStream,
     ctx: &Context,
+    kinesis: &KinesisAdmin,
     endpoint: &str,
     open: i32,
     autoscale: Option<(Decision, String)>,
@@ -476,11 +505,11 @@ async fn reshard(
     let (action, outcome) = match &decision {
         Decision::Scale { to } => (
             format!("UpdateShardCount {open} -> {to}"),
-            ctx.kinesis.update_shard_count(endpoint, &name, *to).await.map(|_| *to),
+            kinesis.update_shard_count(endpoint, &name, *to).await.map(|_| *to),
         ),
         Decision::SplitHot { shard_id } => (
             format!("SplitShard {shard_id} (above its write limit)"),
-            ctx.kinesis.split_in_half(endpoint, &name, shard_id).await.map(|_| open + 1),
+            kinesis.split_in_half(endpoint, &name, shard_id).await.map(|_| open + 1),
         ),
         Decision::Hold => return None,
     };
@@ -503,7 +532,7 @@ async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
     let ns = ds.namespace().ok_or_else(|| Error::NotNamespaced(ds.name_any()))?;
     if ds.spec.deletion_policy == DeletionPolicy::Delete {
         let endpoint = kinesis::endpoint_for(&ctx.endpoints.api, &ds.name_any(), &ns);
-        match ctx.kinesis.delete_stream(&endpoint, &ds.name_any()).await {
+        match brokers_client(ds, &ns, ctx).await?.delete_stream(&endpoint, &ds.name_any()).await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(Error::DeletionPending {
@@ -566,8 +595,8 @@ async fn cleanup(ds: &DataStream, ctx: &Context) -> Result<Action> {
 }
 
 /// Run the controller until a shutdown signal.
-pub async fn run(client: Client, metrics: Arc<Metrics>, endpoints: BrokerEndpoints) {
-    let ctx = Arc::new(Context::new(client.clone(), metrics, endpoints));
+pub async fn run(client: Client, metrics: Arc<Metrics>, endpoints: BrokerEndpoints, operator_key: Option<Vec<u8>>) {
+    let ctx = Arc::new(Context { operator_key, ..Context::new(client.clone(), metrics, endpoints) });
     let config = watcher::Config::default().any_semantic();
     Controller::new(Api::<DataStream>::all(client.clone()), config.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())

@@ -12,6 +12,11 @@ pub enum Error {
     /// stays (an Ok cleanup removes it).
     #[error("{reason}")]
     DeletionPending { reason: String, retry: std::time::Duration },
+    /// spec.authentication, but the operator could not read or create its own key.
+    #[error(
+        "DataStream {0} requires SigV4, and the operator has no key of its own to sign with (see --operator-key-secret)"
+    )]
+    NoOperatorKey(String),
 }
 
 impl Error {
@@ -22,6 +27,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NotNamespaced(_) => "not_namespaced",
             Error::DeletionPending { .. } => "deletion_pending",
+            Error::NoOperatorKey(_) => "no_operator_key",
         }
     }
 

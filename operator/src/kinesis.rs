@@ -8,6 +8,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use std::time::Duration;
 use streamfabric_api::model::{
     AddTagsToStreamInput, CreateStreamInput, DeleteStreamInput, DescribeStreamSummaryOutput, ListShardsInput,
@@ -16,6 +17,7 @@ use streamfabric_api::model::{
     UpdateStreamModeInput,
 };
 use streamfabric_api::names::PAUSED_TAG;
+use streamfabric_api::sigv4::Signer;
 use streamfabric_api::{ApiError, ErrorCode, Format};
 
 /// Where the brokers of a DataStream answer, from `{name}` and `{namespace}`: the Kinesis
@@ -87,17 +89,24 @@ pub enum KinesisError {
 #[derive(Clone)]
 pub struct KinesisAdmin {
     http: Client<HttpConnector, Full<Bytes>>,
+    /// Signs the calls (SigV4) for brokers that require it.
+    signer: Option<Arc<Signer>>,
 }
 
 impl Default for KinesisAdmin {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        KinesisAdmin { http: Client::builder(TokioExecutor::new()).build(connector) }
+        KinesisAdmin { http: Client::builder(TokioExecutor::new()).build(connector), signer: None }
     }
 }
 
 impl KinesisAdmin {
+    /// The same client, its calls signed with `signer`'s key.
+    pub fn signed_by(&self, signer: Signer) -> KinesisAdmin {
+        KinesisAdmin { http: self.http.clone(), signer: Some(Arc::new(signer)) }
+    }
+
     async fn call<I: Serialize, O: DeserializeOwned>(
         &self,
         endpoint: &str,
@@ -105,11 +114,20 @@ impl KinesisAdmin {
         input: &I,
     ) -> Result<O, KinesisError> {
         let unreachable = |reason: String| KinesisError::Unreachable { endpoint: endpoint.to_string(), reason };
-        let request = http::Request::post(endpoint)
+        let body = Format::Json.encode(input);
+        let target = format!("Kinesis_20131202.{op}");
+        let mut request = http::Request::post(endpoint)
             .header("content-type", Format::Json.content_type())
-            .header("x-amz-target", format!("Kinesis_20131202.{op}"))
-            .body(Full::new(Bytes::from(Format::Json.encode(input))))
-            .map_err(|e| unreachable(e.to_string()))?;
+            .header("x-amz-target", &target);
+        if let Some(signer) = &self.signer {
+            let uri: http::Uri = endpoint.parse().map_err(|e: http::uri::InvalidUri| unreachable(e.to_string()))?;
+            let host = uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+            let signed = [("content-type", Format::Json.content_type()), ("x-amz-target", target.as_str())];
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let (date, authorization) = signer.sign_post(&host, &signed, &body, now as i64);
+            request = request.header("host", host).header("x-amz-date", date).header("authorization", authorization);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| unreachable(e.to_string()))?;
         let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
             .await
             .map_err(|_| unreachable("no answer within 10 s".into()))?

@@ -67,6 +67,12 @@ struct Args {
     #[arg(long, env = "STREAMFABRIC_OPERATOR_WEBHOOK_CERT_VALIDITY", default_value = "2160h", value_parser = streamfabric_api::settings::parse_duration)]
     webhook_cert_validity: std::time::Duration,
 
+    /// The Secret (in the operator's namespace, created when absent) holding the operator's
+    /// own key, from which it derives its access key at the brokers of each DataStream
+    /// with spec.authentication.
+    #[arg(long, env = "STREAMFABRIC_OPERATOR_KEY_SECRET", default_value = "streamfabric-operator-key")]
+    operator_key_secret: String,
+
     /// The image of the sidecar the webhook adds.
     #[arg(long, env = "STREAMFABRIC_OPERATOR_SIDECAR_IMAGE", default_value = DEFAULT_SIDECAR_IMAGE)]
     sidecar_image: String,
@@ -75,6 +81,40 @@ struct Args {
 const DEFAULT_SIDECAR_IMAGE: &str = concat!("ghcr.io/streamfabric/sidecar:", env!("CARGO_PKG_VERSION"));
 
 const LEASE_NAME: &str = "streamfabric-operator";
+
+/// The operator's own key: created (random) when its Secret is absent, then read by name.
+/// None (logged) when it can be neither: DataStreams with authentication then wait.
+async fn operator_key(client: &Client, namespace: &str, name: &str) -> Option<Vec<u8>> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let key: [u8; 32] = rand::random();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        type_: Some("Opaque".into()),
+        data: Some([("key".to_string(), k8s_openapi::ByteString(key.to_vec()))].into()),
+        ..Secret::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => tracing::info!(secret = name, "created the operator's key"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => tracing::warn!(secret = name, "cannot create the operator's key: {e}"),
+    }
+    match api.get(name).await.map(|s| s.data.and_then(|mut d| d.remove("key"))) {
+        Ok(Some(key)) if key.0.len() >= 32 => Some(key.0),
+        Ok(_) => {
+            tracing::warn!(
+                secret = name,
+                "the operator's key Secret has no 32-byte `key`; DataStreams with authentication wait"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(secret = name, "cannot read the operator's key ({e}); DataStreams with authentication wait");
+            None
+        }
+    }
+}
 
 /// The namespace a pod runs in, from its service account, else `default`.
 fn own_namespace() -> String {
@@ -159,9 +199,10 @@ async fn main() -> std::process::ExitCode {
         admin: args.broker_admin_template,
         pod_admin: args.broker_pod_admin_template,
     };
+    let key = operator_key(&client, &namespace, &args.operator_key_secret).await;
     if !args.leader_election {
         metrics.leader.set(1);
-        controller::run(client, metrics, endpoints).await;
+        controller::run(client, metrics, endpoints, key).await;
         return std::process::ExitCode::SUCCESS;
     }
     let election = leader::Election {
@@ -177,7 +218,7 @@ async fn main() -> std::process::ExitCode {
     election.acquire(&client).await;
     metrics.leader.set(1);
     tokio::select! {
-        _ = controller::run(client.clone(), metrics, endpoints) => {
+        _ = controller::run(client.clone(), metrics, endpoints, key) => {
             election.release(&client).await;
             std::process::ExitCode::SUCCESS
         }

@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, SleepAction, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, Secret, SecretKeySelector, SecretProjection, SecretVolumeSource,
+    SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -27,6 +28,11 @@ pub const DATA_DIR: &str = "/data";
 /// Where broker pods find the cluster key Secret, and its key in the Secret.
 pub const CLUSTER_KEY_DIR: &str = "/etc/streamfabric/cluster-key";
 pub const CLUSTER_KEY_FILE: &str = "token.key";
+/// Where broker pods find the access keys they accept (`spec.authentication`): the user's
+/// Secret and the operator's own key, one file per access key.
+pub const CREDENTIALS_DIR: &str = "/etc/streamfabric/credentials";
+/// The operator's access key id at the brokers of a DataStream with authentication.
+pub const OPERATOR_ACCESS_KEY_ID: &str = "streamfabric-operator";
 /// The broker pod's preStop pause, while its removal from the Service reaches kube-proxy.
 pub const PRE_STOP_SLEEP_SECONDS: i64 = 3;
 /// The preStop pause, then the broker's shutdown: up to 12 s each for the requests in
@@ -42,6 +48,8 @@ pub struct Names {
     pub client: String,
     pub config: String,
     pub cluster_key: String,
+    /// The operator's access key for these brokers (`operator_key_secret`).
+    pub operator_key: String,
 }
 
 impl Names {
@@ -53,6 +61,7 @@ impl Names {
             client: name.clone(),
             config: format!("{name}-broker-config"),
             cluster_key: format!("{name}-cluster-key"),
+            operator_key: format!("{name}-operator-key"),
         }
     }
 }
@@ -148,6 +157,8 @@ pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
         broker_id: None,
         // One key for the brokers of this DataStream, from its Secret (see `cluster_key_secret`).
         cluster_key_file: Some(format!("{CLUSTER_KEY_DIR}/{CLUSTER_KEY_FILE}").into()),
+        // The Secret's keys and the operator's, mounted together (see `statefulset`).
+        credentials: s.authentication.as_ref().map(|_| CREDENTIALS_DIR.into()),
         ..defaults
     }
 }
@@ -186,6 +197,35 @@ pub fn cluster_key_secret(ds: &DataStream, key: [u8; 32]) -> Secret {
         metadata: metadata(ds, &Names::of(ds).cluster_key),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(CLUSTER_KEY_FILE.to_string(), ByteString(key.to_vec()))])),
+        ..Secret::default()
+    }
+}
+
+/// The access keys a broker accepts: the user's Secret and the operator's key, projected
+/// into one directory, one file per key (the broker re-reads it as the kubelet updates it).
+fn credentials_volume(user_secret: &str, names: &Names) -> Volume {
+    let source = |name: &str| VolumeProjection {
+        secret: Some(SecretProjection { name: name.to_string(), ..SecretProjection::default() }),
+        ..VolumeProjection::default()
+    };
+    Volume {
+        name: "credentials".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![source(user_secret), source(&names.operator_key)]),
+            default_mode: Some(0o440),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The operator's access key at the brokers of `ds` (with `spec.authentication`): its id is
+/// `OPERATOR_ACCESS_KEY_ID`, its secret `secret` (derived from the operator's own key, so
+/// the same after every restart). Mounted into the broker pods beside the user's keys.
+pub fn operator_key_secret(ds: &DataStream, secret: &str) -> Secret {
+    Secret {
+        metadata: metadata(ds, &Names::of(ds).operator_key),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(OPERATOR_ACCESS_KEY_ID.to_string(), ByteString(secret.as_bytes().to_vec()))])),
         ..Secret::default()
     }
 }
@@ -275,15 +315,26 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
             ..Lifecycle::default()
         }),
         resources: spec.brokers.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() },
-            VolumeMount {
-                name: "cluster-key".into(),
-                mount_path: CLUSTER_KEY_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(
+            [
+                Some(VolumeMount { name: "data".into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }),
+                Some(VolumeMount {
+                    name: "cluster-key".into(),
+                    mount_path: CLUSTER_KEY_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                }),
+                spec.authentication.as_ref().map(|_| VolumeMount {
+                    name: "credentials".into(),
+                    mount_path: CREDENTIALS_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -323,16 +374,26 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    volumes: Some(vec![Volume {
-                        name: "cluster-key".into(),
-                        secret: Some(SecretVolumeSource {
-                            secret_name: Some(names.cluster_key.clone()),
-                            // Readable by the broker's group (fsGroup) only.
-                            default_mode: Some(0o440),
-                            ..SecretVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(
+                        [
+                            Some(Volume {
+                                name: "cluster-key".into(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(names.cluster_key.clone()),
+                                    // Readable by the broker's group (fsGroup) only.
+                                    default_mode: Some(0o440),
+                                    ..SecretVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            }),
+                            spec.authentication
+                                .as_ref()
+                                .map(|auth| credentials_volume(&auth.credentials_secret_ref.name, &names)),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    ),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -542,6 +603,41 @@ mod tests {
         assert_eq!(mount.read_only, Some(true));
         let file = std::path::Path::new(&mount.mount_path).join(CLUSTER_KEY_FILE);
         assert_eq!(broker_settings(&ds).cluster_key_file.as_deref(), Some(file.as_path()));
+    }
+
+    #[test]
+    fn with_authentication_broker_pods_mount_the_users_and_the_operators_keys_where_their_settings_look() {
+        let mut ds = DataStream::test();
+        assert_eq!(broker_settings(&ds).credentials, None, "open without spec.authentication");
+        let pod = statefulset(&ds).spec.unwrap().template.spec.unwrap();
+        assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "credentials"));
+        ds.spec.authentication =
+            serde_json::from_value(serde_json::json!({"credentialsSecretRef": {"name": "app-keys"}})).unwrap();
+        let secret = operator_key_secret(&ds, "derived");
+        assert_eq!(secret.metadata.name.as_deref(), Some("orders-operator-key"));
+        assert_eq!(secret.metadata.owner_references.as_ref().unwrap()[0].kind, "DataStream");
+        assert_eq!(secret.data.as_ref().unwrap()[OPERATOR_ACCESS_KEY_ID].0, b"derived");
+        let pod = statefulset(&ds).spec.unwrap().template.spec.unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "credentials").unwrap();
+        let sources: Vec<String> = volume
+            .projected
+            .as_ref()
+            .unwrap()
+            .sources
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| p.secret.as_ref().unwrap().name.clone())
+            .collect();
+        assert_eq!(sources, ["app-keys", "orders-operator-key"]);
+        let mount = pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "credentials").unwrap();
+        assert_eq!(mount.read_only, Some(true));
+        let settings = broker_settings(&ds);
+        assert_eq!(settings.credentials.as_deref(), Some(std::path::Path::new(&mount.mount_path)));
+        // It arrives in the broker's environment through the ConfigMap.
+        let env = config_map(&ds).data.unwrap();
+        let read = BrokerConfig::from_env(&env.into_iter().collect()).unwrap();
+        assert_eq!(read.credentials, settings.credentials);
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn the_controller_reconciles_children_status_events_and_cleanup() {
         admin: format!("http://{}", broker.admin_addr),
         pod_admin: format!("http://{}", broker.admin_addr),
     };
-    let controller = tokio::spawn(controller::run(client_for_run, Arc::new(Metrics::new()), endpoints));
+    let controller = tokio::spawn(controller::run(client_for_run, Arc::new(Metrics::new()), endpoints, None));
     let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &datastream("orders", json!({"shards": 8, "deletionPolicy": "Retain"})))
         .await
@@ -285,7 +285,7 @@ async fn a_datastream_on_an_object_store_is_served_by_a_cluster_of_brokers() {
         admin: format!("http://{}", brokers[0].admin_addr),
         pod_admin: format!("http://127.0.0.1{{ordinal}}:{port}"),
     };
-    let controller = tokio::spawn(controller::run(client.clone(), Arc::new(Metrics::new()), endpoints));
+    let controller = tokio::spawn(controller::run(client.clone(), Arc::new(Metrics::new()), endpoints, None));
     let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
     let spec = json!({"shards": 8, "durability": "Object", "objectStore": {"url": store}, "deletionPolicy": "Retain"});
     api.create(&PostParams::default(), &datastream("stream", spec)).await.unwrap();
@@ -575,4 +575,70 @@ async fn served_certificate(port: u16, ca_pem: &[u8]) -> Option<Vec<u8>> {
     let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
     Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server; run scripts/e2e-operator"]
+async fn with_authentication_the_operator_signs_with_its_derived_key_and_mounts_it_beside_the_users() {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = client_with_crd().await;
+    let ns = namespace(&client, "sf-auth").await;
+    let master = vec![9u8; 32];
+    let derived = streamfabric_api::sigv4::derive_secret(&master, &format!("{ns}/secured"));
+    // The broker pods would see the user's keys and the operator's in one directory.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("credentials");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(keys.join("AKIDUSER"), "user-secret").unwrap();
+    std::fs::write(keys.join("streamfabric-operator"), &derived).unwrap();
+    let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
+    config.credentials = Some(keys);
+    let broker = streamfabric_broker::start(config).await.unwrap();
+    let endpoints = controller::BrokerEndpoints {
+        api: format!("http://{}", broker.api_addr),
+        admin: format!("http://{}", broker.admin_addr),
+        pod_admin: format!("http://{}", broker.admin_addr),
+    };
+    let controller =
+        tokio::spawn(controller::run(client.clone(), Arc::new(Metrics::new()), endpoints, Some(master.clone())));
+    let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"shards": 2, "deletionPolicy": "Retain", "authentication": {"credentialsSecretRef": {"name": "app-keys"}}});
+    api.create(&PostParams::default(), &datastream("secured", spec)).await.unwrap();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = eventually("the operator's key Secret", || async {
+        secrets.get_opt("secured-operator-key").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(secret.data.unwrap()["streamfabric-operator"].0, derived.as_bytes());
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let sts = eventually("the StatefulSet", || async { sts_api.get_opt("secured-broker").await.ok().flatten() }).await;
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "credentials").expect("a credentials volume");
+    let sources: Vec<String> =
+        volume.projected.unwrap().sources.unwrap().into_iter().map(|p| p.secret.unwrap().name).collect();
+    assert_eq!(sources, ["app-keys", "secured-operator-key"]);
+    // The stream was created through the brokers' API with the operator's signature.
+    eventually("the brokers serve the stream", || async { broker.broker.catalog.get("secured") }).await;
+    let metrics = admin_get(&format!("http://{}/metrics", broker.admin_addr)).await;
+    assert!(
+        metrics.contains("streamfabric_auth_requests_total{access_key_id=\"streamfabric-operator\"}"),
+        "signed calls"
+    );
+    controller.abort();
+}
+
+/// GET over plain HTTP/1.1 (the broker's admin port).
+async fn admin_get(url: &str) -> String {
+    use http_body_util::BodyExt;
+    let uri: http::Uri = url.parse().unwrap();
+    let stream = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(uri.path())
+        .header("host", uri.authority().unwrap().as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }

@@ -531,6 +531,14 @@ class Scenario:
         wal = [k for k in keys if k.startswith(f"{prefix}/wal/")]
         return own, wal, keys
 
+    def ready_named(self, name):
+        """The DataStream name once Ready is True (else Failed, for wait to retry)."""
+        ds = self.kjson("get", "datastream", name, "-n", self.ns)
+        conds = {c["type"]: c["status"] for c in ds.get("status", {}).get("conditions", [])}
+        if conds.get("Ready") != "True":
+            raise Failed(f"Ready={conds.get('Ready')}")
+        return ds
+
     def delete_datastream(self, name):
         """`kubectl delete datastream name`, waited for: the finalizer must not hang."""
         t0 = time.monotonic()
@@ -579,13 +587,7 @@ class Scenario:
                "spec": {"shards": 2, "durability": "Object", "objectStore": store, "deletionPolicy": "Delete",
                         "brokers": {"replicas": 1, "storage": spec["brokers"].get("storage", {})}}}
         self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(doc))
-        def ready():
-            ds = self.kjson("get", "datastream", name, "-n", self.ns)
-            conds = {c["type"]: c["status"] for c in ds.get("status", {}).get("conditions", [])}
-            if conds.get("Ready") != "True":
-                raise Failed(f"Ready={conds.get('Ready')}")
-            return ds
-        ds = self.wait(f"DataStream {name} Ready", ready, a.timeout, interval=1)
+        ds = self.wait(f"DataStream {name} Ready", lambda: self.ready_named(name), a.timeout, interval=1)
         k = self.kinesis(ds["status"]["endpoint"])
         run = f"e2e-delete-{int(time.time())}"
         self.read_back(k, name, run, self.put_tagged(k, name, run))
@@ -804,13 +806,8 @@ class Scenario:
                         "authentication": {"credentialsSecretRef": {"name": secret_name}}}}
         t0 = time.monotonic()
         self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(doc))
-        def ready():
-            ds = self.kjson("get", "datastream", name, "-n", self.ns)
-            conds = {c["type"]: c["status"] for c in ds.get("status", {}).get("conditions", [])}
-            if conds.get("Ready") != "True":
-                raise Failed(f"Ready={conds.get('Ready')}")
-            return ds
-        ds = self.wait(f"DataStream {name} Ready (the operator's signed CreateStream served)", ready, a.timeout, interval=1)
+        ds = self.wait(f"DataStream {name} Ready (the operator's signed CreateStream served)",
+                       lambda: self.ready_named(name), a.timeout, interval=1)
         log(f"auth: {name} Ready {time.monotonic() - t0:.1f}s after kubectl apply")
         endpoint = ds["status"]["endpoint"]
         def client(key, secret, **config):

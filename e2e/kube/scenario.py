@@ -836,7 +836,8 @@ class Scenario:
         uid, restarts = pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]
         # Rotation: a second key in, the first out; the broker serves the change as the kubelet
         # updates the mounted Secret, without a restart.
-        self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(keys_secret({"AKIDE2ESECOND": "second-secret"})))
+        # replace, not apply: apply merges stringData into the stored data and keeps the first key.
+        self.run("kubectl", "replace", "-f", "-", stdin=json.dumps(keys_secret({"AKIDE2ESECOND": "second-secret"})))
         t0 = time.monotonic()
         rotated = client("AKIDE2ESECOND", "second-secret")
         self.wait("the rotated key served", lambda: refusal(rotated) is None or None, 240, interval=2)
@@ -847,7 +848,7 @@ class Scenario:
         if (pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]) != (uid, restarts):
             raise Failed("the broker pod was restarted or replaced by the rotation")
         log(f"auth: 50 records put and read back with the Secret's key; a wrong secret, an unknown key and "
-            f"no signature refused; a rotated Secret served {took:.0f}s after kubectl apply, no restart")
+            f"no signature refused; a rotated Secret served {took:.0f}s after kubectl replace, no restart")
         self.delete_datastream(name)
         self.kubectl("delete", "secret", secret_name, "-n", self.ns)
 

@@ -187,7 +187,10 @@ def outage(args):
     acked, refused, timeline = {}, 0, []
     start = time.time()
     n = 0
-    while time.time() - start < args.seconds:
+    # Past --seconds only while the last write was refused (the backlog still draining on a
+    # loaded machine), for at most 30 s more: the check is that writes resume, not how fast.
+    while (time.time() - start < args.seconds
+           or (timeline and timeline[-1][1] == "refused" and time.time() - start < args.seconds + 30)):
         entries = [{"PartitionKey": f"o-{n}-{i}", "Data": (f"{n:08d}-{i:03d}".encode() * 100)[:1024]} for i in range(200)]
         try:
             out = k.put_records(StreamName=args.stream, Records=entries)

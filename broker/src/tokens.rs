@@ -137,7 +137,8 @@ impl TokenSigner {
             stream: String::from_utf8(p[33..].to_vec()).map_err(|_| invalid())?,
         };
         let ttl_ms = SHARD_ITERATOR_TTL_SECS * 1000;
-        if now_ms - it.issued_ms > ttl_ms {
+        // Saturating: a signed token may carry any time (fuzzing found the overflow).
+        if now_ms.saturating_sub(it.issued_ms) > ttl_ms {
             return Err(ApiError::new(
                 ErrorCode::ExpiredIterator,
                 format!(
@@ -186,7 +187,7 @@ impl TokenSigner {
         let scope_len = u32::from_be_bytes(p[9..13].try_into().unwrap()) as usize;
         let scope = std::str::from_utf8(p.get(13..13 + scope_len).ok_or_else(invalid)?).map_err(|_| invalid())?;
         let after = std::str::from_utf8(&p[13 + scope_len..]).map_err(|_| invalid())?;
-        if Timestamp::now().millis() - issued > SHARD_ITERATOR_TTL_SECS * 1000 {
+        if Timestamp::now().millis().saturating_sub(issued) > SHARD_ITERATOR_TTL_SECS * 1000 {
             return Err(ApiError::new(
                 ErrorCode::ExpiredNextToken,
                 "The NextToken has expired; start the listing again.",
@@ -203,6 +204,21 @@ mod tests {
 
     fn token() -> IteratorToken {
         IteratorToken { stream: "s".into(), incarnation: 7, shard_index: 3, position: 99, issued_ms: 1_000_000 }
+    }
+
+    /// Found by the `tokens` fuzz target: a signed token whose time is far in the past
+    /// overflowed the age computation (a panic in debug builds, a wrap in release).
+    #[test]
+    fn tokens_of_any_time_expire_rather_than_overflow() {
+        let signer = TokenSigner::new([9; 32]);
+        let mut page = vec![PageKind::Streams as u8];
+        page.extend_from_slice(&i64::MIN.to_be_bytes());
+        page.extend_from_slice(&0u32.to_be_bytes());
+        let e = signer.parse_page(&signer.sign(&page), PageKind::Streams).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExpiredNextToken);
+        let old = IteratorToken { issued_ms: i64::MIN, ..token() };
+        let e = signer.parse_iterator(&signer.iterator(&old), i64::MAX).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ExpiredIterator);
     }
 
     #[test]

@@ -73,9 +73,19 @@ pub struct DataStreamSpec {
 #[serde(rename_all = "camelCase")]
 pub struct AuthenticationSpec {
     /// A Secret in this namespace with one entry per access key: the entry's name is the
-    /// access key id, its value the secret access key. Changes reach the brokers without a
-    /// restart (as the kubelet updates the mounted Secret, within a minute or two).
+    /// access key id, its value the secret access key. These keys may do everything. Changes
+    /// reach the brokers without a restart (as the kubelet updates the mounted Secret, within
+    /// a minute or two).
     pub credentials_secret_ref: SecretRef,
+    /// Secrets (same form) whose keys may only write the stream: PutRecord, PutRecords, and
+    /// describing and listing it (what producers ask). The keys of `credentialsSecretRef`
+    /// may do everything; a key in none of these Secrets, nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writers: Vec<SecretRef>,
+    /// Secrets whose keys may only read the stream: iterators and records, enhanced fan-out
+    /// consumers, describing and listing it, and the lease store the KCL keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub readers: Vec<SecretRef>,
 }
 
 fn default_retention_hours() -> i32 {

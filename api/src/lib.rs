@@ -13,6 +13,7 @@ pub mod limits;
 pub mod model;
 pub mod names;
 pub mod owners;
+pub mod policy;
 pub mod sequence;
 pub mod settings;
 pub mod sigv4;

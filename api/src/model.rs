@@ -60,6 +60,9 @@ operations!(
     UpdateStreamWarmThroughput,
     DescribeAccountSettings,
     UpdateAccountSettings,
+    PutResourcePolicy,
+    GetResourcePolicy,
+    DeleteResourcePolicy,
 );
 
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -686,6 +689,29 @@ pub struct UntagResourceInput {
     #[serde(rename = "ResourceARN")]
     pub resource_arn: Option<String>,
     pub tag_keys: Option<Vec<String>>,
+}
+
+/// PutResourcePolicy: a policy document (IAM's JSON) for a stream or a consumer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutResourcePolicyInput {
+    #[serde(rename = "ResourceARN")]
+    pub resource_arn: Option<String>,
+    pub policy: Option<String>,
+}
+
+/// GetResourcePolicy and DeleteResourcePolicy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourcePolicyInput {
+    #[serde(rename = "ResourceARN")]
+    pub resource_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetResourcePolicyOutput {
+    pub policy: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

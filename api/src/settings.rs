@@ -204,6 +204,12 @@ pub struct BrokerConfig {
     /// when it changes. Unset: requests are not authenticated (any credentials work).
     #[arg(long, env = "STREAMFABRIC_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
+
+    /// An access policy (IAM's JSON: statements allowing or denying access key ids and
+    /// groups actions on streams), re-read when it changes. Unset: every authenticated key
+    /// may do everything that no resource policy denies.
+    #[arg(long, env = "STREAMFABRIC_ACCESS_POLICY")]
+    pub access_policy: Option<PathBuf>,
 }
 }
 
@@ -498,6 +504,7 @@ mod tests {
             region: "ap-south-1".into(),
             account: "123456789012".into(),
             credentials: Some("/etc/streamfabric/credentials".into()),
+            access_policy: Some("/etc/streamfabric/policy/policy.json".into()),
         }
     }
 

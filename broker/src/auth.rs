@@ -21,13 +21,13 @@ const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// Carries a forwarding broker's proof (`PeerProof`).
 pub const PEER_PROOF_HEADER: &str = "x-streamfabric-peer-proof";
 
-/// Who sent a request: the access key id of its signature, or nobody (no credentials
-/// configured, or a request a peer forwarded).
+/// Who sent a request: the access key of its signature (with the groups it is configured
+/// in), a peer broker that forwarded it, or nobody (no credentials configured).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Anonymous,
     Peer,
-    AccessKey(String),
+    AccessKey { id: String, groups: Vec<String> },
 }
 
 /// What a request is checked against: its head, its body, and the service its credential
@@ -45,8 +45,15 @@ pub struct Signed<'a> {
     pub unsigned_payload_allowed: bool,
 }
 
-/// Access key id -> secret access key.
-type Keys = HashMap<String, String>;
+/// Access key id -> its secret and groups.
+type Keys = HashMap<String, Key>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    secret: String,
+    /// Named groups that policies can grant to (`group:<name>`).
+    groups: Vec<String>,
+}
 
 pub struct Auth {
     /// A file of key lines, or a directory of one file per key.
@@ -125,17 +132,9 @@ impl Auth {
 
     /// Re-read the credentials every `RELOAD_EVERY` for as long as the broker runs.
     pub fn watch(self: &Arc<Self>) {
-        if self.source.is_none() {
-            return;
+        if self.source.is_some() {
+            reload_periodically(self, Auth::reload_if_changed);
         }
-        let auth = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(RELOAD_EVERY).await;
-                let Some(auth) = auth.upgrade() else { return };
-                tokio::task::spawn_blocking(move || auth.reload_if_changed()).await.ok();
-            }
-        });
     }
 
     /// The sender of a request, or AWS's error for why it is refused (counted by reason).
@@ -147,7 +146,7 @@ impl Auth {
             self.failures.with_label_values(&[reason]).inc();
             e
         })?;
-        if let Principal::AccessKey(id) = &principal {
+        if let Principal::AccessKey { id, .. } = &principal {
             self.by_key.with_label_values(&[id]).inc();
         }
         Ok(principal)
@@ -219,7 +218,7 @@ impl Auth {
             ));
         }
         let keys = self.keys.read().unwrap().clone();
-        let Some(secret) = keys.get(&auth.access_key_id) else {
+        let Some(key) = keys.get(&auth.access_key_id) else {
             return Err((
                 "unknown_key",
                 ApiError::new(ErrorCode::UnrecognizedClient, "The security token included in the request is invalid."),
@@ -261,61 +260,104 @@ impl Auth {
             sigv4::SERVICE_PATHS,
         );
         let scope = sigv4::scope(&auth.date, &auth.region, &auth.service);
-        let key = sigv4::signing_key(secret, &auth.date, &auth.region, &auth.service);
-        let expected = sigv4::signature(&key, &sigv4::string_to_sign(&amz_date, &scope, &canonical));
+        let signing_key = sigv4::signing_key(&key.secret, &auth.date, &auth.region, &auth.service);
+        let expected = sigv4::signature(&signing_key, &sigv4::string_to_sign(&amz_date, &scope, &canonical));
         if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
             return Err(invalid(
                 "signature",
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.".into(),
             ));
         }
-        Ok(Principal::AccessKey(auth.access_key_id))
+        Ok(Principal::AccessKey { groups: key.groups.clone(), id: auth.access_key_id })
     }
+}
+
+/// Call `reload` every `RELOAD_EVERY` (off the runtime's threads: it reads files) for as
+/// long as `target` lives.
+pub(crate) fn reload_periodically<T: Send + Sync + 'static>(target: &Arc<T>, reload: fn(&T)) {
+    let target = Arc::downgrade(target);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RELOAD_EVERY).await;
+            let Some(target) = target.upgrade() else { return };
+            tokio::task::spawn_blocking(move || reload(&target)).await.ok();
+        }
+    });
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A file of `<access key id> <secret access key>` lines (blank lines and `#` comments
-/// skipped), or a directory of one file per key: named by the access key id, holding the
-/// secret (how a Kubernetes Secret is mounted; its hidden `..data` entries are skipped).
+/// A file of `<access key id> <secret access key> [group,...]` lines (blank lines and `#`
+/// comments skipped), or a directory of one file per key: named by the access key id,
+/// holding the secret (how a Kubernetes Secret is mounted; its hidden `..data` entries are
+/// skipped). A subdirectory is a group: the keys in it belong to the group of its name.
 fn read_keys(source: &Path) -> std::io::Result<Keys> {
-    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let mut keys = Keys::new();
     if source.is_dir() {
-        for entry in std::fs::read_dir(source)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.path().is_file() {
-                continue;
-            }
-            let secret = std::fs::read_to_string(entry.path())?.trim().to_string();
-            if secret.is_empty() || secret.contains(char::is_whitespace) {
-                return Err(invalid(format!("{}: the secret of {name} is empty or has spaces", source.display())));
-            }
-            keys.insert(name, secret);
-        }
+        read_key_dir(source, None, &mut keys)?;
     } else {
         for (n, line) in std::fs::read_to_string(source)?.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let [id, secret] = line.split_whitespace().collect::<Vec<_>>()[..] else {
-                return Err(invalid(format!(
-                    "{} line {}: expected `<access key id> <secret access key>`",
-                    source.display(),
-                    n + 1
-                )));
+            let (id, secret, groups) = match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [id, secret] => (id, secret, Vec::new()),
+                [id, secret, groups] => (id, secret, groups.split(',').map(str::to_string).collect()),
+                _ => {
+                    return Err(invalid_data(format!(
+                        "{} line {}: expected `<access key id> <secret access key> [group,...]`",
+                        source.display(),
+                        n + 1
+                    )));
+                }
             };
-            keys.insert(id.to_string(), secret.to_string());
+            add_key(&mut keys, id, secret, groups, source)?;
         }
     }
     if keys.is_empty() {
-        return Err(invalid(format!("{}: no access keys", source.display())));
+        return Err(invalid_data(format!("{}: no access keys", source.display())));
     }
     Ok(keys)
+}
+
+fn read_key_dir(dir: &Path, group: Option<&str>, keys: &mut Keys) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() && group.is_none() {
+            read_key_dir(&path, Some(&name), keys)?;
+        } else if path.is_file() {
+            let secret = std::fs::read_to_string(&path)?.trim().to_string();
+            if secret.is_empty() || secret.contains(char::is_whitespace) {
+                return Err(invalid_data(format!("{}: the secret of {name} is empty or has spaces", dir.display())));
+            }
+            add_key(keys, &name, &secret, group.into_iter().map(str::to_string).collect(), dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// One key, maybe seen before in another group: its secret must be the same.
+fn add_key(keys: &mut Keys, id: &str, secret: &str, groups: Vec<String>, source: &Path) -> std::io::Result<()> {
+    let key = keys.entry(id.to_string()).or_insert_with(|| Key { secret: secret.to_string(), groups: Vec::new() });
+    if key.secret != secret {
+        return Err(invalid_data(format!("{}: access key {id} is given two different secrets", source.display())));
+    }
+    key.groups.extend(groups);
+    key.groups.sort();
+    key.groups.dedup();
+    Ok(())
+}
+
+fn invalid_data(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
 }
 
 /// What a broker adds to a request it forwards: proof, under the cluster's key, that a
@@ -374,16 +416,28 @@ mod tests {
         std::os::unix::fs::symlink("..data/AKIDA", dir.path().join("AKIDA")).unwrap();
         let keys = read_keys(dir.path()).unwrap();
         assert_eq!(keys.len(), 1);
-        assert_eq!(keys["AKIDA"], "secretA");
+        assert_eq!(keys["AKIDA"].secret, "secretA");
+        let group = dir.path().join("writers");
+        std::fs::create_dir(&group).unwrap();
+        std::fs::write(group.join("AKIDW"), "secretW").unwrap();
+        std::fs::write(group.join("AKIDA"), "secretA").unwrap();
+        let keys = read_keys(dir.path()).unwrap();
+        assert_eq!(
+            (keys["AKIDW"].groups.as_slice(), keys["AKIDA"].groups.as_slice()),
+            (&["writers".to_string()][..], &["writers".to_string()][..])
+        );
+        std::fs::write(group.join("AKIDA"), "another").unwrap();
+        assert!(read_keys(dir.path()).unwrap_err().to_string().contains("two different secrets"));
     }
 
     #[test]
     fn credentials_files_are_pairs_per_line() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("credentials");
-        std::fs::write(&file, "# team a\nAKIDA secretA\n\n  AKIDB   secretB  \n").unwrap();
+        std::fs::write(&file, "# team a\nAKIDA secretA\n\n  AKIDB   secretB  readers,writers\n").unwrap();
         let keys = read_keys(&file).unwrap();
-        assert_eq!((keys["AKIDA"].as_str(), keys["AKIDB"].as_str()), ("secretA", "secretB"));
+        assert_eq!((keys["AKIDA"].secret.as_str(), keys["AKIDB"].secret.as_str()), ("secretA", "secretB"));
+        assert_eq!(keys["AKIDB"].groups, ["readers", "writers"]);
         std::fs::write(&file, "AKIDA\n").unwrap();
         assert!(read_keys(&file).unwrap_err().to_string().contains("line 1"));
         std::fs::write(&file, "# nothing\n").unwrap();

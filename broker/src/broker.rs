@@ -28,6 +28,7 @@ pub struct Broker {
     pub signer: TokenSigner,
     /// SigV4 checks (with `--credentials`).
     pub auth: Arc<crate::auth::Auth>,
+    pub access: Arc<crate::access::Access>,
     pub metrics: Arc<Metrics>,
     pub archive: Archive,
     /// Consumer leases and checkpoints (in the object store).
@@ -232,6 +233,7 @@ impl Broker {
             metrics.clone(),
         ));
         let auth = Arc::new(crate::auth::Auth::new(config.credentials.as_deref(), &config.region, &metrics.registry)?);
+        let access = Arc::new(crate::access::Access::new(config.access_policy.as_deref(), &metrics.registry)?);
         let proof = auth.required().then(|| crate::auth::PeerProof::new(signer.clone()));
         let fabric = match &config.advertise {
             Some(advertise) if clustered => {
@@ -260,8 +262,10 @@ impl Broker {
             subscriptions,
             tables: crate::dynamo::Tables::new(archive.tier()),
             auth,
+            access,
         });
         broker.auth.watch();
+        broker.access.watch();
         if clustered {
             // Shards are taken by the handoff, not here.
             crate::fabric::sync::initial(&broker).await;
@@ -556,6 +560,9 @@ impl Broker {
             Operation::UpdateStreamWarmThroughput => run!(update_stream_warm_throughput),
             Operation::DescribeAccountSettings => run!(describe_account_settings),
             Operation::UpdateAccountSettings => run!(update_account_settings),
+            Operation::PutResourcePolicy => run_without_output!(put_resource_policy),
+            Operation::GetResourcePolicy => run!(get_resource_policy),
+            Operation::DeleteResourcePolicy => run_without_output!(delete_resource_policy),
             // Answered with an event stream by the HTTP front (`fanout::subscribe`).
             Operation::SubscribeToShard => {
                 return Err(ApiError::internal("SubscribeToShard is answered as an event stream, not as one body."));

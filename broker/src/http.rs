@@ -120,30 +120,34 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
             let limit = body_limit(&broker);
             let subscribe = matches!(op, Target::Kinesis(Operation::SubscribeToShard));
             match Limited::new(body, limit).collect().await.map(|b| b.to_bytes()) {
-                Ok(body) => match (authenticate(&broker, &head, &target, &body, "kinesis", subscribe), op) {
-                    (Err(refused), _) => Err(refused),
-                    (Ok(_), Target::Kinesis(Operation::SubscribeToShard)) => {
-                        match crate::fanout::subscribe(&broker, format, &target, body, forwarded).await {
-                            Ok(subscribed) => return subscription_response(&broker, started, subscribed),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    (Ok(_), Target::Kinesis(op)) if broker.fabric.is_some() => {
-                        let request = Request { op, format, target: &target, body, forwarded };
-                        match broker.dispatch(request).await {
-                            Reply::Local(answer) => answer,
-                            Reply::Relayed(relayed) => {
-                                return relayed_response(&broker, op_label, started, format, relayed);
+                Ok(body) => {
+                    let allowed = authenticate(&broker, &head, &target, &body, "kinesis", subscribe)
+                        .and_then(|who| broker.authorize(&who, &op.action(), format, &body));
+                    match (allowed, op) {
+                        (Err(refused), _) => Err(refused),
+                        (Ok(_), Target::Kinesis(Operation::SubscribeToShard)) => {
+                            match crate::fanout::subscribe(&broker, format, &target, body, forwarded).await {
+                                Ok(subscribed) => return subscription_response(&broker, started, subscribed),
+                                Err(e) => Err(e),
                             }
                         }
+                        (Ok(_), Target::Kinesis(op)) if broker.fabric.is_some() => {
+                            let request = Request { op, format, target: &target, body, forwarded };
+                            match broker.dispatch(request).await {
+                                Reply::Local(answer) => answer,
+                                Reply::Relayed(relayed) => {
+                                    return relayed_response(&broker, op_label, started, format, relayed);
+                                }
+                            }
+                        }
+                        (Ok(_), Target::Kinesis(op)) => broker.call(op, format, &body).await,
+                        (Ok(_), Target::Leases(op)) => broker.call_leases(op, format, &body).await,
+                        (Ok(_), Target::ShardOwners) => format
+                            .decode(&body)
+                            .and_then(|input| broker.describe_shard_owners(input))
+                            .map(|out| format.encode(&out)),
                     }
-                    (Ok(_), Target::Kinesis(op)) => broker.call(op, format, &body).await,
-                    (Ok(_), Target::Leases(op)) => broker.call_leases(op, format, &body).await,
-                    (Ok(_), Target::ShardOwners) => format
-                        .decode(&body)
-                        .and_then(|input| broker.describe_shard_owners(input))
-                        .map(|out| format.encode(&out)),
-                },
+                }
                 Err(_) => Err(ApiError::new(
                     ErrorCode::Serialization,
                     format!("The request body could not be read in full or exceeds {limit} bytes."),
@@ -208,7 +212,9 @@ async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>
     let (head, body) = req.into_parts();
     let target = format!("{}{op}", crate::dynamo::TARGET_PREFIX);
     let answer = match Limited::new(body, LIMIT).collect().await.map(|b| b.to_bytes()) {
-        Ok(body) => match authenticate(broker, &head, &target, &body, "dynamodb", false) {
+        Ok(body) => match authenticate(broker, &head, &target, &body, "dynamodb", false)
+            .and_then(|who| broker.authorize(&who, &format!("dynamodb:{op}"), Format::Json, &body))
+        {
             Err(refused) => Err(crate::dynamo::DynamoError::new(refused.code.as_str(), refused.message)),
             Ok(_) => {
                 let account =
@@ -317,6 +323,15 @@ impl Target {
             return Some(Target::ShardOwners);
         }
         target.strip_prefix(LEASES_TARGET_PREFIX).and_then(LeaseOperation::from_name).map(Target::Leases)
+    }
+
+    /// The action policies name: `kinesis:<Operation>`, or `streamfabric:<Operation>` for
+    /// the lease store and the cluster's routing.
+    fn action(self) -> String {
+        match self {
+            Target::Kinesis(op) => format!("kinesis:{}", op.name()),
+            other => format!("streamfabric:{}", other.name()),
+        }
     }
 
     fn name(self) -> &'static str {

@@ -1,5 +1,6 @@
 //! streamfabric's broker: the Kinesis Data Streams API on durable shard logs.
 
+pub mod access;
 pub mod archive;
 pub mod auth;
 pub mod broker;

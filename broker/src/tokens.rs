@@ -123,6 +123,23 @@ impl TokenSigner {
 
     /// Verify a shard iterator and its age at `now_ms`.
     pub fn parse_iterator(&self, token: &str, now_ms: i64) -> Result<IteratorToken, ApiError> {
+        let it = self.open_iterator(token)?;
+        let ttl_ms = SHARD_ITERATOR_TTL_SECS * 1000;
+        // Saturating: a signed token may carry any time (fuzzing found the overflow).
+        if now_ms.saturating_sub(it.issued_ms) > ttl_ms {
+            return Err(ApiError::new(
+                ErrorCode::ExpiredIterator,
+                format!(
+                    "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ttl_ms} milliseconds.",
+                    it.issued_ms, now_ms
+                ),
+            ));
+        }
+        Ok(it)
+    }
+
+    /// A shard iterator we signed, whatever its age (what stream it reads, for access control).
+    pub fn open_iterator(&self, token: &str) -> Result<IteratorToken, ApiError> {
         let invalid = || ApiError::invalid("Invalid ShardIterator: it was not issued by this service or was altered.");
         let p = self.verify(token).ok_or_else(invalid)?;
         if p.len() < 33 || p[0] != 1 {
@@ -136,17 +153,6 @@ impl TokenSigner {
             issued_ms: word(3) as i64,
             stream: String::from_utf8(p[33..].to_vec()).map_err(|_| invalid())?,
         };
-        let ttl_ms = SHARD_ITERATOR_TTL_SECS * 1000;
-        // Saturating: a signed token may carry any time (fuzzing found the overflow).
-        if now_ms.saturating_sub(it.issued_ms) > ttl_ms {
-            return Err(ApiError::new(
-                ErrorCode::ExpiredIterator,
-                format!(
-                    "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ttl_ms} milliseconds.",
-                    it.issued_ms, now_ms
-                ),
-            ));
-        }
         Ok(it)
     }
 }
@@ -178,6 +184,18 @@ impl TokenSigner {
 
     /// A NextToken of `kind` we issued less than 300 s ago (as AWS, ExpiredNextToken after that).
     pub fn parse_page(&self, token: &str, kind: PageKind) -> Result<PagePosition, ApiError> {
+        let (issued, position) = self.open_page(token, kind)?;
+        if Timestamp::now().millis().saturating_sub(issued) > SHARD_ITERATOR_TTL_SECS * 1000 {
+            return Err(ApiError::new(
+                ErrorCode::ExpiredNextToken,
+                "The NextToken has expired; start the listing again.",
+            ));
+        }
+        Ok(position)
+    }
+
+    /// A NextToken of `kind` we signed, whatever its age, and when it was issued.
+    pub fn open_page(&self, token: &str, kind: PageKind) -> Result<(i64, PagePosition), ApiError> {
         let invalid = || ApiError::invalid("Invalid NextToken: it was not issued by this service for this operation.");
         let p = self.verify(token).ok_or_else(invalid)?;
         if p.len() < 13 || p[0] != kind as u8 {
@@ -187,13 +205,7 @@ impl TokenSigner {
         let scope_len = u32::from_be_bytes(p[9..13].try_into().unwrap()) as usize;
         let scope = std::str::from_utf8(p.get(13..13 + scope_len).ok_or_else(invalid)?).map_err(|_| invalid())?;
         let after = std::str::from_utf8(&p[13 + scope_len..]).map_err(|_| invalid())?;
-        if Timestamp::now().millis().saturating_sub(issued) > SHARD_ITERATOR_TTL_SECS * 1000 {
-            return Err(ApiError::new(
-                ErrorCode::ExpiredNextToken,
-                "The NextToken has expired; start the listing again.",
-            ));
-        }
-        Ok(PagePosition { scope: scope.to_string(), after: after.to_string() })
+        Ok((issued, PagePosition { scope: scope.to_string(), after: after.to_string() }))
     }
 }
 

@@ -20,17 +20,6 @@ use streamfabric_api::sigv4;
 const KEY: &str = "AKIDSTREAMFABRIC";
 const SECRET: &str = "s3cr3t/with+chars";
 
-fn client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_kinesis::Client {
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(key, secret, None, None, "auth-tests"))
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
-
 fn write_credentials(path: &Path, lines: &str) {
     // Written aside and renamed, as a Kubernetes Secret volume swaps its files.
     let tmp = path.with_extension("tmp");
@@ -112,33 +101,11 @@ fn code(v: &Value) -> &str {
     v["__type"].as_str().map_or("", |t| t.rsplit('#').next().unwrap())
 }
 
-/// What the broker stores, to compare before and after refused requests.
-async fn fingerprint(k: &aws_sdk_kinesis::Client) -> Vec<String> {
-    let mut seen = Vec::new();
-    for name in k.list_streams().send().await.unwrap().stream_names() {
-        seen.push(name.clone());
-        let shards = k.list_shards().stream_name(name).send().await.unwrap();
-        for shard in shards.shards() {
-            let it = k
-                .get_shard_iterator()
-                .stream_name(name)
-                .shard_id(shard.shard_id())
-                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .unwrap();
-            let records = k.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await.unwrap();
-            seen.extend(records.records().iter().map(|r| format!("{}={:?}", r.sequence_number(), r.data())));
-        }
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_requests_are_served_and_every_bad_signature_gets_awss_error_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path()).await;
-    let k = client(&b.endpoint(), KEY, SECRET);
+    let k = common::signed_client(&b.endpoint(), KEY, SECRET);
     k.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while k
@@ -157,13 +124,23 @@ async fn signed_requests_are_served_and_every_bad_signature_gets_awss_error_and_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     k.put_record().stream_name("s").partition_key("k").data(Blob::new("kept")).send().await.unwrap();
-    let before = fingerprint(&k).await;
+    let before = common::fingerprint(&k).await;
     let addr = b.running.api_addr;
 
     // The SDK with a wrong secret, and with an unknown key.
-    let e = client(&b.endpoint(), KEY, "wrong").list_streams().send().await.unwrap_err().into_service_error();
+    let e = common::signed_client(&b.endpoint(), KEY, "wrong")
+        .list_streams()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert_eq!(e.meta().code(), Some("InvalidSignatureException"), "{e:?}");
-    let e = client(&b.endpoint(), "AKIDNOBODY", SECRET).list_streams().send().await.unwrap_err().into_service_error();
+    let e = common::signed_client(&b.endpoint(), "AKIDNOBODY", SECRET)
+        .list_streams()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
     assert_eq!(e.meta().code(), Some("UnrecognizedClientException"), "{e:?}");
 
     let put = br#"{"StreamName":"s","PartitionKey":"k","Data":"AAAA"}"#;
@@ -300,7 +277,7 @@ async fn signed_requests_are_served_and_every_bad_signature_gets_awss_error_and_
     )
     .await;
     assert_eq!(status, 200, "the lease store takes dynamodb-scoped signatures: {v}");
-    assert_eq!(fingerprint(&k).await, before, "nothing refused was stored");
+    assert_eq!(common::fingerprint(&k).await, before, "nothing refused was stored");
 
     // CBOR and the event stream, as the SDKs sign them.
     let consumer = k
@@ -353,15 +330,16 @@ async fn signed_requests_are_served_and_every_bad_signature_gets_awss_error_and_
 async fn a_rotated_credentials_is_served_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let b = start(dir.path()).await;
-    client(&b.endpoint(), KEY, SECRET).list_streams().send().await.unwrap();
+    common::signed_client(&b.endpoint(), KEY, SECRET).list_streams().send().await.unwrap();
     write_credentials(&dir.path().join("credentials"), "AKIDROTATED newsecret\n");
-    let rotated = client(&b.endpoint(), "AKIDROTATED", "newsecret");
+    let rotated = common::signed_client(&b.endpoint(), "AKIDROTATED", "newsecret");
     let deadline = Instant::now() + Duration::from_secs(10);
     while rotated.list_streams().send().await.is_err() {
         assert!(Instant::now() < deadline, "the new key is served within 10 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let e = client(&b.endpoint(), KEY, SECRET).list_streams().send().await.unwrap_err().into_service_error();
+    let e =
+        common::signed_client(&b.endpoint(), KEY, SECRET).list_streams().send().await.unwrap_err().into_service_error();
     assert_eq!(e.meta().code(), Some("UnrecognizedClientException"), "the old key is gone: {e:?}");
     // A broken file keeps the keys in use.
     write_credentials(&dir.path().join("credentials"), "not a pair of words here\n");
@@ -403,14 +381,14 @@ async fn in_a_cluster_forwarded_requests_carry_a_peer_proof() {
         brokers.push((streamfabric_broker::start(config).await.unwrap(), dir));
     }
     let endpoint = |i: usize| format!("http://{}", brokers[i].0.api_addr);
-    let k0 = client(&endpoint(0), KEY, SECRET);
+    let k0 = common::signed_client(&endpoint(0), KEY, SECRET);
     k0.create_stream().stream_name("c").shard_count(4).send().await.unwrap();
     // Each broker owns some of the shards once the cluster has assigned them.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut put = 0;
     while put < 200 {
         assert!(Instant::now() < deadline, "200 records written through both brokers within 30 s ({put})");
-        let k = client(&endpoint(put % 2), KEY, SECRET);
+        let k = common::signed_client(&endpoint(put % 2), KEY, SECRET);
         match k
             .put_record()
             .stream_name("c")
@@ -429,7 +407,7 @@ async fn in_a_cluster_forwarded_requests_carry_a_peer_proof() {
         "no forwarded request was refused"
     );
     let mut read = 0;
-    let k1 = client(&endpoint(1), KEY, SECRET);
+    let k1 = common::signed_client(&endpoint(1), KEY, SECRET);
     for shard in k1.list_shards().stream_name("c").send().await.unwrap().shards() {
         let it = k1
             .get_shard_iterator()

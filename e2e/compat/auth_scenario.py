@@ -6,13 +6,15 @@ holding ACCESS_KEY/SECRET_KEY (scripts/e2e-compat):
 
 The right key works; a wrong secret, an unknown key, no signature, a body changed after
 signing, and a request signed 6 minutes ago each get AWS's error; nothing they asked for is
-stored (the broker's streams and records are fingerprinted before and after). Prints, last,
-"N passed, M failed".
+stored (the broker's streams and records are fingerprinted before and after). A resource
+policy set with boto3 (read back by the AWS CLI) denies another key's writes with
+AccessDeniedException and nothing else, until it is deleted. Prints, last, "N passed, M failed".
 """
 
 import argparse
 import datetime
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -124,6 +126,26 @@ def main():
     check("the AWS CLI with the right key", cli.returncode == 0, cli.stderr.strip()[-300:])
 
     check("nothing refused was stored", fingerprint(k) == before)
+
+    # A resource policy: another configured key may not write this stream, and may still read it.
+    other = client(args.endpoint, key="testing", secret="testing")
+    arn = k.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    deny = {"Version": "2012-10-17", "Statement": [{"Sid": "noTesting", "Effect": "Deny",
+            "Principal": {"AWS": ["testing"]}, "Action": "kinesis:PutRecord*", "Resource": arn}]}
+    k.put_resource_policy(ResourceARN=arn, Policy=json.dumps(deny))
+    code, text = error_code(lambda: other.put_record(StreamName=stream, PartitionKey="k", Data=b"denied"))
+    check("a resource policy's Deny: AccessDeniedException naming the action and the stream",
+          code == "AccessDeniedException" and f"kinesis:PutRecord on resource: {arn}" in text, f"got {code}: {text}")
+    code, text = error_code(lambda: other.describe_stream_summary(StreamName=stream))
+    check("what the policy does not deny is served", code is None, f"got {code}: {text}")
+    cli = subprocess.run(["aws", "kinesis", "get-resource-policy", "--resource-arn", arn,
+                          "--endpoint-url", args.endpoint], env=env, capture_output=True, text=True, timeout=60)
+    shown = json.loads(cli.stdout)["Policy"] if cli.returncode == 0 else cli.stderr
+    check("the AWS CLI reads the policy back", shown == json.dumps(deny), shown[-300:])
+    check("the denied put stored nothing", fingerprint(k) == before)
+    k.delete_resource_policy(ResourceARN=arn)
+    code, text = error_code(lambda: other.put_record(StreamName=stream, PartitionKey="k", Data=b"allowed"))
+    check("the deleted policy denies no more", code is None, f"got {code}: {text}")
     k.delete_stream(StreamName=stream)
     print(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1

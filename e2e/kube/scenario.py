@@ -788,22 +788,29 @@ class Scenario:
             k.deregister_stream_consumer(ConsumerARN=arn)
 
     def step_auth(self):
-        """spec.authentication: the brokers take SigV4 requests of the Secret's keys only (the
+        """spec.authentication: the brokers take SigV4 requests of the Secrets' keys only (the
         operator signs with its own key, so the DataStream gets Ready), a wrong secret and an
-        unsigned request are refused, and a rotated Secret is served without a restart."""
+        unsigned request are refused; a writers' key writes only and a readers' key reads only
+        (the operator's access policy), a resource policy set through the API denies at once;
+        and a rotated Secret is served without a restart."""
         from botocore import UNSIGNED
         from botocore.config import Config
         from botocore.exceptions import ClientError
         import boto3
         a, name, secret_name = self.a, "e2e-auth", "e2e-auth-keys"
-        def keys_secret(entries):
-            return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name, "namespace": self.ns},
+        def keys_secret(entries, secret=secret_name):
+            return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": self.ns},
                     "type": "Opaque", "stringData": entries}
         self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(keys_secret({"AKIDE2EFIRST": "first-secret"})))
+        roles = {"writers": ("e2e-auth-writers", "AKIDE2EWRITER", "writer-secret"),
+                 "readers": ("e2e-auth-readers", "AKIDE2EREADER", "reader-secret")}
+        for secret, key, value in roles.values():
+            self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(keys_secret({key: value}, secret)))
         doc = {"apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
                "metadata": {"name": name, "namespace": self.ns},
                "spec": {"shards": 1, "deletionPolicy": "Delete",
-                        "authentication": {"credentialsSecretRef": {"name": secret_name}}}}
+                        "authentication": {"credentialsSecretRef": {"name": secret_name},
+                                           **{role: [{"name": secret}] for role, (secret, _, _) in roles.items()}}}}
         t0 = time.monotonic()
         self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(doc))
         ds = self.wait(f"DataStream {name} Ready (the operator's signed CreateStream served)",
@@ -832,6 +839,7 @@ class Scenario:
             got = refusal(c)
             if got != expected:
                 raise Failed(f"{what}: {got}, not {expected}")
+        self.check_access_policy(name, client, k)
         pod = self.kjson("get", "pod", f"{name}-broker-0", "-n", self.ns)
         uid, restarts = pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]
         # Rotation: a second key in, the first out; the broker serves the change as the kubelet
@@ -850,7 +858,42 @@ class Scenario:
         log(f"auth: 50 records put and read back with the Secret's key; a wrong secret, an unknown key and "
             f"no signature refused; a rotated Secret served {took:.0f}s after kubectl replace, no restart")
         self.delete_datastream(name)
-        self.kubectl("delete", "secret", secret_name, "-n", self.ns)
+        for secret in [secret_name] + [secret for secret, _, _ in roles.values()]:
+            self.kubectl("delete", "secret", secret, "-n", self.ns)
+
+    def check_access_policy(self, name, client, admin):
+        """The writers' and readers' keys of the auth step do their part only, as the operator's
+        access policy (a ConfigMap the broker reads from its mount) says; a resource policy
+        denying the writer, set with the admin's key, applies, and lifts when deleted."""
+        from botocore.exceptions import ClientError
+        writer, reader = client("AKIDE2EWRITER", "writer-secret"), client("AKIDE2EREADER", "reader-secret")
+        def denied(call, **kw):
+            try:
+                call(**kw)
+                return False
+            except ClientError as e:
+                if e.response["Error"]["Code"] != "AccessDeniedException":
+                    raise
+                return True
+        run = f"e2e-access-{int(time.time())}"
+        want = self.put_tagged(writer, name, run, batches=1, per_batch=20)
+        self.read_back(reader, name, run, want)
+        shard = dict(StreamName=name, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON")
+        refused = {"the writer reads": denied(writer.get_shard_iterator, **shard),
+                   "the writer deletes": denied(writer.delete_stream, StreamName=name),
+                   "the reader writes": denied(reader.put_record, StreamName=name, PartitionKey="p", Data=b"x")}
+        if not all(refused.values()):
+            raise Failed(f"not refused: {[what for what, ok in refused.items() if not ok]}")
+        arn = admin.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        deny = {"Statement": [{"Sid": "e2e", "Effect": "Deny", "Principal": {"AWS": "AKIDE2EWRITER"},
+                               "Action": "kinesis:PutRecord*", "Resource": arn}]}
+        admin.put_resource_policy(ResourceARN=arn, Policy=json.dumps(deny))
+        if not denied(writer.put_record, StreamName=name, PartitionKey="p", Data=b"x"):
+            raise Failed("the resource policy's Deny did not apply")
+        admin.delete_resource_policy(ResourceARN=arn)
+        writer.put_record(StreamName=name, PartitionKey="p", Data=b"x")
+        log(f"access: the writers' key wrote {len(want)} records the readers' key read back; the writer's reads "
+            f"and delete and the reader's writes refused; a resource policy's Deny applied and lifted")
 
     def check_cluster_key(self, brokers):
         """One key signs every broker's iterators: the operator's Secret, read by each broker

@@ -220,6 +220,9 @@ async fn apply(ds: &DataStream, ctx: &Context) -> Result<Action> {
     ensure_cluster_key(client, &ns, ds).await?;
     let kinesis = brokers_client(ds, &ns, ctx).await?;
     apply_child(client, &ns, manifests::config_map(ds)).await?;
+    if let Some(auth) = &ds.spec.authentication {
+        apply_child(client, &ns, crate::access::policy_config_map(ds, auth)).await?;
+    }
     apply_child(client, &ns, manifests::headless_service(ds)).await?;
     apply_child(client, &ns, manifests::client_service(ds)).await?;
     let sts = apply_child(client, &ns, manifests::statefulset(ds)).await?;

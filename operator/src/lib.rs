@@ -1,6 +1,7 @@
 //! streamfabric's operator: reconciles DataStream resources into brokers, reports status,
 //! and scales shards with write throughput.
 
+pub mod access;
 pub mod admin;
 pub mod autoscale;
 pub mod conditions;

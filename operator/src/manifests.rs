@@ -3,14 +3,14 @@
 //! endpoint), a ConfigMap (broker settings), a PodDisruptionBudget, and the Secret holding
 //! the cluster key that signs shard iterators (created once, never rewritten).
 
+use crate::access;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
     Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ProjectedVolumeSource, Secret, SecretKeySelector, SecretProjection, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
-    VolumeResourceRequirements,
+    PodTemplateSpec, Probe, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, SleepAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -28,8 +28,8 @@ pub const DATA_DIR: &str = "/data";
 /// Where broker pods find the cluster key Secret, and its key in the Secret.
 pub const CLUSTER_KEY_DIR: &str = "/etc/streamfabric/cluster-key";
 pub const CLUSTER_KEY_FILE: &str = "token.key";
-/// Where broker pods find the access keys they accept (`spec.authentication`): the user's
-/// Secret and the operator's own key, one file per access key.
+/// Where broker pods find the access keys they accept (`spec.authentication`): a directory
+/// per Secret (the user's, the operator's own), one file per access key (`access`).
 pub const CREDENTIALS_DIR: &str = "/etc/streamfabric/credentials";
 /// The operator's access key id at the brokers of a DataStream with authentication.
 pub const OPERATOR_ACCESS_KEY_ID: &str = "streamfabric-operator";
@@ -50,6 +50,8 @@ pub struct Names {
     pub cluster_key: String,
     /// The operator's access key for these brokers (`operator_key_secret`).
     pub operator_key: String,
+    /// The brokers' access policy (`access::policy_config_map`).
+    pub access_policy: String,
 }
 
 impl Names {
@@ -62,6 +64,7 @@ impl Names {
             config: format!("{name}-broker-config"),
             cluster_key: format!("{name}-cluster-key"),
             operator_key: format!("{name}-operator-key"),
+            access_policy: format!("{name}-access-policy"),
         }
     }
 }
@@ -80,7 +83,7 @@ fn labels(ds: &DataStream) -> BTreeMap<String, String> {
     labels
 }
 
-fn metadata(ds: &DataStream, name: &str) -> ObjectMeta {
+pub(crate) fn metadata(ds: &DataStream, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: ds.namespace(),
@@ -157,8 +160,12 @@ pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
         broker_id: None,
         // One key for the brokers of this DataStream, from its Secret (see `cluster_key_secret`).
         cluster_key_file: Some(format!("{CLUSTER_KEY_DIR}/{CLUSTER_KEY_FILE}").into()),
-        // The Secret's keys and the operator's, mounted together (see `statefulset`).
+        // The Secrets' keys and the operator's, and who may do what (see `access`).
         credentials: s.authentication.as_ref().map(|_| CREDENTIALS_DIR.into()),
+        access_policy: s
+            .authentication
+            .as_ref()
+            .map(|_| format!("{}/{}", access::ACCESS_POLICY_DIR, access::ACCESS_POLICY_FILE).into()),
         ..defaults
     }
 }
@@ -201,23 +208,6 @@ pub fn cluster_key_secret(ds: &DataStream, key: [u8; 32]) -> Secret {
     }
 }
 
-/// The access keys a broker accepts: the user's Secret and the operator's key, projected
-/// into one directory, one file per key (the broker re-reads it as the kubelet updates it).
-fn credentials_volume(user_secret: &str, names: &Names) -> Volume {
-    let source = |name: &str| VolumeProjection {
-        secret: Some(SecretProjection { name: name.to_string(), ..SecretProjection::default() }),
-        ..VolumeProjection::default()
-    };
-    Volume {
-        name: "credentials".into(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![source(user_secret), source(&names.operator_key)]),
-            default_mode: Some(0o440),
-        }),
-        ..Volume::default()
-    }
-}
-
 /// The operator's access key at the brokers of `ds` (with `spec.authentication`): its id is
 /// `OPERATOR_ACCESS_KEY_ID`, its secret `secret` (derived from the operator's own key, so
 /// the same after every restart). Mounted into the broker pods beside the user's keys.
@@ -251,6 +241,17 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
         let text = serde_json::to_string(&cm.data).expect("config serializes");
         format!("{:016x}", fnv1a(text.as_bytes()))
     };
+    // With authentication: each Secret of keys, and the access policy (both re-read by the
+    // brokers as the kubelet updates them, without a restart).
+    let access_volumes: Vec<(Volume, VolumeMount)> = spec
+        .authentication
+        .as_ref()
+        .map(|auth| {
+            let mut volumes = access::key_volumes(auth, &names);
+            volumes.push(access::policy_volume(&names));
+            volumes
+        })
+        .unwrap_or_default();
     let from_field = |name: &str, field_path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -324,15 +325,10 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
                     read_only: Some(true),
                     ..VolumeMount::default()
                 }),
-                spec.authentication.as_ref().map(|_| VolumeMount {
-                    name: "credentials".into(),
-                    mount_path: CREDENTIALS_DIR.into(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                }),
             ]
             .into_iter()
             .flatten()
+            .chain(access_volumes.iter().map(|(_, mount)| mount.clone()))
             .collect(),
         ),
         security_context: Some(SecurityContext {
@@ -375,23 +371,19 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(
-                        [
-                            Some(Volume {
-                                name: "cluster-key".into(),
-                                secret: Some(SecretVolumeSource {
-                                    secret_name: Some(names.cluster_key.clone()),
-                                    // Readable by the broker's group (fsGroup) only.
-                                    default_mode: Some(0o440),
-                                    ..SecretVolumeSource::default()
-                                }),
-                                ..Volume::default()
+                        [Some(Volume {
+                            name: "cluster-key".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.cluster_key.clone()),
+                                // Readable by the broker's group (fsGroup) only.
+                                default_mode: Some(0o440),
+                                ..SecretVolumeSource::default()
                             }),
-                            spec.authentication
-                                .as_ref()
-                                .map(|auth| credentials_volume(&auth.credentials_secret_ref.name, &names)),
-                        ]
+                            ..Volume::default()
+                        })]
                         .into_iter()
                         .flatten()
+                        .chain(access_volumes.into_iter().map(|(volume, _)| volume))
                         .collect(),
                     ),
                     security_context: Some(PodSecurityContext {
@@ -610,7 +602,7 @@ mod tests {
         let mut ds = DataStream::test();
         assert_eq!(broker_settings(&ds).credentials, None, "open without spec.authentication");
         let pod = statefulset(&ds).spec.unwrap().template.spec.unwrap();
-        assert!(!pod.volumes.unwrap().iter().any(|v| v.name == "credentials"));
+        assert!(!pod.volumes.unwrap().iter().any(|v| v.secret.is_some() && v.name != "cluster-key"));
         ds.spec.authentication =
             serde_json::from_value(serde_json::json!({"credentialsSecretRef": {"name": "app-keys"}})).unwrap();
         let secret = operator_key_secret(&ds, "derived");
@@ -618,26 +610,26 @@ mod tests {
         assert_eq!(secret.metadata.owner_references.as_ref().unwrap()[0].kind, "DataStream");
         assert_eq!(secret.data.as_ref().unwrap()[OPERATOR_ACCESS_KEY_ID].0, b"derived");
         let pod = statefulset(&ds).spec.unwrap().template.spec.unwrap();
-        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "credentials").unwrap();
-        let sources: Vec<String> = volume
-            .projected
-            .as_ref()
-            .unwrap()
-            .sources
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|p| p.secret.as_ref().unwrap().name.clone())
-            .collect();
-        assert_eq!(sources, ["app-keys", "orders-operator-key"]);
-        let mount = pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "credentials").unwrap();
-        assert_eq!(mount.read_only, Some(true));
+        let mounts = pod.containers[0].volume_mounts.as_ref().unwrap();
         let settings = broker_settings(&ds);
-        assert_eq!(settings.credentials.as_deref(), Some(std::path::Path::new(&mount.mount_path)));
-        // It arrives in the broker's environment through the ConfigMap.
+        let credentials = settings.credentials.clone().expect("credentials set");
+        // Each Secret in its own directory of the credentials (its keys' group), read-only.
+        for secret in ["app-keys", "orders-operator-key"] {
+            let mount = mounts.iter().find(|m| m.mount_path == credentials.join(secret).to_str().unwrap()).unwrap();
+            assert_eq!(mount.read_only, Some(true));
+            let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == mount.name).unwrap();
+            assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some(secret));
+        }
+        // The access policy, from its ConfigMap, where the setting looks.
+        let policy = settings.access_policy.clone().expect("access policy set");
+        let mount = mounts.iter().find(|m| m.name == "access-policy").unwrap();
+        assert_eq!(policy, std::path::Path::new(&mount.mount_path).join(crate::access::ACCESS_POLICY_FILE));
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "access-policy").unwrap();
+        assert_eq!(volume.config_map.as_ref().unwrap().name, "orders-access-policy");
+        // Both arrive in the broker's environment through the ConfigMap.
         let env = config_map(&ds).data.unwrap();
         let read = BrokerConfig::from_env(&env.into_iter().collect()).unwrap();
-        assert_eq!(read.credentials, settings.credentials);
+        assert_eq!((read.credentials, read.access_policy), (settings.credentials, settings.access_policy));
     }
 
     #[test]

@@ -585,14 +585,26 @@ async fn with_authentication_the_operator_signs_with_its_derived_key_and_mounts_
     let ns = namespace(&client, "sf-auth").await;
     let master = vec![9u8; 32];
     let derived = streamfabric_api::sigv4::derive_secret(&master, &format!("{ns}/secured"));
-    // The broker pods would see the user's keys and the operator's in one directory.
+    // The broker pods would see a directory per Secret: the user's, the writers', the
+    // readers' and the operator's.
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("credentials");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::write(keys.join("AKIDUSER"), "user-secret").unwrap();
-    std::fs::write(keys.join("streamfabric-operator"), &derived).unwrap();
+    for (secret, key, value) in [
+        ("app-keys", "AKIDUSER", "user-secret"),
+        ("producer-keys", "AKIDWRITER", "writer-secret"),
+        ("consumer-keys", "AKIDREADER", "reader-secret"),
+        ("secured-operator-key", "streamfabric-operator", derived.as_str()),
+    ] {
+        std::fs::create_dir_all(keys.join(secret)).unwrap();
+        std::fs::write(keys.join(secret).join(key), value).unwrap();
+    }
+    // Until the operator's ConfigMap is copied in (the kubelet's part), everyone may do everything.
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"Statement": {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}}"#)
+        .unwrap();
     let mut config = streamfabric_broker::BrokerConfig::for_dir(dir.path());
     config.credentials = Some(keys);
+    config.access_policy = Some(policy.clone());
     let broker = streamfabric_broker::start(config).await.unwrap();
     let endpoints = controller::BrokerEndpoints {
         api: format!("http://{}", broker.api_addr),
@@ -602,7 +614,10 @@ async fn with_authentication_the_operator_signs_with_its_derived_key_and_mounts_
     let controller =
         tokio::spawn(controller::run(client.clone(), Arc::new(Metrics::new()), endpoints, Some(master.clone())));
     let api: Api<DataStream> = Api::namespaced(client.clone(), &ns);
-    let spec = json!({"shards": 2, "deletionPolicy": "Retain", "authentication": {"credentialsSecretRef": {"name": "app-keys"}}});
+    let spec = json!({"shards": 2, "deletionPolicy": "Retain", "authentication": {
+        "credentialsSecretRef": {"name": "app-keys"},
+        "writers": [{"name": "producer-keys"}],
+        "readers": [{"name": "consumer-keys"}]}});
     api.create(&PostParams::default(), &datastream("secured", spec)).await.unwrap();
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -614,10 +629,9 @@ async fn with_authentication_the_operator_signs_with_its_derived_key_and_mounts_
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let sts = eventually("the StatefulSet", || async { sts_api.get_opt("secured-broker").await.ok().flatten() }).await;
     let pod = sts.spec.unwrap().template.spec.unwrap();
-    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "credentials").expect("a credentials volume");
-    let sources: Vec<String> =
-        volume.projected.unwrap().sources.unwrap().into_iter().map(|p| p.secret.unwrap().name).collect();
-    assert_eq!(sources, ["app-keys", "secured-operator-key"]);
+    let mut mounted: Vec<String> = pod.volumes.unwrap().into_iter().filter_map(|v| v.secret?.secret_name).collect();
+    mounted.sort();
+    assert_eq!(mounted, ["app-keys", "consumer-keys", "producer-keys", "secured-cluster-key", "secured-operator-key"]);
     // The stream was created through the brokers' API with the operator's signature.
     eventually("the brokers serve the stream", || async { broker.broker.catalog.get("secured") }).await;
     let metrics = admin_get(&format!("http://{}/metrics", broker.admin_addr)).await;
@@ -625,7 +639,72 @@ async fn with_authentication_the_operator_signs_with_its_derived_key_and_mounts_
         metrics.contains("streamfabric_auth_requests_total{access_key_id=\"streamfabric-operator\"}"),
         "signed calls"
     );
+
+    // The access policy the operator wrote, as the brokers get it.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cm = eventually("the access policy ConfigMap", || async {
+        config_maps.get_opt("secured-access-policy").await.ok().flatten()
+    })
+    .await;
+    std::fs::write(&policy, &cm.data.unwrap()["policy.json"]).unwrap();
+    let put = json!({"StreamName": "secured", "PartitionKey": "p", "Data": "eA=="});
+    let read = json!({"StreamName": "secured", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"});
+    let addr = broker.api_addr;
+    eventually("the writer refused a read", || async {
+        let (status, answer) = signed_call(addr, "AKIDWRITER", "writer-secret", "GetShardIterator", &read).await;
+        (status == 400 && answer["__type"] == "AccessDeniedException").then_some(())
+    })
+    .await;
+    let (status, answer) = signed_call(addr, "AKIDWRITER", "writer-secret", "PutRecord", &put).await;
+    assert_eq!(status, 200, "the writer writes: {answer}");
+    let (status, answer) = signed_call(addr, "AKIDREADER", "reader-secret", "GetShardIterator", &read).await;
+    assert_eq!(status, 200, "the reader reads: {answer}");
+    let (_, answer) = signed_call(addr, "AKIDREADER", "reader-secret", "PutRecord", &put).await;
+    assert_eq!(answer["__type"], "AccessDeniedException", "the reader does not write");
+    let delete = json!({"StreamName": "secured"});
+    let (_, answer) = signed_call(addr, "AKIDWRITER", "writer-secret", "DeleteStream", &delete).await;
+    assert_eq!(answer["__type"], "AccessDeniedException", "the writer does not delete");
+    let (status, _) = signed_call(addr, "AKIDUSER", "user-secret", "DescribeStreamSummary", &delete).await;
+    assert_eq!(status, 200, "the user's keys may do everything");
     controller.abort();
+}
+
+/// A Kinesis call signed with `key`; (status, answer).
+async fn signed_call(
+    addr: std::net::SocketAddr,
+    key: &str,
+    secret: &str,
+    op: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use http_body_util::BodyExt;
+    let signer = streamfabric_api::sigv4::Signer {
+        access_key_id: key.into(),
+        secret_access_key: secret.into(),
+        region: streamfabric_api::names::DEFAULT_REGION.into(),
+        service: "kinesis".into(),
+    };
+    let body = serde_json::to_vec(body).unwrap();
+    let (host, target) = (addr.to_string(), format!("Kinesis_20131202.{op}"));
+    let content_type = "application/x-amz-json-1.1";
+    let headers = [("content-type", content_type), ("x-amz-target", target.as_str())];
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (date, authorization) = signer.sign_post(&host, &headers, &body, now);
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/")
+        .header("host", host)
+        .header("content-type", content_type)
+        .header("x-amz-target", target)
+        .header("x-amz-date", date)
+        .header("authorization", authorization)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
 /// GET over plain HTTP/1.1 (the broker's admin port).

@@ -98,6 +98,9 @@ pub struct StreamMeta {
     /// UpdateStreamWarmThroughput's target (on-demand streams), recorded and shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_throughput_mibps: Option<i64>,
+    /// PutResourcePolicy's document (IAM JSON), as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +110,8 @@ pub struct ConsumerMeta {
     pub status: ConsumerStatus,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

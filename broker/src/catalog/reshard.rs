@@ -199,6 +199,7 @@ mod tests {
             kms_key_id: None,
             max_record_size_kib: None,
             warm_throughput_mibps: None,
+            resource_policy: None,
             shards: HashRange::uniform(n)
                 .into_iter()
                 .enumerate()

@@ -81,6 +81,8 @@ fn is_control(op: Operation) -> bool {
             | UntagResource
             | UpdateMaxRecordSize
             | UpdateStreamWarmThroughput
+            | PutResourcePolicy
+            | DeleteResourcePolicy
     )
 }
 

@@ -47,6 +47,7 @@ impl Broker {
                 created_ms,
                 status: ConsumerStatus::Creating,
                 tags: input.tags.clone().unwrap_or_default(),
+                resource_policy: None,
             });
             Ok(())
         })?;
@@ -60,8 +61,13 @@ impl Broker {
                 Ok(())
             });
         });
-        let consumer =
-            ConsumerMeta { name: name.clone(), created_ms, status: ConsumerStatus::Creating, tags: Default::default() };
+        let consumer = ConsumerMeta {
+            name: name.clone(),
+            created_ms,
+            status: ConsumerStatus::Creating,
+            tags: Default::default(),
+            resource_policy: None,
+        };
         Ok(RegisterStreamConsumerOutput { consumer: self.consumer_model(&stream, &consumer) })
     }
 

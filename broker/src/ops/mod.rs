@@ -3,6 +3,7 @@
 mod consumers;
 mod leases;
 mod monitoring;
+mod policies;
 mod reads;
 mod records;
 mod reshard;

@@ -80,6 +80,7 @@ impl Broker {
             kms_key_id: None,
             max_record_size_kib: max_record_size_kib.flatten(),
             warm_throughput_mibps: warm_throughput_mibps.flatten(),
+            resource_policy: None,
             shards: HashRange::uniform(shard_count as u32)
                 .into_iter()
                 .enumerate()

@@ -130,7 +130,7 @@ impl Broker {
     }
 
     /// A tagged resource: a stream or a consumer, by its ARN.
-    fn resource(&self, arn: &Option<String>) -> Result<Resource, ApiError> {
+    pub(super) fn resource(&self, arn: &Option<String>) -> Result<Resource, ApiError> {
         let arn = required(arn, "resourceARN")?;
         if arn.contains("/consumer/") {
             parse_consumer_arn(arn)?;
@@ -147,11 +147,20 @@ impl Broker {
         arn: &str,
         change: impl FnOnce(&mut std::collections::BTreeMap<String, String>) -> Result<(), ApiError>,
     ) -> Result<Empty, ApiError> {
+        self.change_consumer(arn, |c| change(&mut c.tags))
+    }
+
+    /// Change the registration a consumer ARN names, in the stream's description.
+    pub(super) fn change_consumer(
+        &self,
+        arn: &str,
+        change: impl FnOnce(&mut crate::catalog::meta::ConsumerMeta) -> Result<(), ApiError>,
+    ) -> Result<Empty, ApiError> {
         let by_arn = ConsumerRef { consumer_arn: Some(arn.to_string()), ..ConsumerRef::default() };
         let (stream, consumer) = self.consumer_of(&by_arn)?;
         stream.update_meta(|m| {
             match m.consumers.iter_mut().find(|c| c.name == consumer.name && c.created_ms == consumer.created_ms) {
-                Some(c) => change(&mut c.tags),
+                Some(c) => change(c),
                 None => Err(ApiError::not_found(format!("Consumer {} was deregistered meanwhile.", consumer.name))),
             }
         })?;
@@ -159,7 +168,7 @@ impl Broker {
     }
 }
 
-enum Resource {
+pub(super) enum Resource {
     Stream(String),
     Consumer(String),
 }

@@ -129,12 +129,39 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 pub fn sdk_client(endpoint: &str) -> aws_sdk_kinesis::Client {
+    signed_client(endpoint, "test", "test")
+}
+
+/// An AWS SDK client signing with `key` and `secret`.
+pub fn signed_client(endpoint: &str, key: &str, secret: &str) -> aws_sdk_kinesis::Client {
     use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "streamfabric-tests"))
+        .credentials_provider(Credentials::new(key, secret, None, None, "tests"))
         .build();
     aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// What the broker stores, to compare before and after refused requests.
+pub async fn fingerprint(k: &aws_sdk_kinesis::Client) -> Vec<String> {
+    let mut seen = Vec::new();
+    for name in k.list_streams().send().await.unwrap().stream_names() {
+        seen.push(name.clone());
+        let shards = k.list_shards().stream_name(name).send().await.unwrap();
+        for shard in shards.shards() {
+            let it = k
+                .get_shard_iterator()
+                .stream_name(name)
+                .shard_id(shard.shard_id())
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .unwrap();
+            let records = k.get_records().shard_iterator(it.shard_iterator().unwrap()).send().await.unwrap();
+            seen.extend(records.records().iter().map(|r| format!("{}={:?}", r.sequence_number(), r.data())));
+        }
+    }
+    seen
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Python tools of the compatibility tests (boto3, AWS CLI v1, and awslabs'
-# aws-kinesis-agg, the KPL aggregation format's reference for the sidecar's aggregates) into
+# Installs the Python tools of the compatibility tests (boto3, AWS CLI v1, awslabs'
+# aws-kinesis-agg, the KPL aggregation format's reference for the sidecar's aggregates, and
+# cryptography, which makes the TLS scenario's certificates) into
 # a cached virtualenv and prints the venv's bin directory as the last line:
 #
 #   bin=$(scripts/install-python-tools.sh | tail -1)
@@ -29,10 +30,14 @@ PINS=(
     pyasn1==0.6.5
     aws-kinesis-agg==1.2.3
     protobuf==7.36.2
+    # Certificates for the TLS scenario (e2e/compat/tls_scenario.py).
+    cryptography==51.0.1
+    cffi==2.1.1
+    pycparser==3.12
 )
 
 # moto's server: its own venv, pinned by e2e/dynamo/moto-requirements.txt (the full resolved set).
-check='import boto3, awscli, aws_kinesis_agg.aggregator'
+check='import boto3, awscli, aws_kinesis_agg.aggregator, cryptography'
 if [[ "${1:-}" == moto ]]; then
     mapfile -t PINS < "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e/dynamo/moto-requirements.txt"
     check='import moto.server, boto3'

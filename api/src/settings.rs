@@ -210,6 +210,19 @@ pub struct BrokerConfig {
     /// may do everything that no resource policy denies.
     #[arg(long, env = "STREAMFABRIC_ACCESS_POLICY")]
     pub access_policy: Option<PathBuf>,
+
+    /// Address of the Kinesis API over HTTPS (beside `--listen`'s HTTP, e.g. during a
+    /// migration), with `--tls-cert` and `--tls-key`.
+    #[arg(long, env = "STREAMFABRIC_TLS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// The HTTPS certificate chain (PEM, the server's first), re-read when it changes.
+    #[arg(long, env = "STREAMFABRIC_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The HTTPS private key (PEM: PKCS#8, PKCS#1 or SEC1), re-read with the certificate.
+    #[arg(long, env = "STREAMFABRIC_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 }
 
@@ -505,6 +518,9 @@ mod tests {
             account: "123456789012".into(),
             credentials: Some("/etc/streamfabric/credentials".into()),
             access_policy: Some("/etc/streamfabric/policy/policy.json".into()),
+            tls_listen: Some("0.0.0.0:4443".parse().unwrap()),
+            tls_cert: Some("/etc/streamfabric/tls/tls.crt".into()),
+            tls_key: Some("/etc/streamfabric/tls/tls.key".into()),
         }
     }
 

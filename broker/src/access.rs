@@ -7,7 +7,7 @@
 //! authenticated key is allowed what no resource policy denies (the broker's behaviour
 //! before policies existed). A request forwarded by a peer was checked where it arrived.
 
-use crate::auth::{Principal, reload_periodically};
+use crate::auth::Principal;
 use crate::broker::Broker;
 use crate::tokens::PageKind;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -48,7 +48,7 @@ impl Access {
     /// Re-read the policy every few seconds; one that does not read keeps the one in use.
     pub fn watch(self: &Arc<Self>) {
         if self.source.is_some() {
-            reload_periodically(self, Access::reload_if_changed);
+            crate::reload::every_few_seconds(self, Access::reload_if_changed);
         }
     }
 

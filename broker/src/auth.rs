@@ -10,14 +10,11 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use streamfabric_api::sigv4::{self, Authorization, UNSIGNED_PAYLOAD};
 use streamfabric_api::{ApiError, ErrorCode};
 
 /// AWS accepts a request signed at most this far from its own clock, either way.
 const MAX_SKEW_SECS: i64 = 300;
-/// How often the credentials file is looked at for a change.
-const RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// Carries a forwarding broker's proof (`PeerProof`).
 pub const PEER_PROOF_HEADER: &str = "x-streamfabric-peer-proof";
 
@@ -130,10 +127,10 @@ impl Auth {
         }
     }
 
-    /// Re-read the credentials every `RELOAD_EVERY` for as long as the broker runs.
+    /// Re-read the credentials every few seconds for as long as the broker runs.
     pub fn watch(self: &Arc<Self>) {
         if self.source.is_some() {
-            reload_periodically(self, Auth::reload_if_changed);
+            crate::reload::every_few_seconds(self, Auth::reload_if_changed);
         }
     }
 
@@ -270,19 +267,6 @@ impl Auth {
         }
         Ok(Principal::AccessKey { groups: key.groups.clone(), id: auth.access_key_id })
     }
-}
-
-/// Call `reload` every `RELOAD_EVERY` (off the runtime's threads: it reads files) for as
-/// long as `target` lives.
-pub(crate) fn reload_periodically<T: Send + Sync + 'static>(target: &Arc<T>, reload: fn(&T)) {
-    let target = Arc::downgrade(target);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(RELOAD_EVERY).await;
-            let Some(target) = target.upgrade() else { return };
-            tokio::task::spawn_blocking(move || reload(&target)).await.ok();
-        }
-    });
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

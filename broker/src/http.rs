@@ -35,11 +35,15 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Accept connections on `listener`, answering each request with `handler`, until `stop`
-/// turns true; then stop accepting, let every request in flight finish (idle kept-alive
-/// connections are closed), and return.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut stop: watch::Receiver<bool>)
-where
+/// Accept connections on `listener` (TLS first, with `tls`), answering each request with
+/// `handler`, until `stop` turns true; then stop accepting, let every request in flight
+/// finish (idle kept-alive connections are closed), and return.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(http::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -65,16 +69,32 @@ where
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let connection =
-            auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = connections.watch(connection);
+        let (builder, watcher, tls) = (auto::Builder::new(TokioExecutor::new()), connections.watcher(), tls.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => {
+                    let _ = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await;
+                }
+                Some(acceptor) => {
+                    // A client that never finishes its handshake does not hold a task forever.
+                    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            let _ =
+                                watcher.watch(builder.serve_connection(TokioIo::new(tls), service).into_owned()).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake not finished in {TLS_HANDSHAKE_TIMEOUT:?}"),
+                    }
+                }
+            }
         });
     }
     drop(listener);
     connections.shutdown().await;
 }
+
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The largest request body read: a PutRecords of 10 MiB (a stream with records above
 /// 1 MiB, UpdateMaxRecordSize) grows by a third in base64, and `--max-record-bytes` may be

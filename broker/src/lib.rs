@@ -17,11 +17,13 @@ pub mod log;
 pub mod metrics;
 mod ops;
 pub mod ownership;
+pub mod reload;
 pub mod shard;
 pub mod stats;
 pub mod throttle;
 pub mod tier;
 pub mod tiered;
+pub mod tls;
 pub mod tokens;
 pub mod write_ahead;
 
@@ -37,6 +39,8 @@ pub struct Running {
     pub broker: Arc<Broker>,
     pub api_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The API over HTTPS, with `--tls-listen`.
+    pub tls_addr: Option<SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -45,24 +49,43 @@ pub struct Running {
 pub async fn start(config: BrokerConfig) -> std::io::Result<Running> {
     let api = TcpListener::bind(config.listen).await?;
     let admin = TcpListener::bind(config.admin_listen).await?;
+    let tls = match config.tls_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     let broker = Broker::open(config).await?;
     broker.spawn_background();
     fabric::spawn(&broker);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (api_addr, admin_addr) = (api.local_addr()?, admin.local_addr()?);
-    let b = broker.clone();
-    let servers = vec![
-        tokio::spawn(http::serve(api, move |req| http::handle_api(b.clone(), req), stopped.clone())),
-        tokio::spawn(http::serve(
-            admin,
-            {
-                let broker = broker.clone();
-                move |req| http::handle_admin(broker.clone(), req)
-            },
-            stopped,
-        )),
+    let api_handler = {
+        let broker = broker.clone();
+        move |req| http::handle_api(broker.clone(), req)
+    };
+    let admin_handler = {
+        let broker = broker.clone();
+        move |req| http::handle_admin(broker.clone(), req)
+    };
+    let mut servers = vec![
+        tokio::spawn(http::serve(api, None, api_handler.clone(), stopped.clone())),
+        tokio::spawn(http::serve(admin, None, admin_handler, stopped.clone())),
     ];
-    Ok(Running { api_addr, admin_addr, broker, stop, servers })
+    let tls_addr = match tls {
+        Some(listener) => {
+            let config = &broker.config;
+            let (cert, key) = config.tls_cert.as_deref().zip(config.tls_key.as_deref()).ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "--tls-listen needs --tls-cert and --tls-key")
+            })?;
+            let certs = Arc::new(tls::CertFiles::load(cert, key, &broker.metrics.registry)?);
+            reload::every_few_seconds(&certs, tls::CertFiles::reload_if_changed);
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, cert = %cert.display(), "Kinesis API over HTTPS");
+            servers.push(tokio::spawn(http::serve(listener, Some(certs.acceptor()), api_handler, stopped)));
+            Some(addr)
+        }
+        None => None,
+    };
+    Ok(Running { api_addr, admin_addr, tls_addr, broker, stop, servers })
 }
 
 impl Running {

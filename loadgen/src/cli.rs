@@ -144,6 +144,9 @@ pub struct RunArgs {
     pub access_key_id: Option<String>,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub secret_access_key: Option<String>,
+    /// For an https:// --endpoint: the CA certificate(s) (PEM) its certificate must chain to.
+    #[arg(long)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RunArgs {

@@ -1,6 +1,7 @@
-//! One HTTP/1.1 keep-alive connection speaking Kinesis JSON 1.1. Requests carry a
-//! well-formed but unsigned SigV4 `Authorization` header: emulators insist on its presence
-//! and nothing verifies it, so signing would only add client cost to the measurement.
+//! One HTTP/1.1 keep-alive connection speaking Kinesis JSON 1.1, over TCP or TLS
+//! (`https://`, trusting `--ca-file`). Requests are signed for real with `--access-key-id`;
+//! otherwise they carry a well-formed but unchecked SigV4 `Authorization` header (emulators
+//! insist on its presence, and signing would only add client cost to the measurement).
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -8,6 +9,8 @@ use http::{HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -18,6 +21,7 @@ use streamfabric_api::codec::JSON_CONTENT_TYPE;
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
 use streamfabric_api::sigv4::Signer;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls;
 
 const REGION: &str = "us-east-1";
 const ACCESS_KEY: &str = "AKIDLOADGEN";
@@ -25,7 +29,7 @@ const ACCESS_KEY: &str = "AKIDLOADGEN";
 const FAKE_SIGNATURE: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
 
 /// Where requests go: `http://host[:port]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     /// `host:port` to connect to.
     pub addr: String,
@@ -33,25 +37,59 @@ pub struct Endpoint {
     pub host_header: String,
     /// Signs each request for real (brokers with --credentials).
     pub signer: Option<Arc<Signer>>,
+    /// `https://`: the TLS client (`with_ca_file`) and the name the certificate must carry.
+    pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    https: bool,
 }
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, String> {
         let uri: http::Uri = url.parse().map_err(|e| format!("bad --endpoint {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => {
-                return Err(format!("bad --endpoint {url:?}: scheme {other} unsupported (plain http only)"));
-            }
-            None => return Err(format!("bad --endpoint {url:?}: expected http://host[:port]")),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => return Err(format!("bad --endpoint {url:?}: scheme {other} unsupported (http or https)")),
+            None => return Err(format!("bad --endpoint {url:?}: expected http[s]://host[:port]")),
+        };
         let host = uri.host().ok_or_else(|| format!("bad --endpoint {url:?}: no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host_header = match uri.port_u16() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        Ok(Endpoint { addr: format!("{host}:{port}"), host_header, signer: None })
+        Ok(Endpoint { addr: format!("{host}:{port}"), host_header, signer: None, tls: None, https })
+    }
+
+    /// For an `https://` endpoint: trust the certificates of `ca_file` (PEM), and no others.
+    pub fn with_ca_file(self, ca_file: Option<&std::path::Path>) -> Result<Endpoint, String> {
+        let ca_file = match (self.https, ca_file) {
+            (false, None) => return Ok(self),
+            (false, Some(_)) => return Err("--ca-file is for an https:// --endpoint".into()),
+            (true, None) => {
+                return Err("an https:// --endpoint needs --ca-file (the CA that signed its certificate)".into());
+            }
+            (true, Some(file)) => file,
+        };
+        let pem = std::fs::read(ca_file).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+            roots.add(cert).map_err(|e| format!("--ca-file {}: {e}", ca_file.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("--ca-file {}: no certificate", ca_file.display()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let host = self.host_header.rsplit_once(':').map_or(self.host_header.as_str(), |(h, _)| h);
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+            .map_err(|e| format!("--endpoint host {host}: {e}"))?;
+        Ok(Endpoint { tls: Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name)), ..self })
     }
 
     /// Every request signed with this access key.
@@ -264,13 +302,25 @@ async fn handshake(endpoint: &Endpoint, timeout: Duration) -> Result<SendRequest
         .await
         .map_err(|_| CallError::Unsent(format!("connecting to {}: no answer within {timeout:?}", endpoint.addr)))?
         .map_err(|e| CallError::Unsent(format!("connecting to {}: {e}", endpoint.addr)))?;
-    let (sender, connection) =
-        http1::handshake(TokioIo::new(stream)).await.map_err(|e| CallError::Unsent(e.to_string()))?;
-    tokio::spawn(async move {
-        // Its errors also surface on the sender side, where they are reported.
-        let _ = connection.await;
-    });
-    Ok(sender)
+    // A connection's errors also surface on the sender side, where they are reported.
+    match &endpoint.tls {
+        None => {
+            let (sender, connection) =
+                http1::handshake(TokioIo::new(stream)).await.map_err(|e| CallError::Unsent(e.to_string()))?;
+            tokio::spawn(connection);
+            Ok(sender)
+        }
+        Some((connector, name)) => {
+            let tls = tokio::time::timeout(timeout, connector.connect(name.clone(), stream))
+                .await
+                .map_err(|_| CallError::Unsent(format!("TLS with {}: no handshake within {timeout:?}", endpoint.addr)))?
+                .map_err(|e| CallError::Unsent(format!("TLS with {}: {e}", endpoint.addr)))?;
+            let (sender, connection) =
+                http1::handshake(TokioIo::new(tls)).await.map_err(|e| CallError::Unsent(e.to_string()))?;
+            tokio::spawn(connection);
+            Ok(sender)
+        }
+    }
 }
 
 /// Decode an answer; an empty body (what some servers send for CreateStream) is `{}`.
@@ -320,7 +370,10 @@ mod tests {
         assert_eq!((e.addr.as_str(), e.host_header.as_str()), ("127.0.0.1:4567", "127.0.0.1:4567"));
         let e = Endpoint::parse("http://localhost/").unwrap();
         assert_eq!((e.addr.as_str(), e.host_header.as_str()), ("localhost:80", "localhost"));
-        assert!(Endpoint::parse("https://127.0.0.1").is_err());
+        let https = Endpoint::parse("https://localhost:4443").unwrap();
+        assert_eq!(https.addr, "localhost:4443");
+        assert!(https.clone().with_ca_file(None).err().unwrap().contains("needs --ca-file"));
+        assert!(Endpoint::parse("http://x").unwrap().with_ca_file(Some(std::path::Path::new("ca.pem"))).is_err());
         assert!(Endpoint::parse("127.0.0.1:4567").is_err());
     }
 

@@ -17,8 +17,9 @@ pub enum Outcome {
 
 pub async fn run(args: RunArgs) -> Result<Outcome, String> {
     let args = args.validate()?;
-    let endpoint =
-        Endpoint::parse(&args.endpoint)?.signed_by(args.access_key_id.as_deref(), args.secret_access_key.as_deref());
+    let endpoint = Endpoint::parse(&args.endpoint)?
+        .with_ca_file(args.ca_file.as_deref())?
+        .signed_by(args.access_key_id.as_deref(), args.secret_access_key.as_deref());
     let request_timeout = Duration::from_secs(args.request_timeout_secs);
     let run_tag: u16 = rand::random();
     print_params(&args, run_tag);

@@ -67,6 +67,18 @@ pub struct DataStreamSpec {
     /// Require AWS Signature Version 4 on every request, with the access keys of a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationSpec>,
+    /// Serve the Kinesis API over HTTPS too (port 4443, beside HTTP on 4567).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret of type kubernetes.io/tls in this namespace (`tls.crt`, `tls.key`), such as
+    /// a cert-manager Certificate writes; its names should cover `<name>.<namespace>.svc`,
+    /// the client Service. A renewed certificate is served without a restart.
+    pub secret_ref: SecretRef,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -339,6 +351,9 @@ pub struct DataStreamStatus {
     /// The Kinesis endpoint clients use (the client Service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The same over HTTPS, with `spec.tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_endpoint: Option<String>,
     #[serde(default)]
     pub write_bytes_per_second: i64,
     #[serde(default)]

@@ -10,7 +10,6 @@ mod common;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -255,29 +254,11 @@ async fn a_policy_that_does_not_read_stops_the_start_naming_what_is_wrong() {
     assert!(e.to_string().contains("Statement[0].Condition: not supported"), "{e}");
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_policies_set_through_one_broker_apply_at_every_broker_of_a_cluster() {
     let root = tempfile::tempdir().unwrap();
     let keys = key_file(root.path());
-    let store = format!("file://{}", root.path().join("store").display());
-    let mut brokers = Vec::new();
-    for id in ["b-0", "b-1"] {
-        let (api, admin) = (free_addr(), free_addr());
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = streamfabric_api::settings::BrokerConfig::for_dir(dir.path());
-        config.listen = api;
-        config.admin_listen = admin;
-        config.broker_id = Some(id.into());
-        config.advertise = Some(api.to_string());
-        config.object_store = Some(store.clone());
-        config.heartbeat_interval = Duration::from_millis(200);
-        config.credentials = Some(keys.clone());
-        brokers.push((streamfabric_broker::start(config).await.unwrap(), dir));
-    }
+    let brokers = common::start_signed_cluster(root.path(), &keys).await;
     let at = |i: usize, key: &str| common::signed_client(&format!("http://{}", brokers[i].0.api_addr), key, SECRET);
     let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/shared";
     at(0, ADMIN).create_stream().stream_name("shared").shard_count(2).send().await.unwrap();

@@ -356,30 +356,12 @@ async fn without_credentials_requests_are_not_authenticated() {
     assert!(metrics.contains("streamfabric_auth_keys 0"));
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_forwarded_requests_carry_a_peer_proof() {
     let root = tempfile::tempdir().unwrap();
     let file = root.path().join("credentials");
     write_credentials(&file, &format!("{KEY} {SECRET}\n"));
-    let store = format!("file://{}", root.path().join("store").display());
-    let mut brokers = Vec::new();
-    for id in ["b-0", "b-1"] {
-        let (api, admin) = (free_addr(), free_addr());
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = streamfabric_api::settings::BrokerConfig::for_dir(dir.path());
-        config.listen = api;
-        config.admin_listen = admin;
-        config.broker_id = Some(id.into());
-        config.advertise = Some(api.to_string());
-        config.object_store = Some(store.clone());
-        config.heartbeat_interval = Duration::from_millis(200);
-        config.credentials = Some(file.clone());
-        brokers.push((streamfabric_broker::start(config).await.unwrap(), dir));
-    }
+    let brokers = common::start_signed_cluster(root.path(), &file).await;
     let endpoint = |i: usize| format!("http://{}", brokers[i].0.api_addr);
     let k0 = common::signed_client(&endpoint(0), KEY, SECRET);
     k0.create_stream().stream_name("c").shard_count(4).send().await.unwrap();

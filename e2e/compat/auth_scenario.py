@@ -26,22 +26,10 @@ import botocore.auth
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from checks import check, summary
 
 ACCESS_KEY = "AKIDSTREAMFABRICTEST"
 SECRET_KEY = "streamfabric-test-secret"
-
-passed, failed = 0, 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok    {name}")
-    else:
-        failed += 1
-        print(f"FAIL  {name} {detail}")
-
 
 def client(endpoint, key=ACCESS_KEY, secret=SECRET_KEY, **config):
     return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
@@ -147,8 +135,7 @@ def main():
     code, text = error_code(lambda: other.put_record(StreamName=stream, PartitionKey="k", Data=b"allowed"))
     check("the deleted policy denies no more", code is None, f"got {code}: {text}")
     k.delete_stream(StreamName=stream)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return summary()
 
 
 if __name__ == "__main__":

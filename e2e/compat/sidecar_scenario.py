@@ -18,6 +18,7 @@ import sys
 import time
 
 import boto3
+from checks import check, summary
 from botocore.config import Config
 
 import aws_kinesis_agg
@@ -30,19 +31,6 @@ SHARDS = 3
 ROUNDS = 20
 PER_ROUND = 100
 READ_TIMEOUT = 60.0
-
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print(f"ok   {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-
 
 def client(endpoint):
     return boto3.client(
@@ -151,8 +139,7 @@ def main():
     check("each record is where its answer said, with its key, on a shard holding its hash key", not wrong, wrong[:3])
     print(f"{len(answered)} user records in {len(stored)} Kinesis records ({len(aggregates)} aggregates)")
     broker.delete_stream(StreamName=STREAM)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -28,23 +28,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from checks import check, summary
 
 ACCESS_KEY = "AKIDSTREAMFABRICTEST"
 SECRET_KEY = "streamfabric-test-secret"
 DAY = datetime.timedelta(days=1)
-
-passed, failed = 0, 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"ok    {name}")
-    else:
-        failed += 1
-        print(f"FAIL  {name} {detail}")
-
 
 def pem(key):
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -66,13 +54,13 @@ def make_ca(name):
     return cert, key
 
 
-def server_cert(ca, ca_key, not_before, not_after):
-    """A certificate for 127.0.0.1 and localhost: (cert PEM, key PEM)."""
+def server_cert(ca, ca_key, not_before, not_after, dns_names=("localhost",), ips=("127.0.0.1",)):
+    """A certificate for dns_names and ips, signed by ca: (cert PEM, key PEM)."""
     import ipaddress
     key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    names = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
             .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(not_before).not_valid_after(not_after)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -200,8 +188,7 @@ def main():
         make_certs(args.dir)
         return 0
     check_tls(args.endpoint, args.dir)
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return summary()
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@
             every broker pod a member and the shards spread evenly; loadgen --verify through
             the Service (any broker answers, forwarding to the owner); write-ahead objects
             and membership records in the bucket.
+  auth      spec.authentication: signed calls only (the operator's too), a rotated Secret
+            served without a restart; writers' and readers' keys do their part only (the
+            operator's access policy); a resource policy set through the API applies.
+  tls       spec.tls: HTTPS on the client Service's port 4443 with a kubernetes.io/tls
+            Secret's certificate: boto3 with the CA reads what it wrote, another CA refused,
+            a renewed certificate served without a restart.
   sidecar   a pod whose loadgen writes through a streamfabric-sidecar container beside it
             (a native sidecar: an init container that keeps running), with --aggregate:
             the sidecar sends each shard's aggregates straight to its broker (the pods'
@@ -65,8 +71,10 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -861,6 +869,77 @@ class Scenario:
         for secret in [secret_name] + [secret for secret, _, _ in roles.values()]:
             self.kubectl("delete", "secret", secret, "-n", self.ns)
 
+    def step_tls(self):
+        """spec.tls: the brokers serve HTTPS on the client Service's port 4443 with the
+        Secret's certificate (a kubernetes.io/tls Secret, as cert-manager writes one), beside
+        HTTP; boto3 trusting the CA reads what it wrote, trusting another CA refuses; a renewed
+        certificate replaced in the Secret is served without a restart."""
+        import datetime
+        from botocore.config import Config
+        from botocore.exceptions import SSLError
+        import boto3
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "compat"))
+        import tls_scenario as certs
+        from cryptography import x509
+        name, secret = "e2e-tls", "e2e-tls-cert"
+        ca, ca_key = certs.make_ca("e2e-kube CA")
+        other, _ = certs.make_ca("another CA")
+        workdir = tempfile.mkdtemp(prefix="e2e-tls-")
+        ca_file, other_file = os.path.join(workdir, "ca.crt"), os.path.join(workdir, "other.crt")
+        for path, cert in ((ca_file, ca), (other_file, other)):
+            with open(path, "wb") as f:
+                f.write(cert.public_bytes(certs.serialization.Encoding.PEM))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        host = f"{name}.{self.ns}.svc"
+        def tls_secret(cert_pem, key_pem):
+            return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": {"name": secret, "namespace": self.ns},
+                    "stringData": {"tls.crt": cert_pem.decode(), "tls.key": key_pem.decode()}}
+        first = certs.server_cert(ca, ca_key, now - certs.DAY, now + 7 * certs.DAY, dns_names=(host,), ips=())
+        self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(tls_secret(*first)))
+        doc = {"apiVersion": "streamfabric.io/v1alpha1", "kind": "DataStream",
+               "metadata": {"name": name, "namespace": self.ns},
+               "spec": {"shards": 1, "deletionPolicy": "Delete", "tls": {"secretRef": {"name": secret}}}}
+        self.run("kubectl", "apply", "-f", "-", stdin=json.dumps(doc))
+        ds = self.wait(f"DataStream {name} Ready", lambda: self.ready_named(name), self.a.timeout, interval=1)
+        endpoint = ds["status"].get("tlsEndpoint")
+        if endpoint != f"https://{host}:4443":
+            raise Failed(f"status.tlsEndpoint is {endpoint!r}")
+        def client(verify):
+            return boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1", verify=verify,
+                                aws_access_key_id="any", aws_secret_access_key="any",
+                                config=Config(connect_timeout=5, read_timeout=20,
+                                              retries={"max_attempts": 1, "mode": "standard"}))
+        def served():
+            host_port = endpoint.removeprefix("https://")
+            h, p = host_port.rsplit(":", 1)
+            return x509.load_pem_x509_certificate(ssl.get_server_certificate((h, int(p))).encode())
+        k = client(ca_file)
+        run = f"e2e-tls-{int(time.time())}"
+        want = self.put_tagged(k, name, run, batches=1, per_batch=50)
+        self.read_back(self.kinesis(ds["status"]["endpoint"]), name, run, want)
+        try:
+            client(other_file).list_streams()
+            raise Failed("a client trusting another CA was served")
+        except SSLError:
+            pass
+        pod = self.kjson("get", "pod", f"{name}-broker-0", "-n", self.ns)
+        uid, restarts = pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]
+        renewed = certs.server_cert(ca, ca_key, now - certs.DAY, now + 30 * certs.DAY, dns_names=(host,), ips=())
+        self.run("kubectl", "replace", "-f", "-", stdin=json.dumps(tls_secret(*renewed)))
+        t0 = time.monotonic()
+        want_cert = x509.load_pem_x509_certificate(renewed[0])
+        self.wait("the renewed certificate served", lambda: served() == want_cert or None, 240, interval=2)
+        took = time.monotonic() - t0
+        client(ca_file).list_streams()
+        pod = self.kjson("get", "pod", f"{name}-broker-0", "-n", self.ns)
+        if (pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]) != (uid, restarts):
+            raise Failed("the broker pod was restarted or replaced by the renewal")
+        log(f"tls: 50 records put over HTTPS ({endpoint}) and read back over HTTP; another CA refused; "
+            f"a renewed certificate served {took:.0f}s after kubectl replace, no restart")
+        self.delete_datastream(name)
+        self.kubectl("delete", "secret", secret, "-n", self.ns)
+
     def check_access_policy(self, name, client, admin):
         """The writers' and readers' keys of the auth step do their part only, as the operator's
         access policy (a ConfigMap the broker reads from its mount) says; a resource policy
@@ -1233,7 +1312,7 @@ class Scenario:
                  ("invalid", self.step_invalid), ("degraded", self.step_degraded),
                  ("pending", self.step_pending),
                  ("minio", self.step_minio), ("fabric", self.step_fabric), ("fanout", self.step_fanout),
-                 ("auth", self.step_auth),
+                 ("auth", self.step_auth), ("tls", self.step_tls),
                  ("sidecar", self.step_sidecar),
                  ("inject", self.step_inject),
                  ("disruptions", self.step_disruptions), ("lost-volume", self.step_lost_volume),

@@ -24,6 +24,10 @@ use streamfabric_api::settings::{BrokerConfig, Durability, FlushSetting, parse_d
 
 pub const API_PORT: i32 = 4567;
 pub const ADMIN_PORT: i32 = 4568;
+/// The Kinesis API over HTTPS, with `spec.tls`.
+pub const TLS_PORT: i32 = 4443;
+/// Where broker pods find the certificate of `spec.tls` (the Secret's `tls.crt`, `tls.key`).
+pub const TLS_DIR: &str = "/etc/streamfabric/tls";
 pub const DATA_DIR: &str = "/data";
 /// Where broker pods find the cluster key Secret, and its key in the Secret.
 pub const CLUSTER_KEY_DIR: &str = "/etc/streamfabric/cluster-key";
@@ -166,6 +170,9 @@ pub fn broker_settings(ds: &DataStream) -> BrokerConfig {
             .authentication
             .as_ref()
             .map(|_| format!("{}/{}", access::ACCESS_POLICY_DIR, access::ACCESS_POLICY_FILE).into()),
+        tls_listen: s.tls.as_ref().map(|_| SocketAddr::from(([0, 0, 0, 0], TLS_PORT as u16))),
+        tls_cert: s.tls.as_ref().map(|_| format!("{TLS_DIR}/tls.crt").into()),
+        tls_key: s.tls.as_ref().map(|_| format!("{TLS_DIR}/tls.key").into()),
         ..defaults
     }
 }
@@ -241,8 +248,8 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
         let text = serde_json::to_string(&cm.data).expect("config serializes");
         format!("{:016x}", fnv1a(text.as_bytes()))
     };
-    // With authentication: each Secret of keys, and the access policy (both re-read by the
-    // brokers as the kubelet updates them, without a restart).
+    // With authentication: each Secret of keys, and the access policy; with TLS, the
+    // certificate (all re-read by the brokers as the kubelet updates them, without a restart).
     let access_volumes: Vec<(Volume, VolumeMount)> = spec
         .authentication
         .as_ref()
@@ -251,7 +258,10 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
             volumes.push(access::policy_volume(&names));
             volumes
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .chain(spec.tls.as_ref().map(|tls| tls_volume(&tls.secret_ref.name)))
+        .collect();
     let from_field = |name: &str, field_path: &str| EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -299,10 +309,28 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
             config_map_ref: Some(ConfigMapEnvSource { name: names.config.clone(), optional: Some(false) }),
             ..EnvFromSource::default()
         }]),
-        ports: Some(vec![
-            ContainerPort { name: Some("kinesis".into()), container_port: API_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("admin".into()), container_port: ADMIN_PORT, ..ContainerPort::default() },
-        ]),
+        ports: Some(
+            [
+                Some(ContainerPort {
+                    name: Some("kinesis".into()),
+                    container_port: API_PORT,
+                    ..ContainerPort::default()
+                }),
+                Some(ContainerPort {
+                    name: Some("admin".into()),
+                    container_port: ADMIN_PORT,
+                    ..ContainerPort::default()
+                }),
+                spec.tls.as_ref().map(|_| ContainerPort {
+                    name: Some("kinesis-tls".into()),
+                    container_port: TLS_PORT,
+                    ..ContainerPort::default()
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 10)),
         // A terminating pod leaves the Service's endpoints at once, but kube-proxy and
@@ -403,8 +431,14 @@ pub fn statefulset(ds: &DataStream) -> StatefulSet {
     }
 }
 
-fn ports() -> Vec<ServicePort> {
-    vec![
+fn ports(ds: &DataStream) -> Vec<ServicePort> {
+    let tls = ds.spec.tls.as_ref().map(|_| ServicePort {
+        name: Some("kinesis-tls".into()),
+        port: TLS_PORT,
+        target_port: Some(IntOrString::Int(TLS_PORT)),
+        ..ServicePort::default()
+    });
+    let plain = vec![
         ServicePort {
             name: Some("kinesis".into()),
             port: API_PORT,
@@ -417,7 +451,26 @@ fn ports() -> Vec<ServicePort> {
             target_port: Some(IntOrString::Int(ADMIN_PORT)),
             ..ServicePort::default()
         },
-    ]
+    ];
+    plain.into_iter().chain(tls).collect()
+}
+
+/// The certificate of `spec.tls`, from its Secret, where the broker's settings look.
+fn tls_volume(secret: &str) -> (Volume, VolumeMount) {
+    let volume = Volume {
+        name: "tls".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_string()),
+            // Readable by the broker's group (fsGroup) only.
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    (
+        volume,
+        VolumeMount { name: "tls".into(), mount_path: TLS_DIR.into(), read_only: Some(true), ..VolumeMount::default() },
+    )
 }
 
 /// Stable DNS names for the broker pods (`<pod>.<headless>`), ready or not, so brokers find
@@ -429,7 +482,7 @@ pub fn headless_service(ds: &DataStream) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(ds)),
-            ports: Some(ports()),
+            ports: Some(ports(ds)),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -440,7 +493,11 @@ pub fn headless_service(ds: &DataStream) -> Service {
 pub fn client_service(ds: &DataStream) -> Service {
     Service {
         metadata: metadata(ds, &Names::of(ds).client),
-        spec: Some(ServiceSpec { selector: Some(selector_labels(ds)), ports: Some(ports()), ..ServiceSpec::default() }),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(ds)),
+            ports: Some(ports(ds)),
+            ..ServiceSpec::default()
+        }),
         status: None,
     }
 }
@@ -461,6 +518,12 @@ pub fn pod_disruption_budget(ds: &DataStream) -> PodDisruptionBudget {
 /// The client endpoint as applications in the cluster reach it.
 pub fn endpoint(ds: &DataStream) -> String {
     format!("http://{}.{}.svc:{API_PORT}", Names::of(ds).client, ds.namespace().unwrap_or_else(|| "default".into()))
+}
+
+/// The same over HTTPS, with `spec.tls`.
+pub fn tls_endpoint(ds: &DataStream) -> Option<String> {
+    let namespace = ds.namespace().unwrap_or_else(|| "default".into());
+    ds.spec.tls.as_ref().map(|_| format!("https://{}.{namespace}.svc:{TLS_PORT}", Names::of(ds).client))
 }
 
 /// A small stable hash (FNV-1a) for the config digest; not for security.
@@ -630,6 +693,32 @@ mod tests {
         let env = config_map(&ds).data.unwrap();
         let read = BrokerConfig::from_env(&env.into_iter().collect()).unwrap();
         assert_eq!((read.credentials, read.access_policy), (settings.credentials, settings.access_policy));
+    }
+
+    #[test]
+    fn with_tls_the_brokers_serve_https_with_the_secrets_certificate_where_their_settings_look() {
+        let mut ds = DataStream::test();
+        assert_eq!((broker_settings(&ds).tls_listen, tls_endpoint(&ds)), (None, None), "HTTP only without spec.tls");
+        ds.spec.tls = serde_json::from_value(serde_json::json!({"secretRef": {"name": "orders-tls"}})).unwrap();
+        let settings = broker_settings(&ds);
+        assert_eq!(settings.tls_listen.map(|a| a.port()), Some(TLS_PORT as u16));
+        let pod = statefulset(&ds).spec.unwrap().template.spec.unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "tls").unwrap();
+        assert_eq!(volume.secret.as_ref().unwrap().secret_name.as_deref(), Some("orders-tls"));
+        let mount = pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "tls").unwrap();
+        let dir = std::path::Path::new(&mount.mount_path);
+        assert_eq!(
+            (settings.tls_cert.as_deref(), settings.tls_key.as_deref()),
+            (Some(dir.join("tls.crt").as_path()), Some(dir.join("tls.key").as_path()))
+        );
+        let read = BrokerConfig::from_env(&config_map(&ds).data.unwrap().into_iter().collect()).unwrap();
+        assert_eq!(
+            (read.tls_listen, read.tls_cert, read.tls_key),
+            (settings.tls_listen, settings.tls_cert, settings.tls_key)
+        );
+        let service = client_service(&ds).spec.unwrap().ports.unwrap();
+        assert!(service.iter().any(|p| p.name.as_deref() == Some("kinesis-tls") && p.port == TLS_PORT));
+        assert_eq!(tls_endpoint(&ds).as_deref(), Some("https://orders.streams.svc:4443"));
     }
 
     #[test]

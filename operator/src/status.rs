@@ -81,6 +81,7 @@ pub fn next(ds: &DataStream, seen: Observed, now: Time) -> DataStreamStatus {
     }
     status.observed_generation = generation;
     status.endpoint = Some(crate::manifests::endpoint(ds));
+    status.tls_endpoint = crate::manifests::tls_endpoint(ds);
     status
 }
 

@@ -165,3 +165,28 @@ pub async fn fingerprint(k: &aws_sdk_kinesis::Client) -> Vec<String> {
     }
     seen
 }
+
+/// Two brokers (`b-0`, `b-1`) of one cluster on a directory object store under `root`,
+/// requiring SigV4 with the keys of `credentials`; each with its data directory.
+pub async fn start_signed_cluster(
+    root: &std::path::Path,
+    credentials: &std::path::Path,
+) -> Vec<(Running, tempfile::TempDir)> {
+    let free_addr = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let store = format!("file://{}", root.join("store").display());
+    let mut brokers = Vec::new();
+    for id in ["b-0", "b-1"] {
+        let (api, admin) = (free_addr(), free_addr());
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::for_dir(dir.path());
+        config.listen = api;
+        config.admin_listen = admin;
+        config.broker_id = Some(id.into());
+        config.advertise = Some(api.to_string());
+        config.object_store = Some(store.clone());
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.credentials = Some(credentials.to_path_buf());
+        brokers.push((streamfabric_broker::start(config).await.unwrap(), dir));
+    }
+    brokers
+}

@@ -18,6 +18,10 @@ pub const STREAM_ANNOTATION: &str = "streamfabric.io/stream";
 pub const ROLES_ANNOTATION: &str = "streamfabric.io/roles";
 /// Set on the pods the webhook changed (its value: the sidecar image).
 pub const INJECTED_ANNOTATION: &str = "streamfabric.io/injected";
+/// The access key the sidecar signs with (a DataStream with `spec.authentication`), and the
+/// Secret holding its secret under that id (one of the DataStream's key Secrets).
+pub const ACCESS_KEY_ANNOTATION: &str = "streamfabric.io/access-key-id";
+pub const CREDENTIALS_SECRET_ANNOTATION: &str = "streamfabric.io/credentials-secret";
 pub const CONTAINER_NAME: &str = "streamfabric-sidecar";
 /// Where the application finds the sidecar (the Kinesis API and the pull API).
 pub const SIDECAR_URL: &str = "http://127.0.0.1:4599";
@@ -166,6 +170,23 @@ fn sidecar_env(pod: &Pod, stream: &str, endpoint: &str) -> Result<Vec<EnvVar>, S
         let message = e.to_string();
         let first = message.lines().next().unwrap_or_default().trim_start_matches("error: ");
         return Err(format!("a sidecar setting is invalid: {first} (annotations streamfabric.io/<flag>)"));
+    }
+    match (annotations.get(ACCESS_KEY_ANNOTATION), annotations.get(CREDENTIALS_SECRET_ANNOTATION)) {
+        (None, None) => {}
+        // The secret is the kubelet's to read from the Secret, never the webhook's.
+        (Some(id), Some(secret)) => env.extend([
+            EnvVar { name: "AWS_ACCESS_KEY_ID".into(), value: Some(id.clone()), value_from: None },
+            serde_json::from_value(json!({
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": id}}
+            }))
+            .expect("an EnvVar"),
+        ]),
+        _ => {
+            return Err(format!(
+                "annotations {ACCESS_KEY_ANNOTATION} and {CREDENTIALS_SECRET_ANNOTATION} go together: the access key id, and the Secret holding its secret under that id"
+            ));
+        }
     }
     if consumer {
         // The pod's name: stable across the sidecar's restarts, unique among the workers.
@@ -325,6 +346,29 @@ mod tests {
         assert_eq!(env["STREAMFABRIC_SIDECAR_SAMPLE_KEYS"], "0.25");
         assert_eq!(env["STREAMFABRIC_SIDECAR_SAMPLE_FILTER"], "kind == \"refund\"");
         assert_eq!(env["STREAMFABRIC_SIDECAR_WORKER_ID"], "<from>", "the pod's name");
+    }
+
+    #[test]
+    fn a_pod_naming_a_key_gets_its_id_and_its_secret_from_the_secret() {
+        let p = pod(
+            json!({"streamfabric.io/inject": "true"}),
+            json!({"streamfabric.io/stream": "orders", "streamfabric.io/access-key-id": "AKIDPRODUCER",
+                   "streamfabric.io/credentials-secret": "producer-keys"}),
+        );
+        let out = patched(&p, &found());
+        let sidecar = &out.spec.unwrap().init_containers.unwrap()[0];
+        assert_eq!(env_of(sidecar)["AWS_ACCESS_KEY_ID"], "AKIDPRODUCER");
+        let secret = sidecar.env.iter().flatten().find(|e| e.name == "AWS_SECRET_ACCESS_KEY").unwrap();
+        let from = secret.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((from.name.as_str(), from.key.as_str()), ("producer-keys", "AKIDPRODUCER"));
+        let half = pod(
+            json!({"streamfabric.io/inject": "true"}),
+            json!({"streamfabric.io/stream": "orders", "streamfabric.io/access-key-id": "AKIDPRODUCER"}),
+        );
+        match plan(&half, &found(), &template()) {
+            Injection::Refused(reason) => assert!(reason.contains("go together"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -172,7 +172,8 @@ public final class SubscribeCheck {
             check("async-http2-subscribe-to-shard-live-records", () -> {
                 Subscription sub = new Subscription(h2, consumer, shard);
                 List<Long> micros = pushLatencies(sync, stream, sub, 100, "h2");
-                System.out.println("      Java SDK v2, Netty HTTP/2 cleartext: put-to-event latency over 100 records: "
+                String over = endpoint.getScheme().equals("https") ? "over TLS" : "cleartext";
+                System.out.println("      Java SDK v2, Netty HTTP/2 " + over + ": put-to-event latency over 100 records: "
                         + figures(micros));
                 state.put("h2-started", "yes");
                 check("async-http2-second-subscription-within-5s-resource-in-use", () -> {

@@ -261,6 +261,22 @@ async fn records_up_to_the_streams_max_record_size_are_written_and_read_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_stream_takes_a_max_record_size_in_its_range_only() {
+    let b = common::start().await;
+    for kib in [1023, 10241] {
+        let body = json!({"StreamName": "s", "ShardCount": 1, "MaxRecordSizeInKiB": kib});
+        let message = b.expect_error("CreateStream", body, 400, "ValidationException").await;
+        assert!(message.contains("maxRecordSizeInKiB"), "names the field: {message}");
+    }
+    assert_eq!(b.json("ListStreams", json!({})).await.1["StreamNames"], json!([]), "nothing created");
+    let (status, answer) =
+        b.json("CreateStream", json!({"StreamName": "s", "ShardCount": 1, "MaxRecordSizeInKiB": 4096})).await;
+    assert_eq!(status, 200, "{answer}");
+    common::wait_active(&b, "s").await;
+    assert_eq!(summary(&b).await["MaxRecordSizeInKiB"], 4096);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_throughput_and_account_settings_answer_as_aws_documents() {
     let b = common::start().await;
     b.create_stream("s", 2).await;

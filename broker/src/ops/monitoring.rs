@@ -87,13 +87,7 @@ impl Broker {
     async fn change_encryption(&self, input: &StreamEncryptionInput, key: Option<String>) -> Result<Empty, ApiError> {
         let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
         stream.update_meta(|m| {
-            if m.status != StreamStatus::Active {
-                return Err(ApiError::in_use(format!(
-                    "Stream {} is {}; change its encryption once it is ACTIVE.",
-                    m.name,
-                    m.status.as_str()
-                )));
-            }
+            super::validate::active(m, "change its encryption")?;
             m.status = StreamStatus::Updating;
             m.kms_key_id = key;
             Ok(())

@@ -81,7 +81,7 @@ impl Broker {
         };
         let stream = self.resolve(&None, &Some(arn.clone()))?;
         stream.update_meta(|m| {
-            require_active(m)?;
+            super::validate::active(m, "reshard it")?;
             if m.mode == mode {
                 return Err(ApiError::invalid(format!("Stream {} is already in {} mode.", m.name, mode.as_str())));
             }
@@ -112,7 +112,7 @@ impl Broker {
         let open_elsewhere = self.catalog.open_shard_count() as i64 - stream.meta().open_shard_count() as i64;
         let limit = self.config.shard_limit;
         let accepted = stream.update_meta(|m| {
-            require_active(m)?;
+            super::validate::active(m, "reshard it")?;
             let changes = plan(m)?;
             let mut after = m.clone();
             reshard::apply(&mut after, &changes, |_| 0, 0)?;
@@ -142,17 +142,6 @@ impl Broker {
         }
         Ok(())
     }
-}
-
-fn require_active(meta: &StreamMeta) -> Result<(), ApiError> {
-    if meta.status != StreamStatus::Active {
-        return Err(ApiError::in_use(format!(
-            "Stream {} is {}; it must be ACTIVE for this operation.",
-            meta.name,
-            meta.status.as_str()
-        )));
-    }
-    Ok(())
 }
 
 /// How long a coordinator waits to serve the parents of a reshard (handed on to it by

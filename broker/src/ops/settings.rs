@@ -3,7 +3,7 @@
 
 use super::validate::{self, bounded, required};
 use crate::broker::Broker;
-use crate::catalog::meta::{StreamMeta, StreamMode, StreamStatus};
+use crate::catalog::meta::{StreamMeta, StreamMode};
 use streamfabric_api::ApiError;
 use streamfabric_api::model::*;
 
@@ -42,7 +42,7 @@ impl Broker {
         let kib = max_record_size(*required(&input.max_record_size_in_kib, "maxRecordSizeInKiB")?)?;
         let stream = self.resolve(&None, &input.stream_arn)?;
         stream.update_meta(|m| {
-            active(m, "its maximum record size")?;
+            validate::active(m, "change its maximum record size")?;
             m.max_record_size_kib = Some(kib);
             Ok(())
         })?;
@@ -56,7 +56,7 @@ impl Broker {
         let asked = *required(&input.warm_throughput_mibps, "warmThroughputMiBps")?;
         let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
         let meta = stream.update_meta(|m| {
-            active(m, "its warm throughput")?;
+            validate::active(m, "change its warm throughput")?;
             m.warm_throughput_mibps = Some(warm_throughput(asked, m.mode)?);
             Ok(m.clone())
         })?;
@@ -83,17 +83,6 @@ impl Broker {
         }
         Ok(billing_commitment_disabled())
     }
-}
-
-fn active(m: &StreamMeta, what: &str) -> Result<(), ApiError> {
-    if m.status != StreamStatus::Active {
-        return Err(ApiError::in_use(format!(
-            "Stream {} is {}; change {what} once it is ACTIVE.",
-            m.name,
-            m.status.as_str()
-        )));
-    }
-    Ok(())
 }
 
 fn billing_commitment_disabled() -> AccountSettings {

@@ -128,13 +128,7 @@ impl Broker {
     pub(crate) async fn delete_stream(&self, input: DeleteStreamInput) -> Result<Empty, ApiError> {
         let stream = self.resolve(&input.stream_name, &input.stream_arn)?;
         stream.update_meta(|m| {
-            if m.status != StreamStatus::Active {
-                return Err(ApiError::in_use(format!(
-                    "Stream {} is {}; delete it once it is ACTIVE.",
-                    m.name,
-                    m.status.as_str()
-                )));
-            }
+            super::validate::active(m, "delete it")?;
             if !m.consumers.is_empty() && input.enforce_consumer_deletion != Some(true) {
                 return Err(ApiError::in_use(format!(
                     "Stream {} has {} registered consumers; deregister them or set EnforceConsumerDeletion.",

@@ -129,6 +129,15 @@ pub fn one_of<'a>(field: &str, value: &'a str, allowed: &[&str]) -> Result<&'a s
     }
 }
 
+/// A change that waits for the stream to be ACTIVE: ResourceInUseException otherwise, naming
+/// what was asked (`what`: "delete it", "reshard it", ...).
+pub fn active(m: &crate::catalog::meta::StreamMeta, what: &str) -> Result<(), ApiError> {
+    if m.status != crate::catalog::meta::StreamStatus::Active {
+        return Err(ApiError::in_use(format!("Stream {} is {}; {what} once it is ACTIVE.", m.name, m.status.as_str())));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

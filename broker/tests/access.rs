@@ -10,6 +10,7 @@ mod common;
 use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,39 @@ async fn iterator(k: &aws_sdk_kinesis::Client, stream: &str) -> Result<String, (
             let e = e.into_service_error();
             (e.code().unwrap_or_default().to_string(), e.message().unwrap_or_default().to_string())
         })
+}
+
+/// A DynamoDB call (the lease store) signed with `key`: (status, answer).
+async fn signed_dynamo(
+    b: &common::TestBroker,
+    key: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt, Full};
+    let signer = streamfabric_api::sigv4::Signer {
+        access_key_id: key.into(),
+        secret_access_key: SECRET.into(),
+        region: "us-east-1".into(),
+        service: "dynamodb".into(),
+    };
+    let (addr, body) = (b.running.api_addr, serde_json::to_vec(&body).unwrap());
+    let (host, target) = (addr.to_string(), format!("DynamoDB_20120810.{op}"));
+    let headers = [("content-type", "application/x-amz-json-1.0"), ("x-amz-target", target.as_str())];
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (date, authorization) = signer.sign_post(&host, &headers, &body, now);
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = http::Request::post("/").header("host", host).header("x-amz-date", date);
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    let req = req.header("authorization", authorization).body(Full::new(bytes::Bytes::from(body))).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let answer = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,6 +258,23 @@ async fn a_key_does_only_what_the_policies_allow_and_a_deny_wins() {
             "{action} counted"
         );
     }
+
+    // The lease store's tables are resources too (dynamodb:<Operation> on the table's ARN).
+    let table = json!({"TableName": "leases", "KeySchema": [{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "leaseKey", "AttributeType": "S"}], "BillingMode": "PAY_PER_REQUEST"});
+    let (status, answer) = signed_dynamo(&b, ADMIN, "CreateTable", table).await;
+    assert_eq!(status, 200, "{answer}");
+    let get = json!({"TableName": "leases", "Key": {"leaseKey": {"S": "shard-0"}}});
+    let (status, answer) = signed_dynamo(&b, READER, "GetItem", get).await;
+    assert_eq!(
+        (status, answer["__type"].as_str()),
+        (400, Some("com.amazonaws.dynamodb.v20120810#AccessDeniedException"))
+    );
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("dynamodb:GetItem on resource: arn:aws:dynamodb:us-east-1:000000000000:table/leases"),
+        "{message}"
+    );
 
     // The policy file is re-read: the writer may now read orders too, without a restart.
     write_atomically(&policy, &POLICY.replace("\"kinesis:PutRecord*\"", "[\"kinesis:PutRecord*\", \"kinesis:Get*\"]"));

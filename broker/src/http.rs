@@ -232,9 +232,15 @@ async fn dynamo_response(broker: &Broker, op: &str, req: http::Request<Incoming>
     let (head, body) = req.into_parts();
     let target = format!("{}{op}", crate::dynamo::TARGET_PREFIX);
     let answer = match Limited::new(body, LIMIT).collect().await.map(|b| b.to_bytes()) {
-        Ok(body) => match authenticate(broker, &head, &target, &body, "dynamodb", false)
-            .and_then(|who| broker.authorize(&who, &format!("dynamodb:{op}"), Format::Json, &body))
-        {
+        // An operation not served is refused below, whoever asks (and its name, which the
+        // client chose, never becomes a metric label).
+        Ok(body) => match authenticate(broker, &head, &target, &body, "dynamodb", false).and_then(|who| {
+            if crate::dynamo::ops::serves(op) {
+                broker.authorize(&who, &format!("dynamodb:{op}"), Format::Json, &body)
+            } else {
+                Ok(())
+            }
+        }) {
             Err(refused) => Err(crate::dynamo::DynamoError::new(refused.code.as_str(), refused.message)),
             Ok(_) => {
                 let account =

@@ -275,6 +275,11 @@ async fn a_key_does_only_what_the_policies_allow_and_a_deny_wins() {
         message.contains("dynamodb:GetItem on resource: arn:aws:dynamodb:us-east-1:000000000000:table/leases"),
         "{message}"
     );
+    // An operation the lease store does not serve is refused as such, and names no metric.
+    let (_, answer) = signed_dynamo(&b, READER, "MadeUpOperation", json!({})).await;
+    assert_eq!(answer["__type"], "com.amazonaws.dynamodb.v20120810#UnknownOperationException");
+    let (_, metrics) = common::http_get(b.running.admin_addr, "/metrics").await;
+    assert!(metrics.contains("action=\"dynamodb:GetItem\"") && !metrics.contains("MadeUpOperation"));
 
     // The policy file is re-read: the writer may now read orders too, without a restart.
     write_atomically(&policy, &POLICY.replace("\"kinesis:PutRecord*\"", "[\"kinesis:PutRecord*\", \"kinesis:Get*\"]"));

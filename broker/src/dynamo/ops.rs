@@ -25,6 +25,11 @@ pub struct Account<'a> {
 const SUPPORTED: &str = "CreateTable, DescribeTable, UpdateTable, DeleteTable, ListTables, GetItem, PutItem, \
 UpdateItem, DeleteItem, Scan, Query, TransactWriteItems, DescribeContinuousBackups, UpdateContinuousBackups";
 
+/// Whether `op` is one of the operations served (the rest are UnknownOperationException).
+pub fn serves(op: &str) -> bool {
+    SUPPORTED.split(", ").any(|served| served == op)
+}
+
 /// The largest item DynamoDB stores.
 const MAX_ITEM_BYTES: usize = 400 * 1024;
 

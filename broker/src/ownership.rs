@@ -28,6 +28,11 @@ impl Ownership {
     /// Take the shard (or keep it, if the manifest already names this broker); returns the
     /// epoch this broker writes with. `Conflict`: another broker took it meanwhile.
     pub async fn claim(&self, tier: &TierStore, shard: &ShardBucket) -> Result<u64, TierError> {
+        let _claiming = shard.claiming.lock().await;
+        self.claim_locked(tier, shard).await
+    }
+
+    async fn claim_locked(&self, tier: &TierStore, shard: &ShardBucket) -> Result<u64, TierError> {
         let manifest = tier.manifest(&shard.stream, &shard.shard)?;
         let current = manifest.load().await?.map(|(m, _)| (m.epoch, m.owner));
         let epoch = match current {
@@ -42,17 +47,23 @@ impl Ownership {
     /// None: the shard is fenced (another broker owns it), or handed on.
     pub async fn epoch(&self, tier: &TierStore, shard: &ShardBucket) -> Result<Option<u64>, TierError> {
         match shard.claim() {
-            Claim::Owned { epoch } => Ok(Some(epoch)),
-            Claim::Fenced | Claim::Released => Ok(None),
-            Claim::Unclaimed if !self.claim_on_demand => Ok(None),
-            Claim::Unclaimed => match self.claim(tier, shard).await {
-                Ok(epoch) => Ok(Some(epoch)),
-                Err(TierError::Conflict { reason, .. }) => {
-                    shard.fence(&reason);
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            },
+            Claim::Owned { epoch } => return Ok(Some(epoch)),
+            Claim::Fenced | Claim::Released => return Ok(None),
+            Claim::Unclaimed if !self.claim_on_demand => return Ok(None),
+            Claim::Unclaimed => {}
+        }
+        let _claiming = shard.claiming.lock().await;
+        if shard.claim() != Claim::Unclaimed {
+            // Claimed (or fenced) by whoever held the lock before.
+            return Ok(shard.owned_epoch());
+        }
+        match self.claim_locked(tier, shard).await {
+            Ok(epoch) => Ok(Some(epoch)),
+            Err(TierError::Conflict { reason, .. }) => {
+                shard.fence(&reason);
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -30,12 +30,13 @@ fn field(entry: Option<usize>, name: &str) -> String {
 
 /// Durability `object`: what goes into the write-ahead object for one append (`records`
 /// are the caller's copies, kept from before the append; their data is shared, not copied).
-fn chunk_of(stream: &Stream, shard: &Shard, appended: Appended, records: Vec<NewRecord>) -> WalChunk {
+/// `epoch` is the shard's ownership epoch as it was before the append (see `write_epoch`).
+fn chunk_of(stream: &Stream, shard: &Shard, epoch: u64, appended: Appended, records: Vec<NewRecord>) -> WalChunk {
     WalChunk {
         stream: stream.name.clone(),
         incarnation: stream.incarnation,
         shard: shard.id.clone(),
-        epoch: shard.bucket.owned_epoch().unwrap_or(0),
+        epoch,
         first_offset: appended.first_offset,
         timestamp_ms: appended.timestamp_ms,
         records: records.into_iter().map(|r| WalRecord { partition_key: r.partition_key, data: r.data }).collect(),
@@ -89,6 +90,28 @@ impl Broker {
                 format!("The records could not be made durable in the object store ({e}). Retry later."),
             )
         })
+    }
+
+    /// Durability `object`: the epoch this append's write-ahead chunk carries, the shard
+    /// claimed first if this broker alone has not claimed it yet (as its first upload would).
+    ///
+    /// Taken before the append, never after: a replay keeps a chunk only below the first
+    /// offset any later epoch wrote (`archive::records_past`), so the epochs of one log's
+    /// chunks must not decrease with their offsets. Read after the append, an unclaimed
+    /// shard's chunk (epoch 0) could follow, at higher offsets, the chunk of a write that
+    /// appended earlier but read the epoch after the claim: an acknowledged chunk that a
+    /// restore from the bucket drops.
+    async fn write_epoch(&self, shard: &Shard) -> Result<u64, ApiError> {
+        match self.archive.ownership.epoch(self.archive.tier(), &shard.bucket).await {
+            Ok(Some(epoch)) => Ok(epoch),
+            // Fenced (its writes are refused), or in a cluster, where only a handoff claims
+            // (and serving follows it).
+            Ok(None) => Ok(0),
+            Err(e) => Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!("The shard could not be claimed in the object store ({e}). Retry later."),
+            )),
+        }
     }
 
     /// In a cluster, a write begins only while the membership lease holds (see `fabric`).
@@ -245,6 +268,12 @@ impl Broker {
             groups[s].push(record);
         }
 
+        // Durability `object`: each shard's epoch for its write-ahead chunk, before any append.
+        let mut epochs = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            epochs.push(if self.object_durability() { self.write_epoch(shard).await? } else { 0 });
+        }
+
         let broker_id = self.archive.ownership.broker_id();
         let mut outcomes: Vec<ShardOutcome> = Vec::with_capacity(shards.len());
         let mut appends = tokio::task::JoinSet::new();
@@ -260,17 +289,18 @@ impl Broker {
                 continue;
             }
             group.truncate(admitted);
-            let (shard, metrics, object) = (shard.clone(), self.metrics.clone(), self.object_durability());
+            let (shard, metrics, object, epoch) =
+                (shard.clone(), self.metrics.clone(), self.object_durability(), epochs[s]);
             appends.spawn(async move {
                 let kept = object.then(|| group.clone());
-                (s, shard.append_local(&metrics, group).await, kept)
+                (s, shard.append_local(&metrics, group).await, kept.map(|records| (epoch, records)))
             });
         }
         let mut chunks = Vec::new();
         while let Some(joined) = appends.join_next().await {
             let (s, appended, kept) = joined.map_err(|e| ApiError::internal(format!("append task failed: {e}")))?;
-            if let (Ok(appended), Some(records)) = (&appended, kept) {
-                chunks.push(chunk_of(stream, &shards[s], *appended, records));
+            if let (Ok(appended), Some((epoch, records))) = (&appended, kept) {
+                chunks.push(chunk_of(stream, &shards[s], epoch, *appended, records));
             }
             outcomes[s].appended = appended.map(|a| a.first_offset);
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// Not taken yet (a broker alone claims at start, or at the first upload).
+    /// Not taken yet (a broker alone claims at start, or before its first write or upload).
     Unclaimed,
     Owned {
         epoch: u64,
@@ -40,6 +40,9 @@ pub struct ShardBucket {
     pub incarnation: u64,
     pub shard: String,
     claim: Mutex<Claim>,
+    /// Held while claiming the shard in the store: writers and the uploader may claim at
+    /// once, and two takes from the same epoch would fence this broker against itself.
+    pub(crate) claiming: tokio::sync::Mutex<()>,
     /// Read on every append: set once the shard is fenced, never cleared but by a new claim.
     fenced: AtomicBool,
     fenced_gauge: prometheus::IntGauge,
@@ -62,6 +65,7 @@ impl ShardBucket {
             incarnation,
             shard: shard.to_string(),
             claim: Mutex::new(Claim::Unclaimed),
+            claiming: tokio::sync::Mutex::new(()),
             fenced: AtomicBool::new(false),
             fenced_gauge,
             uploaded_end: Mutex::new(None),

@@ -218,3 +218,63 @@ async fn object_durability_needs_flush_always() {
     let e = Broker::open(config).await.err().expect("refused");
     assert!(e.to_string().contains("--flush always"), "{e}");
 }
+
+/// A broker alone claims an unclaimed shard before its first write, not at its first upload,
+/// and each write-ahead chunk carries the epoch the shard was owned at before its append.
+/// Stamped after the append, as it was, a write racing the claim could put a chunk of epoch
+/// 0 above (in offsets) a chunk of epoch 1 written by a write that appended earlier; a
+/// restore keeps a chunk only below the first offset a later epoch wrote
+/// (`archive::records_past`), so that acknowledged chunk was dropped when the disk was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_ahead_chunks_carry_the_epoch_claimed_before_the_append() {
+    let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let tier = TierStore::new(memory.clone(), Path::from("p"));
+    let broker = Broker::open_with_tier(object_config(dir.path()), tier.clone()).await.unwrap();
+    call(&broker, Operation::CreateStream, json!({"StreamName": "s", "ShardCount": 2})).await.unwrap();
+    for _ in 0..200 {
+        let d = call(&broker, Operation::DescribeStreamSummary, json!({"StreamName": "s"})).await.unwrap();
+        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shards = broker.catalog.get("s").unwrap().shards();
+    assert!(shards.iter().all(|s| s.bucket.owned_epoch().is_none()), "nothing claimed a shard yet");
+
+    // Concurrent first writes: one claim per shard, never one write fencing another.
+    let writes = (0..6).map(|w| {
+        let broker = broker.clone();
+        tokio::spawn(async move { put(&broker, &format!("first-{w}"), 20).await.unwrap() })
+    });
+    let mut acked = Vec::new();
+    for w in futures::future::join_all(writes).await {
+        acked.extend(w.unwrap());
+    }
+    let epochs: Vec<Option<u64>> = shards.iter().map(|s| s.bucket.owned_epoch()).collect();
+    assert!(epochs.iter().all(|e| e.is_some_and(|e| e >= 1)), "claimed by the first writes: {epochs:?}");
+    // The first uploads find the shards claimed already.
+    for shard in &shards {
+        shard.log.roll().unwrap();
+    }
+    broker.archive.flush().await;
+    acked.extend(put(&broker, "second", 20).await.unwrap());
+    assert_eq!(shards.iter().map(|s| s.bucket.owned_epoch()).collect::<Vec<_>>(), epochs, "no new epoch");
+
+    let chunks = tier.read_all_wal().await.unwrap();
+    assert!(!chunks.is_empty());
+    for c in &chunks {
+        let shard = shards.iter().find(|s| s.id == c.shard).unwrap();
+        assert_eq!(Some(c.epoch), shard.bucket.owned_epoch(), "the chunk at {} of {}", c.first_offset, c.shard);
+    }
+
+    // The disk is lost: everything acknowledged comes back from the bucket.
+    drop(broker);
+    let fresh = tempfile::tempdir().unwrap();
+    let restored =
+        Broker::open_with_tier(object_config(fresh.path()), TierStore::new(memory, Path::from("p"))).await.unwrap();
+    let stored = read_all(&restored, 2).await;
+    for a in &acked {
+        assert!(stored.contains(a), "acknowledged record lost: {a:?}");
+    }
+}

@@ -341,7 +341,8 @@ EOF
 }
 
 # A cluster admin's storage: a default StorageClass for pre-made hostPath PersistentVolumes
-# (hostPath ignores fsGroup, so each directory belongs to the pods' user, 65532).
+# (hostPath ignores fsGroup, so each directory belongs to the pods' user, 65532). Retained,
+# a volume serves one claim only: the scenario's steps use 10 of them (E2E_KUBE_VOLUMES).
 storage_manifest() {
     local i
     cat <<EOF
@@ -354,7 +355,7 @@ provisioner: kubernetes.io/no-provisioner
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Retain
 EOF
-    for i in $(seq 1 "${E2E_KUBE_VOLUMES:-8}"); do
+    for i in $(seq 1 "${E2E_KUBE_VOLUMES:-12}"); do
         mkdir -p "$dir/volumes/pv-$i"
         chown 65532:65532 "$dir/volumes/pv-$i"
         cat <<EOF

@@ -342,7 +342,7 @@ EOF
 
 # A cluster admin's storage: a default StorageClass for pre-made hostPath PersistentVolumes
 # (hostPath ignores fsGroup, so each directory belongs to the pods' user, 65532). Retained,
-# a volume serves one claim only: the scenario's steps use 10 of them (E2E_KUBE_VOLUMES).
+# a volume serves one claim only: the scenario's steps use 9 of them (E2E_KUBE_VOLUMES).
 storage_manifest() {
     local i
     cat <<EOF

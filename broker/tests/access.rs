@@ -143,20 +143,7 @@ async fn a_key_does_only_what_the_policies_allow_and_a_deny_wins() {
     let (admin, writer, reader, outsider) = (client(ADMIN), client(WRITER), client(READER), client(OUTSIDER));
     for name in ["orders", "payments"] {
         admin.create_stream().stream_name(name).shard_count(1).send().await.unwrap();
-        while admin
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .unwrap()
-            .stream_description_summary()
-            .unwrap()
-            .stream_status()
-            .as_str()
-            != "ACTIVE"
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::wait_active_sdk(&admin, name).await;
     }
     put(&admin, "payments", 3).await;
     let arn = |s: &str| format!("arn:aws:kinesis:us-east-1:000000000000:stream/{s}");

@@ -107,22 +107,7 @@ async fn signed_requests_are_served_and_every_bad_signature_gets_awss_error_and_
     let b = start(dir.path()).await;
     let k = common::signed_client(&b.endpoint(), KEY, SECRET);
     k.create_stream().stream_name("s").shard_count(1).send().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while k
-        .describe_stream_summary()
-        .stream_name("s")
-        .send()
-        .await
-        .unwrap()
-        .stream_description_summary()
-        .unwrap()
-        .stream_status()
-        .as_str()
-        != "ACTIVE"
-    {
-        assert!(Instant::now() < deadline, "ACTIVE within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_active_sdk(&k, "s").await;
     k.put_record().stream_name("s").partition_key("k").data(Blob::new("kept")).send().await.unwrap();
     let before = common::fingerprint(&k).await;
     let addr = b.running.api_addr;

@@ -93,6 +93,18 @@ impl ObjectStore for FlakyStore {
     }
 }
 
+/// Wait (at most 2 s) for stream `s` to turn ACTIVE: the status delay passes on the next
+/// write of its description.
+async fn wait_active(broker: &Broker) {
+    for _ in 0..200 {
+        let d = call(broker, Operation::DescribeStreamSummary, json!({"StreamName": "s"})).await.unwrap();
+        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn call(broker: &Broker, op: Operation, body: Value) -> Result<Value, ApiError> {
     let out = broker.call(op, Format::Json, &serde_json::to_vec(&body).unwrap()).await?;
     Ok(Format::Json.decode(&out).expect("a JSON answer"))
@@ -164,14 +176,7 @@ async fn store_outage_refuses_writes_retryably_and_loses_nothing_acknowledged() 
     let broker =
         Broker::open_with_tier(object_config(dir.path()), TierStore::new(flaky, Path::from("p"))).await.unwrap();
     call(&broker, Operation::CreateStream, json!({"StreamName": "s", "ShardCount": 2})).await.unwrap();
-    // The status delay passes on the next write of the description; wait for ACTIVE.
-    for _ in 0..200 {
-        let d = call(&broker, Operation::DescribeStreamSummary, json!({"StreamName": "s"})).await.unwrap();
-        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_active(&broker).await;
     broker.archive.flush().await;
 
     let mut acked = put(&broker, "before", 50).await.unwrap();
@@ -232,13 +237,7 @@ async fn write_ahead_chunks_carry_the_epoch_claimed_before_the_append() {
     let tier = TierStore::new(memory.clone(), Path::from("p"));
     let broker = Broker::open_with_tier(object_config(dir.path()), tier.clone()).await.unwrap();
     call(&broker, Operation::CreateStream, json!({"StreamName": "s", "ShardCount": 2})).await.unwrap();
-    for _ in 0..200 {
-        let d = call(&broker, Operation::DescribeStreamSummary, json!({"StreamName": "s"})).await.unwrap();
-        if d["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_active(&broker).await;
     let shards = broker.catalog.get("s").unwrap().shards();
     assert!(shards.iter().all(|s| s.bucket.owned_epoch().is_none()), "nothing claimed a shard yet");
 

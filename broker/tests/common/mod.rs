@@ -190,3 +190,16 @@ pub async fn start_signed_cluster(
     }
     brokers
 }
+
+/// Wait (at most 10 s) until the SDK sees `stream` ACTIVE.
+pub async fn wait_active_sdk(k: &aws_sdk_kinesis::Client, stream: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let summary = k.describe_stream_summary().stream_name(stream).send().await.unwrap();
+        if summary.stream_description_summary().unwrap().stream_status().as_str() == "ACTIVE" {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stream} ACTIVE within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,4 +1,4 @@
-//! The codec's share of the hot paths: decoding a PutRecords body of 500 records, hashing
+//! The codec's share of the hot paths: decoding a PutRecords body (500 x 100 B, 400 x 1 KiB), hashing
 //! their partition keys, and encoding a GetRecords answer.
 
 use bytes::Bytes;
@@ -29,11 +29,13 @@ fn put_records_body(format: Format, records: usize, size: usize) -> Vec<u8> {
 fn codec(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     for (format, name) in [(Format::Json, "json"), (Format::Cbor, "cbor")] {
-        let body = put_records_body(format, 500, 100);
-        group.throughput(Throughput::Elements(500));
-        group.bench_function(format!("decode_put_records_500x100B_{name}"), |b| {
-            b.iter(|| black_box(format.decode::<PutRecordsInput>(black_box(&body)).unwrap()))
-        });
+        for (records, size, label) in [(500, 100, "500x100B"), (400, 1024, "400x1KiB")] {
+            let body = put_records_body(format, records, size);
+            group.throughput(Throughput::Elements(records as u64));
+            group.bench_function(format!("decode_put_records_{label}_{name}"), |b| {
+                b.iter(|| black_box(format.decode::<PutRecordsInput>(black_box(&body)).unwrap()))
+            });
+        }
     }
     let keys: Vec<String> = (0..500).map(|i| format!("partition-key-{i:08}")).collect();
     group.throughput(Throughput::Elements(500));

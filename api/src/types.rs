@@ -2,8 +2,7 @@
 //! JSON and byte strings in CBOR; timestamps are epoch seconds in JSON and epoch
 //! milliseconds in CBOR (what the Java SDK writes and expects).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64_simd::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -21,29 +20,47 @@ impl fmt::Debug for Blob {
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.serialize_str(&BASE64.encode(&self.0)) } else { s.serialize_bytes(&self.0) }
+        if s.is_human_readable() {
+            s.serialize_str(&BASE64.encode_to_string(&self.0))
+        } else {
+            s.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct BlobVisitor;
+        /// `text`: bytes handed over are base64 text (a JSON string taken as bytes), not data.
+        struct BlobVisitor {
+            text: bool,
+        }
+        fn decode<E: de::Error>(text: &[u8]) -> Result<Blob, E> {
+            // Vectorised (base64-simd): record data is most of a JSON PutRecords body.
+            let decoded = BASE64.decode_to_vec(text).map_err(|_| E::custom("Data is not valid base64"))?;
+            Ok(Blob(Bytes::from(decoded)))
+        }
         impl<'de> Visitor<'de> for BlobVisitor {
             type Value = Blob;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a base64 string or a byte string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Blob, E> {
-                BASE64.decode(v).map(|b| Blob(Bytes::from(b))).map_err(|_| E::custom("Data is not valid base64"))
+                decode(v.as_bytes())
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                Ok(Blob(Bytes::copy_from_slice(v)))
+                if self.text { decode(v) } else { Ok(Blob(Bytes::copy_from_slice(v))) }
             }
             fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
-                Ok(Blob(Bytes::from(v)))
+                if self.text { decode(&v) } else { Ok(Blob(Bytes::from(v))) }
             }
         }
-        d.deserialize_any(BlobVisitor)
+        if d.is_human_readable() {
+            // A JSON string as bytes skips its UTF-8 check: base64 decoding refuses anything
+            // but its 65 ASCII characters anyway.
+            d.deserialize_bytes(BlobVisitor { text: true })
+        } else {
+            d.deserialize_any(BlobVisitor { text: false })
+        }
     }
 }
 
@@ -118,5 +135,73 @@ impl<'de> Deserialize<'de> for Timestamp {
         }
         let human = d.is_human_readable();
         d.deserialize_any(TsVisitor { human })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as SCALAR;
+    use proptest::prelude::*;
+
+    fn decode(text: &str) -> Option<Vec<u8>> {
+        let json = serde_json::to_string(text).unwrap();
+        serde_json::from_str::<Blob>(&json).ok().map(|b| b.0.to_vec())
+    }
+
+    #[test]
+    fn blob_refuses_what_is_not_a_base64_string() {
+        for json in ["[104, 105]", "12", "null", "{}", "\"\\u00e9\""] {
+            assert!(serde_json::from_str::<Blob>(json).is_err(), "{json}");
+        }
+        assert!(serde_json::from_slice::<Blob>(b"\"aGk\xff\"").is_err());
+        // Escaped characters are unescaped first, as before.
+        assert_eq!(serde_json::from_str::<Blob>("\"aG\\u0073=\"").unwrap().0.as_ref(), b"hk");
+        // From a serde_json::Value as from text.
+        let value = serde_json::json!("aGk=");
+        assert_eq!(serde_json::from_value::<Blob>(value).unwrap().0.as_ref(), b"hi");
+    }
+
+    #[test]
+    fn blob_base64_is_strict_as_before() {
+        for (text, expected) in [
+            ("", Some(vec![])),
+            ("aGk=", Some(b"hi".to_vec())),
+            ("aGk", None),    // padding required
+            ("aGl=", None),   // non-zero trailing bits
+            ("aG k=", None),  // no whitespace inside
+            ("a-_=", None),   // not the URL-safe alphabet
+            ("aGk==", None),  // too much padding
+            ("====", None),
+        ] {
+            assert_eq!(decode(text), expected, "{text:?}");
+            assert_eq!(SCALAR.decode(text).ok(), expected, "the scalar decoder on {text:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the text, the vectorised decoder agrees with the scalar one it replaced.
+        #[test]
+        fn blob_decoding_agrees_with_the_scalar_decoder(text in "[A-Za-z0-9+/=_ -]{0,80}") {
+            prop_assert_eq!(decode(&text), SCALAR.decode(&text).ok());
+        }
+
+        /// Near misses: a valid encoding with one character replaced (trailing bits, padding).
+        #[test]
+        fn blob_near_misses_agree(data in proptest::collection::vec(any::<u8>(), 1..100), at in any::<prop::sample::Index>(), c in "[A-Za-z0-9+/=]") {
+            let mut text: Vec<char> = SCALAR.encode(&data).chars().collect();
+            let i = at.index(text.len());
+            text[i] = c.chars().next().unwrap();
+            let text: String = text.into_iter().collect();
+            prop_assert_eq!(decode(&text), SCALAR.decode(&text).ok());
+        }
+
+        #[test]
+        fn blob_round_trips(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let json = serde_json::to_string(&Blob(Bytes::from(data.clone()))).unwrap();
+            prop_assert_eq!(&json[1..json.len() - 1], SCALAR.encode(&data));
+            prop_assert_eq!(decode(&SCALAR.encode(&data)), Some(data));
+        }
     }
 }

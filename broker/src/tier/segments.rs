@@ -103,6 +103,20 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A sealed segment file's bytes, mapped rather than read: it was just written, so it is in
+/// the page cache, and reading it would copy up to a segment's size (64 MiB) into freshly
+/// zeroed memory per upload (a tenth of the broker's CPU under a steady write load).
+fn map_sealed(path: &std::path::Path) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new()); // an empty mapping is an error
+    }
+    // SAFETY: a sealed segment is never written or truncated again, only deleted, and a
+    // mapping outlives the deletion of its file.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Bytes::from_owner(map))
+}
+
 async fn blocking<T: Send + 'static>(path: &Path, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -127,10 +141,8 @@ impl TierStore {
         }
         let raw: Bytes = match &req.data {
             SegmentData::Bytes(b) => b.clone(),
-            SegmentData::File(p) => tokio::fs::read(p)
-                .await
-                .map_err(|source| TierError::Io { op: "reading segment file", path: p.display().to_string(), source })?
-                .into(),
+            SegmentData::File(p) => map_sealed(p)
+                .map_err(|source| TierError::Io { op: "mapping segment file", path: p.display().to_string(), source })?,
         };
 
         // Cheap early exits: fenced, or already listed.

@@ -168,11 +168,11 @@ mod tests {
         for (text, expected) in [
             ("", Some(vec![])),
             ("aGk=", Some(b"hi".to_vec())),
-            ("aGk", None),    // padding required
-            ("aGl=", None),   // non-zero trailing bits
-            ("aG k=", None),  // no whitespace inside
-            ("a-_=", None),   // not the URL-safe alphabet
-            ("aGk==", None),  // too much padding
+            ("aGk", None),   // padding required
+            ("aGl=", None),  // non-zero trailing bits
+            ("aG k=", None), // no whitespace inside
+            ("a-_=", None),  // not the URL-safe alphabet
+            ("aGk==", None), // too much padding
             ("====", None),
         ] {
             assert_eq!(decode(text), expected, "{text:?}");

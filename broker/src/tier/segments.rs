@@ -141,8 +141,11 @@ impl TierStore {
         }
         let raw: Bytes = match &req.data {
             SegmentData::Bytes(b) => b.clone(),
-            SegmentData::File(p) => map_sealed(p)
-                .map_err(|source| TierError::Io { op: "mapping segment file", path: p.display().to_string(), source })?,
+            SegmentData::File(p) => map_sealed(p).map_err(|source| TierError::Io {
+                op: "mapping segment file",
+                path: p.display().to_string(),
+                source,
+            })?,
         };
 
         // Cheap early exits: fenced, or already listed.

@@ -7,6 +7,7 @@ use std::hint::black_box;
 use streamfabric_api::Format;
 use streamfabric_api::hashkey::hash_of_partition_key;
 use streamfabric_api::model::{GetRecordsOutput, PutRecordsInput, PutRecordsRequestEntry, Record};
+use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::{Blob, Timestamp};
 
 fn put_records_body(format: Format, records: usize, size: usize) -> Vec<u8> {
@@ -41,6 +42,13 @@ fn codec(c: &mut Criterion) {
     group.throughput(Throughput::Elements(500));
     group.bench_function("md5_hash_key_x500", |b| {
         b.iter(|| keys.iter().map(|k| hash_of_partition_key(black_box(k))).fold(0u128, |a, h| a ^ h))
+    });
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("sequence_number_text_x500", |b| {
+        b.iter(|| (0..500u64).map(|o| SequenceNumber::new(3, black_box(o)).text().len()).sum::<usize>())
+    });
+    group.bench_function("sequence_number_to_string_x500", |b| {
+        b.iter(|| (0..500u64).map(|o| SequenceNumber::new(3, black_box(o)).to_string().len()).sum::<usize>())
     });
     let answer = GetRecordsOutput {
         records: (0..1000)

@@ -234,7 +234,7 @@ fn open(broker: &Arc<Broker>, target: Target, format: Format) -> Result<Body, Ap
 /// with it goes on from there (the shard's start marker before its first record).
 fn continuation(shard_index: u64, next: u64) -> String {
     match next.checked_sub(1) {
-        Some(last) => SequenceNumber::new(shard_index, last).to_string(),
+        Some(last) => SequenceNumber::new(shard_index, last).text(),
         None => Place::shard_start(shard_index),
     }
 }

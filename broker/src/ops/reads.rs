@@ -222,7 +222,7 @@ impl Broker {
         let records = stored
             .into_iter()
             .map(|r| Record {
-                sequence_number: SequenceNumber::new(shard.index, r.offset).to_string(),
+                sequence_number: SequenceNumber::new(shard.index, r.offset).text(),
                 approximate_arrival_timestamp: Timestamp(r.timestamp_ms),
                 data: Blob(r.data),
                 partition_key: r.partition_key,

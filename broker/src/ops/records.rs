@@ -344,7 +344,7 @@ impl Broker {
         let shard = &written.shards[s];
         Ok(PutRecordOutput {
             shard_id: shard.id.clone(),
-            sequence_number: SequenceNumber::new(shard.index, offset).to_string(),
+            sequence_number: SequenceNumber::new(shard.index, offset).text(),
             encryption_type: stream.encryption_type().into(),
         })
     }
@@ -376,7 +376,7 @@ impl Broker {
                     let shard = &written.shards[s];
                     PutRecordsResultEntry {
                         shard_id: Some(shard.id.clone()),
-                        sequence_number: Some(SequenceNumber::new(shard.index, offset).to_string()),
+                        sequence_number: Some(SequenceNumber::new(shard.index, offset).text()),
                         ..Default::default()
                     }
                 }

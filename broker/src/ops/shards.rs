@@ -33,10 +33,10 @@ pub(crate) fn shard_model(s: &ShardMeta) -> Shard {
         },
         sequence_number_range: SequenceNumberRange {
             // Fixed at the shard's first number, as AWS keeps it after trimming.
-            starting_sequence_number: SequenceNumber::new(s.index, 0).to_string(),
+            starting_sequence_number: SequenceNumber::new(s.index, 0).text(),
             ending_sequence_number: s
                 .closed
-                .map(|c| SequenceNumber::new(s.index, c.end_offset.saturating_sub(1)).to_string()),
+                .map(|c| SequenceNumber::new(s.index, c.end_offset.saturating_sub(1)).text()),
         },
     }
 }

@@ -81,6 +81,12 @@ impl SequenceNumber {
         put(self.offset, LEN, OFFSET_DIGITS);
         out
     }
+
+    /// As a String, in one allocation of its exact size: `to_string` would go through the
+    /// formatting machinery, once per record of every PutRecords and GetRecords answer.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.digits().to_vec()).expect("ASCII digits")
+    }
 }
 
 /// A place in a shard as a reader names it by a sequence number: a record's, or the shard's
@@ -133,14 +139,6 @@ impl Place {
             Place::Record(seq) => Some(*seq),
             Place::ShardStart { .. } => None,
         }
-    }
-}
-
-impl SequenceNumber {
-    /// As a String, in one allocation of its exact size: `to_string` would go through the
-    /// formatting machinery, once per record of every PutRecords and GetRecords answer.
-    pub fn text(&self) -> String {
-        String::from_utf8(self.digits().to_vec()).expect("ASCII digits")
     }
 }
 

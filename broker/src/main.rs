@@ -93,9 +93,14 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use libmimalloc_sys::mi_option_get;
+
     #[test]
-    fn option_15_is_mimallocs_purge_delay() {
-        // v3's default purge delay is 1000 ms; no other option of v3 defaults to it.
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 1000);
+    fn the_purge_delay_is_set_at_start() {
+        // v3's default purge delay is 1000 ms, and no other option of v3 defaults to it: so
+        // option 15 is the purge delay.
+        assert_eq!(unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 1000);
+        super::return_freed_memory();
+        assert_eq!(unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) }, 100);
     }
 }

@@ -88,7 +88,7 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Endpoint URL (plain http only).
+    /// Endpoint URL: `http://...`, or `https://...` with `--ca-file`.
     #[arg(long, default_value = "http://127.0.0.1:4567")]
     pub endpoint: String,
     /// Stream to write to; created if absent and waited ACTIVE.

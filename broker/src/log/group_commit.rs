@@ -258,9 +258,9 @@ impl Inner {
         }
         let base = active.base_offset;
         let (meta, entries) = {
-            let state = lock(&self.state);
-            let seg = &state.segments[&base];
-            (seg.meta(), seg.index.clone())
+            let mut state = lock(&self.state);
+            let seg = state.segments.get_mut(&base).expect("active segment is in the map");
+            (seg.meta(), seg.seal_index())
         };
         let (ix, tix) = (segment::index_path(&self.dir, base), segment::time_index_path(&self.dir, base));
         if let Err(e) = index::write_index_files(&ix, &tix, base, &meta, &entries) {

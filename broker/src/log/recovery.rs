@@ -102,13 +102,14 @@ fn open_sealed(dir: &Path, base: u64, index_interval: u32) -> io::Result<Segment
     let len = file.metadata()?.len();
     let (ix, tix) = (segment::index_path(dir, base), segment::time_index_path(dir, base));
     if let Some((meta, entries)) = index::load_index_files(&ix, &tix, base, len) {
-        return Ok(Segment::from_sealed(base, file, meta, entries));
+        return Ok(Segment::from_sealed(base, file, meta, &entries));
     }
     // Expected for segments restored from the object store (indexes are not uploaded).
     tracing::info!(dir = %dir.display(), base, "index of sealed segment missing or damaged; rebuilding");
-    let seg = scan_and_truncate(dir, file, base, index_interval)?.segment;
+    let mut seg = scan_and_truncate(dir, file, base, index_interval)?.segment;
+    let entries = seg.seal_index();
     if seg.end_offset > seg.base_offset
-        && let Err(e) = index::write_index_files(&ix, &tix, base, &seg.meta(), &seg.index)
+        && let Err(e) = index::write_index_files(&ix, &tix, base, &seg.meta(), &entries)
     {
         // Not fatal: the next start-up rebuilds it again.
         tracing::warn!(dir = %dir.display(), base, error = %e, "could not write rebuilt index");

@@ -75,7 +75,8 @@ impl Segment {
         }
     }
 
-    pub(crate) fn from_sealed(base_offset: u64, file: Arc<File>, meta: SealedMeta, index: Vec<IndexEntry>) -> Self {
+    /// A sealed segment, its index thinned (`index::SEALED_INTERVAL_BYTES`).
+    pub(crate) fn from_sealed(base_offset: u64, file: Arc<File>, meta: SealedMeta, index: &[IndexEntry]) -> Self {
         Segment {
             base_offset,
             file,
@@ -83,8 +84,14 @@ impl Segment {
             end_offset: meta.end_offset,
             first_ts: meta.first_ts,
             last_ts: meta.last_ts,
-            index,
+            index: index::thinned(index, index::SEALED_INTERVAL_BYTES),
         }
+    }
+
+    /// Sealed now: its index thinned, the full one handed back (for its index files).
+    pub(crate) fn seal_index(&mut self) -> Vec<IndexEntry> {
+        let thin = index::thinned(&self.index, index::SEALED_INTERVAL_BYTES);
+        std::mem::replace(&mut self.index, thin)
     }
 
     pub(crate) fn meta(&self) -> SealedMeta {

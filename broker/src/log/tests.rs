@@ -306,6 +306,41 @@ fn indexes(log: &ShardLog) -> Vec<(u64, Vec<index::IndexEntry>, u64, Option<i64>
 }
 
 #[test]
+fn sealed_segments_keep_a_thinned_index_in_memory_and_reads_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    // 1 KiB records, 256 KiB segments: an entry per 4 KiB written, one per 64 KiB kept.
+    let log = ShardLog::open(dir.path(), small(256 << 10)).unwrap();
+    for i in 0..600u32 {
+        rt.block_on(log.append(vec![rec(&format!("k{i}"), &[i as u8; 1024])])).unwrap();
+    }
+    let sealed: Vec<_> = indexes(&log).into_iter().rev().skip(1).collect();
+    assert!(sealed.len() >= 2, "{sealed:?}");
+    for (base, entries, _, _) in &sealed {
+        assert!((3..=5).contains(&entries.len()), "segment {base}: {} entries in memory", entries.len());
+        assert!(entries.windows(2).all(|w| w[1].position - w[0].position >= index::SEALED_INTERVAL_BYTES));
+        assert_eq!(entries.capacity(), entries.len(), "no slack kept");
+        // The files keep every entry (one per 4 KiB).
+        let (ix, tix) = (segment::index_path(dir.path(), *base), segment::time_index_path(dir.path(), *base));
+        let size = std::fs::metadata(segment::log_path(dir.path(), *base)).unwrap().len();
+        let (_, full) = index::load_index_files(&ix, &tix, *base, size).unwrap();
+        assert!(full.len() >= 50, "segment {base}: {} entries in its files", full.len());
+    }
+    let check = |log: &ShardLog| {
+        for from in (0..600).step_by(7) {
+            let got = log.read(from, 1, usize::MAX).unwrap();
+            assert_eq!((got[0].offset, got[0].partition_key.as_str()), (from, format!("k{from}").as_str()));
+        }
+    };
+    check(&log);
+    // Reopened from the index files, the same: thinned in memory, exact reads.
+    drop(log);
+    let log = ShardLog::open(dir.path(), small(256 << 10)).unwrap();
+    assert_eq!(indexes(&log).into_iter().rev().skip(1).collect::<Vec<_>>(), sealed);
+    check(&log);
+}
+
+#[test]
 fn missing_or_damaged_index_files_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();

@@ -54,13 +54,7 @@ impl Format {
     }
 
     pub fn encode<T: Serialize>(self, value: &T) -> Vec<u8> {
-        self.encode_with_capacity(value, 256)
-    }
-
-    /// Encode into a buffer of `capacity` bytes to begin with: large answers then grow
-    /// without repeated reallocation, whose copies would double their peak memory.
-    pub fn encode_with_capacity<T: Serialize>(self, value: &T, capacity: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(capacity);
+        let mut out = Vec::with_capacity(256);
         // Serializing our own model types into memory cannot fail.
         match self {
             Format::Json => serde_json::to_writer(&mut out, value).expect("JSON encoding of a model value"),

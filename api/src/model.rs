@@ -362,13 +362,6 @@ pub struct GetRecordsOutput {
     pub child_shards: Option<Vec<ChildShard>>,
 }
 
-impl GetRecordsOutput {
-    /// About how many bytes this answer takes in JSON (base64 data) or less in CBOR.
-    pub fn encoded_size_hint(&self) -> usize {
-        self.records.iter().map(|r| r.data.0.len().div_ceil(3) * 4 + r.partition_key.len() + 120).sum::<usize>() + 1024
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Record {

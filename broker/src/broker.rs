@@ -5,6 +5,7 @@ use crate::archive::Archive;
 use crate::catalog::meta::StreamStatus;
 use crate::catalog::{Catalog, Stream};
 use crate::config::{BrokerConfig, Durability, FlushSetting};
+use crate::http::Answer;
 use crate::leases::Leases;
 use crate::log::{FlushPolicy, LogConfig, SyncObserver};
 use crate::metrics::Metrics;
@@ -19,6 +20,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use streamfabric_api::model::{Empty, Operation};
+use streamfabric_api::records_answer::RecordsAnswer;
 use streamfabric_api::types::Timestamp;
 use streamfabric_api::{ApiError, Format};
 
@@ -41,8 +43,9 @@ pub struct Broker {
     pub fabric: Option<crate::fabric::Fabric>,
     /// DeleteStream's second half: the stream's objects, then the stream itself.
     pub deletions: Arc<crate::deletion::Deletions>,
-    /// GetRecords that may read and encode at once: each holds up to 10 MiB of records and
-    /// their encoding, so this bounds the broker's memory whatever the number of readers.
+    /// GetRecords that may read at once: each holds up to 10 MiB of records, so this bounds
+    /// the memory of reads in progress whatever the number of readers. (Their answers are
+    /// encoded piece by piece as they are sent, freeing the records as they go.)
     pub(crate) read_slots: tokio::sync::Semaphore,
     /// SubscribeToShard streams served here.
     pub subscriptions: crate::fanout::Subscriptions,
@@ -505,18 +508,23 @@ impl Broker {
         self.tiers.invalidate();
     }
 
-    /// Decode, run and encode one operation.
+    /// Decode, run and encode one operation, its answer in one buffer.
     pub async fn call(&self, op: Operation, format: Format, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        self.answer(op, format, body).await.map(Answer::into_whole)
+    }
+
+    /// Decode and run one operation; its answer encoded, or to encode while it is sent.
+    pub async fn answer(&self, op: Operation, format: Format, body: &[u8]) -> Result<Answer, ApiError> {
         macro_rules! run {
             ($handler:ident) => {
-                format.encode(&self.$handler(format.decode(body)?).await?)
+                format.encode(&self.$handler(format.decode(body)?).await?).into()
             };
         }
         // Operations without output answer with an empty body, as AWS's do.
         macro_rules! run_without_output {
             ($handler:ident) => {{
                 let _: Empty = self.$handler(format.decode(body)?).await?;
-                Vec::new()
+                Vec::new().into()
             }};
         }
         Ok(match op {
@@ -529,11 +537,10 @@ impl Broker {
             Operation::PutRecord => run!(put_record),
             Operation::PutRecords => run!(put_records),
             Operation::GetShardIterator => run!(get_shard_iterator),
-            // The largest answers (up to 10 MiB of data): encoded into a buffer sized up front.
+            // The largest answers (up to 10 MiB of data): encoded piece by piece as they are sent.
             Operation::GetRecords => {
                 let _permit = self.read_slots.acquire().await.expect("the semaphore is never closed");
-                let out = self.get_records(format.decode(body)?).await?;
-                format.encode_with_capacity(&out, out.encoded_size_hint())
+                Answer::Records(RecordsAnswer::new(format, self.get_records(format.decode(body)?).await?))
             }
             Operation::IncreaseStreamRetentionPeriod => run_without_output!(increase_retention),
             Operation::DecreaseStreamRetentionPeriod => run_without_output!(decrease_retention),

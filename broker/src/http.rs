@@ -22,6 +22,7 @@ use std::time::Instant;
 use streamfabric_api::leases::{LEASES_TARGET_PREFIX, LeaseOperation};
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
 use streamfabric_api::owners::{CLUSTER_TARGET_PREFIX, DESCRIBE_SHARD_OWNERS};
+use streamfabric_api::records_answer::RecordsAnswer;
 use streamfabric_api::{ApiError, ErrorCode, Format};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,6 +34,49 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A whole answer.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An operation's answer: encoded, or (GetRecords) encoded piece by piece as it is sent.
+pub enum Answer {
+    Whole(Vec<u8>),
+    Records(RecordsAnswer),
+}
+
+impl From<Vec<u8>> for Answer {
+    fn from(whole: Vec<u8>) -> Answer {
+        Answer::Whole(whole)
+    }
+}
+
+impl Answer {
+    pub fn into_whole(self) -> Vec<u8> {
+        match self {
+            Answer::Whole(whole) => whole,
+            Answer::Records(pieces) => pieces.into_whole(),
+        }
+    }
+
+    fn into_body(self) -> Body {
+        match self {
+            Answer::Whole(whole) => full(whole),
+            Answer::Records(pieces) => Pieces(pieces).boxed_unsync(),
+        }
+    }
+}
+
+/// A body sent in pieces (chunked), each encoded when hyper asks for it.
+struct Pieces(RecordsAnswer);
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::task::Poll::Ready(self.0.next().map(|piece| Ok(hyper::body::Frame::data(piece.into()))))
+    }
 }
 
 /// Accept connections on `listener` (TLS first, with `tls`), answering each request with
@@ -160,12 +204,12 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
                                 }
                             }
                         }
-                        (Ok(_), Target::Kinesis(op)) => broker.call(op, format, &body).await,
-                        (Ok(_), Target::Leases(op)) => broker.call_leases(op, format, &body).await,
+                        (Ok(_), Target::Kinesis(op)) => broker.answer(op, format, &body).await,
+                        (Ok(_), Target::Leases(op)) => broker.call_leases(op, format, &body).await.map(Answer::Whole),
                         (Ok(_), Target::ShardOwners) => format
                             .decode(&body)
                             .and_then(|input| broker.describe_shard_owners(input))
-                            .map(|out| format.encode(&out)),
+                            .map(|out| Answer::Whole(format.encode(&out))),
                     }
                 }
                 Err(_) => Err(ApiError::new(
@@ -188,7 +232,7 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
             } else {
                 StatusCode::from_u16(e.code.http_status()).unwrap()
             };
-            (status, e.code.as_str(), format.encode_error(&e))
+            (status, e.code.as_str(), Answer::Whole(format.encode_error(&e)))
         }
     };
     broker.metrics.requests.with_label_values(&[op_label, code]).inc();
@@ -197,7 +241,7 @@ pub async fn handle_api(broker: Arc<Broker>, req: http::Request<Incoming>) -> Re
         .status(status)
         .header(header::CONTENT_TYPE, format.content_type())
         .header("x-amzn-RequestId", request_id())
-        .body(full(body))
+        .body(body.into_body())
         .expect("valid response")
 }
 

@@ -6,6 +6,7 @@
 use super::peers::Relayed;
 use crate::broker::Broker;
 use crate::catalog::Stream;
+use crate::http::Answer;
 use crate::shard::Shard;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use streamfabric_api::{ApiError, ErrorCode, Format};
 
 /// An answer: made here, or relayed as the peer gave it.
 pub enum Reply {
-    Local(Result<Vec<u8>, ApiError>),
+    Local(Result<Answer, ApiError>),
     Relayed(Relayed),
 }
 
@@ -114,7 +115,7 @@ impl Broker {
     }
 
     async fn here(&self, req: &Request<'_>) -> Reply {
-        Reply::Local(self.call(req.op, req.format, &req.body).await)
+        Reply::Local(self.answer(req.op, req.format, &req.body).await)
     }
 
     async fn relay(&self, req: &Request<'_>, address: &str) -> Reply {
@@ -170,7 +171,7 @@ impl Broker {
         let shard = stream.topology().route(hash).clone();
         match route(self, &stream.name, &shard, req.forwarded) {
             // Decoded once: the broker alone's path from here.
-            Route::Here => Reply::Local(self.put_record(input).await.map(|out| req.format.encode(&out))),
+            Route::Here => Reply::Local(self.put_record(input).await.map(|out| req.format.encode(&out).into())),
             Route::Peer(address) => self.relay(&req, &address).await,
             Route::Unavailable(e) => Reply::Local(Err(e)),
         }
@@ -224,7 +225,7 @@ impl Broker {
                 None => {
                     let entries = input.records.take().unwrap_or_default();
                     let put = self.put_checked_records(input, entries, hashes).await;
-                    Reply::Local(put.map(|out| req.format.encode(&out)))
+                    Reply::Local(put.map(|out| req.format.encode(&out).into()))
                 }
                 Some(address) => self.relay(&req, &address).await,
             };
@@ -269,7 +270,7 @@ impl Broker {
             records: results,
             encryption_type: stream.encryption_type().into(),
         };
-        Reply::Local(Ok(req.format.encode(&out)))
+        Reply::Local(Ok(req.format.encode(&out).into()))
     }
 
     /// One part of a split PutRecords, here or at a peer.
@@ -293,7 +294,7 @@ impl Broker {
     async fn route_control(&self, req: Request<'_>) -> Reply {
         let fabric = self.fabric.as_ref().expect("cluster mode");
         if fabric.cluster.is_coordinator() {
-            let answer = self.call(req.op, req.format, &req.body).await;
+            let answer = self.answer(req.op, req.format, &req.body).await;
             // The description is in the bucket before the answer: every broker can adopt it.
             self.archive.flush_meta().await;
             return Reply::Local(answer);

@@ -6,6 +6,8 @@ use std::process::Command;
 pub struct ProcSample {
     /// utime + stime, in clock ticks.
     pub cpu_ticks: u64,
+    /// stime alone: the kernel's work on the process's behalf (copies, page cache, reclaim).
+    pub system_ticks: u64,
     pub rss_kb: Option<u64>,
     pub hwm_kb: Option<u64>,
 }
@@ -16,21 +18,23 @@ pub fn sample(pid: u32) -> Result<ProcSample, String> {
     };
     let stat = read("stat")?;
     let status = read("status")?;
+    let (user, system) = cpu_ticks(&stat).ok_or_else(|| format!("unparsable /proc/{pid}/stat"))?;
     Ok(ProcSample {
-        cpu_ticks: cpu_ticks(&stat).ok_or_else(|| format!("unparsable /proc/{pid}/stat"))?,
+        cpu_ticks: user + system,
+        system_ticks: system,
         rss_kb: status_kb(&status, "VmRSS"),
         hwm_kb: status_kb(&status, "VmHWM"),
     })
 }
 
-/// utime (field 14) + stime (field 15). The command name (field 2) may hold spaces and
+/// utime (field 14) and stime (field 15). The command name (field 2) may hold spaces and
 /// parentheses, so fields are counted from the last ')'.
-fn cpu_ticks(stat: &str) -> Option<u64> {
+fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_comm.split_whitespace().skip(11); // fields 3..=13
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// A `Key:   1234 kB` line of /proc/PID/status.
@@ -60,7 +64,7 @@ mod tests {
     #[test]
     fn parses_stat_with_an_awkward_command_name() {
         let stat = "4242 (my (weird) srv) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 9 0 123 456 789";
-        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks(stat), Some((250, 75)));
         assert_eq!(cpu_ticks("garbage"), None);
     }
 

@@ -175,14 +175,15 @@ impl ServerProbe {
         self.pid.map(procstat::sample).transpose()
     }
 
-    /// `server phase=put cpu_seconds=... cpu_us_per_record=... rss_before_kb=... ...`
+    /// `server phase=put cpu_seconds=... system_seconds=... cpu_us_per_record=... rss_before_kb=... ...`
     fn report(&self, phase: &str, before: &ProcSample, after: &ProcSample, records: u64) {
         let cpu = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / self.ticks_per_sec as f64;
+        let system = after.system_ticks.saturating_sub(before.system_ticks) as f64 / self.ticks_per_sec as f64;
         let kb = |v: Option<u64>| v.map_or("unknown".into(), |v| v.to_string());
         let per_record =
             if records > 0 { format!(" cpu_us_per_record={:.2}", cpu * 1e6 / records as f64) } else { String::new() };
         println!(
-            "server phase={phase} pid={} cpu_seconds={cpu:.2}{per_record} rss_before_kb={} rss_after_kb={} hwm_after_kb={}",
+            "server phase={phase} pid={} cpu_seconds={cpu:.2} system_seconds={system:.2}{per_record} rss_before_kb={} rss_after_kb={} hwm_after_kb={}",
             self.pid.unwrap_or(0),
             kb(before.rss_kb),
             kb(after.rss_kb),

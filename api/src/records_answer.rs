@@ -116,7 +116,7 @@ mod tests {
             approximate_arrival_timestamp: Timestamp(1_765_000_000_000 + i as i64 * 7),
             data: Blob(bytes::Bytes::from(vec![(i % 251) as u8; size])),
             partition_key: key.to_string(),
-            encryption_type: (i % 5 == 0).then(|| "NONE".to_string()),
+            encryption_type: i.is_multiple_of(5).then(|| "NONE".to_string()),
         }
     }
 

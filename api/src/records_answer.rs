@@ -62,7 +62,10 @@ impl Iterator for RecordsAnswer {
 
     fn next(&mut self) -> Option<Vec<u8>> {
         let mut piece = self.head.take().unwrap_or_default();
-        piece.reserve(PIECE_BYTES);
+        if self.records.len() > 0 {
+            // Room for a piece of records (an empty answer, a tailing reader's, needs none).
+            piece.reserve(PIECE_BYTES);
+        }
         for record in self.records.by_ref() {
             // Encoding into memory cannot fail.
             match self.format {

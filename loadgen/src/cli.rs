@@ -12,7 +12,7 @@ pub const PARTITION_KEY_LEN: usize = 16;
 #[command(
     name = "streamfabric-loadgen",
     version,
-    about = "Load generator for any Kinesis Data Streams endpoint speaking JSON 1.1 (streamfabric, kinesalite, ...)"
+    about = "Load generator for any Kinesis Data Streams endpoint speaking JSON 1.1 or CBOR 1.1 (streamfabric, kinesalite, ...)"
 )]
 pub struct Cli {
     /// Runtime worker threads (default: one per core).
@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// Endpoint URL: `http://...`, or `https://...` with `--ca-file`.
     #[arg(long, default_value = "http://127.0.0.1:4567")]
     pub endpoint: String,
+    /// Body encoding: `json` (JSON 1.1, most SDKs) or `cbor` (CBOR 1.1, the Java SDK's and
+    /// the KCL's).
+    #[arg(long, default_value = "json", value_parser = ["json", "cbor"])]
+    pub encoding: String,
     /// Stream to write to; created if absent and waited ACTIVE.
     #[arg(long, default_value = "loadgen")]
     pub stream: String,

@@ -1,4 +1,4 @@
-//! One HTTP/1.1 keep-alive connection speaking Kinesis JSON 1.1, over TCP or TLS
+//! One HTTP/1.1 keep-alive connection speaking Kinesis JSON 1.1 or CBOR 1.1, over TCP or TLS
 //! (`https://`, trusting `--ca-file`). Requests are signed for real with `--access-key-id`;
 //! otherwise they carry a well-formed but unchecked SigV4 `Authorization` header (emulators
 //! insist on its presence, and signing would only add client cost to the measurement).
@@ -17,7 +17,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamfabric_api::Format;
-use streamfabric_api::codec::JSON_CONTENT_TYPE;
 use streamfabric_api::model::{Operation, TARGET_PREFIX};
 use streamfabric_api::sigv4::Signer;
 use tokio::net::TcpStream;
@@ -40,6 +39,8 @@ pub struct Endpoint {
     /// `https://`: the TLS client (`with_ca_file`) and the name the certificate must carry.
     pub tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     https: bool,
+    /// The body encoding: JSON 1.1 (most SDKs) or CBOR 1.1 (the Java SDK's and the KCL's).
+    pub format: Format,
 }
 
 impl Endpoint {
@@ -57,7 +58,14 @@ impl Endpoint {
             Some(p) => format!("{host}:{p}"),
             None => host.to_string(),
         };
-        Ok(Endpoint { addr: format!("{host}:{port}"), host_header, signer: None, tls: None, https })
+        Ok(Endpoint {
+            addr: format!("{host}:{port}"),
+            host_header,
+            signer: None,
+            tls: None,
+            https,
+            format: Format::Json,
+        })
     }
 
     /// For an `https://` endpoint: trust the certificates of `ca_file` (PEM), and no others.
@@ -90,6 +98,11 @@ impl Endpoint {
         let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
             .map_err(|e| format!("--endpoint host {host}: {e}"))?;
         Ok(Endpoint { tls: Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name)), ..self })
+    }
+
+    /// Requests and answers in `format`.
+    pub fn speaking(self, format: Format) -> Endpoint {
+        Endpoint { format, ..self }
     }
 
     /// Every request signed with this access key.
@@ -214,11 +227,16 @@ impl Connection {
         })
     }
 
+    /// The encoding of this connection's requests and answers.
+    pub fn format(&self) -> Format {
+        self.endpoint.format
+    }
+
     /// Encode `input`, call `op`, decode the answer.
     pub async fn call<I: Serialize, O: DeserializeOwned>(&mut self, op: Operation, input: &I) -> Result<O, CallError> {
-        let body = Format::Json.encode(input);
+        let body = self.format().encode(input);
         let answer = self.call_raw(op, body).await?;
-        decode(&answer)
+        decode(self.format(), &answer)
     }
 
     /// Send an encoded body; a 2xx answer's body comes back, anything else is an error.
@@ -227,7 +245,7 @@ impl Connection {
         let target = format!("{TARGET_PREFIX}{}", op.name());
         let (date, authorization) = match &self.endpoint.signer {
             Some(signer) => {
-                let signed = [("content-type", JSON_CONTENT_TYPE), ("x-amz-target", target.as_str())];
+                let signed = [("content-type", self.format().content_type()), ("x-amz-target", target.as_str())];
                 let (date, authorization) = signer.sign_post(&self.endpoint.host_header, &signed, &body, now as i64);
                 let value = |s: String| HeaderValue::from_str(&s).expect("ASCII header");
                 (value(date), value(authorization))
@@ -243,7 +261,7 @@ impl Connection {
             .method(Method::POST)
             .uri("/")
             .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE))
+            .header(CONTENT_TYPE, HeaderValue::from_static(self.format().content_type()))
             .header("x-amz-target", target)
             .header("x-amz-date", date)
             .header(AUTHORIZATION, authorization)
@@ -275,19 +293,21 @@ impl Connection {
             self.sender.ready().await.map_err(|e| CallError::Transport(e.to_string()))?;
             let response = self.sender.send_request(request).await.map_err(|e| CallError::Transport(e.to_string()))?;
             let status = response.status();
+            let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let format = Format::of_request(content_type).unwrap_or(Format::Json);
             let body = response
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| CallError::Transport(format!("reading answer: {e}")))?
                 .to_bytes();
-            Ok::<_, CallError>((status, body))
+            Ok::<_, CallError>((status, format, body))
         };
         let answer =
             tokio::time::timeout(self.timeout, exchange).await.unwrap_or(Err(CallError::Timeout(self.timeout)));
         self.broken = answer.is_err();
-        let (status, body) = answer?;
-        if status.is_success() { Ok(body) } else { Err(service_error(status.as_u16(), &body)) }
+        let (status, format, body) = answer?;
+        if status.is_success() { Ok(body) } else { Err(service_error(status.as_u16(), format, &body)) }
     }
 }
 
@@ -324,20 +344,30 @@ async fn handshake(endpoint: &Endpoint, timeout: Duration) -> Result<SendRequest
 }
 
 /// Decode an answer; an empty body (what some servers send for CreateStream) is `{}`.
-pub fn decode<O: DeserializeOwned>(body: &[u8]) -> Result<O, CallError> {
-    Format::Json.decode(body).map_err(|e| CallError::Decode(e.message))
+pub fn decode<O: DeserializeOwned>(format: Format, body: &[u8]) -> Result<O, CallError> {
+    format.decode(body).map_err(|e| CallError::Decode(e.message))
 }
 
-/// `{"__type": "ns#Code", "message": "..."}`; the code may also be absent (a bare 5xx).
-fn service_error(status: u16, body: &[u8]) -> CallError {
-    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
-    let code = text("__type").map(|t| t.rsplit('#').next().unwrap_or(&t).to_string());
-    let message = text("message").or_else(|| text("Message"));
+/// `{"__type": "ns#Code", "message": "..."}` (in the answer's encoding); the code may also be
+/// absent (a bare 5xx).
+fn service_error(status: u16, format: Format, body: &[u8]) -> CallError {
+    #[derive(Default, serde::Deserialize)]
+    struct Fields {
+        #[serde(rename = "__type")]
+        code: Option<String>,
+        message: Option<String>,
+        #[serde(rename = "Message")]
+        capitalised_message: Option<String>,
+    }
+    let fields: Fields = format.decode(body).unwrap_or_default();
+    let code = fields.code.map(|t| t.rsplit('#').next().unwrap_or(&t).to_string());
     CallError::Service {
         status,
         code: code.unwrap_or_else(|| format!("HTTP{status}")),
-        message: message.unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
+        message: fields
+            .message
+            .or(fields.capitalised_message)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()),
     }
 }
 
@@ -379,12 +409,20 @@ mod tests {
 
     #[test]
     fn service_errors_are_classified() {
-        let e = service_error(400, br#"{"__type":"ProvisionedThroughputExceededException","message":"slow down"}"#);
+        let json = Format::Json;
+        let e =
+            service_error(400, json, br#"{"__type":"ProvisionedThroughputExceededException","message":"slow down"}"#);
         assert!(e.is_throttle() && e.is_retriable());
-        let e = service_error(400, br#"{"__type":"com.amazon#ResourceNotFoundException","message":"no"}"#);
+        let e = service_error(400, json, br#"{"__type":"com.amazon#ResourceNotFoundException","message":"no"}"#);
         assert_eq!(e.code(), Some("ResourceNotFoundException"));
         assert!(!e.is_retriable());
-        let e = service_error(503, b"busy");
+        let e = service_error(503, json, b"busy");
         assert!(e.is_retriable() && !e.is_throttle());
+        // A CBOR answer's error, as the broker writes it.
+        let throttled =
+            streamfabric_api::ApiError::new(streamfabric_api::ErrorCode::ProvisionedThroughputExceeded, "slow");
+        let e = service_error(400, Format::Cbor, &Format::Cbor.encode_error(&throttled));
+        assert!(e.is_throttle() && e.is_retriable());
+        assert!(e.to_string().contains("slow"), "{e}");
     }
 }

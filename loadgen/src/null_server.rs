@@ -84,6 +84,9 @@ async fn shutdown_signal() {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // Answers in the request's encoding, as a broker does.
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let format = Format::of_request(content_type).unwrap_or(Format::Json);
     let op = req
         .headers()
         .get("x-amz-target")
@@ -93,28 +96,27 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(error(ApiError::new(ErrorCode::Serialization, format!("reading body: {e}"))));
+            return Ok(error(format, ApiError::new(ErrorCode::Serialization, format!("reading body: {e}"))));
         }
     };
     let answer = match op {
-        Some(op) => answer(&state, op, &body),
+        Some(op) => answer(&state, op, format, &body),
         None => Err(ApiError::new(ErrorCode::UnknownOperation, "missing or unknown X-Amz-Target")),
     };
     Ok(match answer {
-        Ok(body) => respond(StatusCode::OK, body),
-        Err(e) => error(e),
+        Ok(body) => respond(StatusCode::OK, format, body),
+        Err(e) => error(format, e),
     })
 }
 
-fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let json = Format::Json;
+fn answer(state: &State, op: Operation, format: Format, body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let is_put = matches!(op, Operation::PutRecords | Operation::PutRecord);
     if is_put && state.request_failure > 0.0 && rand::random_bool(state.request_failure) {
         return Err(ApiError::new(ErrorCode::ServiceUnavailable, "injected failure"));
     }
     match op {
         Operation::PutRecords => {
-            let input: PutRecordsInput = parse(body)?;
+            let input: PutRecordsInput = parse(format, body)?;
             let n = input.records.map_or(0, |r| r.len());
             let first = state.next_offset.fetch_add(n as u64, Ordering::Relaxed);
             let mut failed = 0;
@@ -135,22 +137,26 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
                     }
                 })
                 .collect();
-            Ok(json.encode(&PutRecordsOutput { failed_record_count: failed, records, encryption_type: "NONE".into() }))
+            Ok(format.encode(&PutRecordsOutput {
+                failed_record_count: failed,
+                records,
+                encryption_type: "NONE".into(),
+            }))
         }
         Operation::PutRecord => {
-            let _: PutRecordInput = parse(body)?;
+            let _: PutRecordInput = parse(format, body)?;
             let offset = state.next_offset.fetch_add(1, Ordering::Relaxed);
-            Ok(json.encode(&PutRecordOutput {
+            Ok(format.encode(&PutRecordOutput {
                 shard_id: shard_id(0),
                 sequence_number: SequenceNumber::new(0, offset).to_string(),
                 encryption_type: "NONE".into(),
             }))
         }
-        Operation::CreateStream | Operation::DeleteStream => Ok(json.encode(&Empty {})),
+        Operation::CreateStream | Operation::DeleteStream => Ok(format.encode(&Empty {})),
         Operation::DescribeStreamSummary => {
-            let input: StreamRef = parse(body)?;
+            let input: StreamRef = parse(format, body)?;
             let name = input.stream_name.unwrap_or_else(|| "null".into());
-            Ok(json.encode(&DescribeStreamSummaryOutput {
+            Ok(format.encode(&DescribeStreamSummaryOutput {
                 stream_description_summary: StreamDescriptionSummary {
                     stream_arn: stream_arn("us-east-1", "000000000000", &name),
                     stream_name: name,
@@ -186,7 +192,7 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
                     },
                 })
                 .collect();
-            Ok(json.encode(&ListShardsOutput { shards, next_token: None }))
+            Ok(format.encode(&ListShardsOutput { shards, next_token: None }))
         }
         other => Err(ApiError::invalid(format!(
             "null-server stores nothing and does not serve {}; run without --drain/--verify",
@@ -195,21 +201,25 @@ fn answer(state: &State, op: Operation, body: &[u8]) -> Result<Vec<u8>, ApiError
     }
 }
 
-/// serde_json straight into the model types: the cost this server exists to measure.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(ErrorCode::Serialization, format!("Request body could not be parsed: {e}")))
+/// Straight into the model types (JSON with serde_json alone): the cost this server exists
+/// to measure.
+fn parse<T: DeserializeOwned>(format: Format, body: &[u8]) -> Result<T, ApiError> {
+    match format {
+        Format::Json => serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(ErrorCode::Serialization, format!("Request body could not be parsed: {e}"))),
+        Format::Cbor => format.decode(body),
+    }
 }
 
-fn error(e: ApiError) -> Response<Full<Bytes>> {
+fn error(format: Format, e: ApiError) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    respond(status, Format::Json.encode_error(&e))
+    respond(status, format, format.encode_error(&e))
 }
 
-fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+fn respond(status: StatusCode, format: Format, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(Format::Json.content_type()));
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static(format.content_type()));
     response
 }
 
@@ -226,12 +236,17 @@ mod tests {
     fn injected_failures_are_well_formed() {
         let s = State { entry_failure: 1.0, ..state() };
         let input = PutRecordsInput { records: Some(vec![PutRecordsRequestEntry::default(); 4]), ..Default::default() };
-        let out: PutRecordsOutput =
-            serde_json::from_slice(&answer(&s, Operation::PutRecords, &Format::Json.encode(&input)).unwrap()).unwrap();
+        let out: PutRecordsOutput = serde_json::from_slice(
+            &answer(&s, Operation::PutRecords, Format::Json, &Format::Json.encode(&input)).unwrap(),
+        )
+        .unwrap();
         assert_eq!(out.failed_record_count, 4);
         assert!(out.records.iter().all(|r| r.error_code.is_some() && r.sequence_number.is_none()));
         let s = State { request_failure: 1.0, ..state() };
-        assert_eq!(answer(&s, Operation::PutRecord, b"{}").unwrap_err().code, ErrorCode::ServiceUnavailable);
+        assert_eq!(
+            answer(&s, Operation::PutRecord, Format::Json, b"{}").unwrap_err().code,
+            ErrorCode::ServiceUnavailable
+        );
     }
 
     #[test]
@@ -241,23 +256,31 @@ mod tests {
             stream_arn: None,
             records: Some(vec![PutRecordsRequestEntry::default(); 5]),
         };
-        let out = answer(&state(), Operation::PutRecords, &Format::Json.encode(&input)).unwrap();
+        let out = answer(&state(), Operation::PutRecords, Format::Json, &Format::Json.encode(&input)).unwrap();
         let parsed: PutRecordsOutput = serde_json::from_slice(&out).unwrap();
         assert_eq!((parsed.failed_record_count, parsed.records.len()), (0, 5));
         let lenient: PutRecordsAnswer = serde_json::from_slice(&out).unwrap();
         assert!(lenient.records.iter().all(|r| r.error_code.is_none() && r.sequence_number.is_some()));
+        // In CBOR (the Java SDK's encoding), answered in CBOR.
+        let out = answer(&state(), Operation::PutRecords, Format::Cbor, &Format::Cbor.encode(&input)).unwrap();
+        let lenient: PutRecordsAnswer = Format::Cbor.decode(&out).unwrap();
+        assert_eq!(lenient.records.len(), 5);
+        assert!(lenient.records.iter().all(|r| r.sequence_number.is_some()));
     }
 
     #[test]
     fn control_plane_answers_let_run_start() {
         let s = state();
-        let summary = answer(&s, Operation::DescribeStreamSummary, br#"{"StreamName":"x"}"#).unwrap();
+        let summary = answer(&s, Operation::DescribeStreamSummary, Format::Json, br#"{"StreamName":"x"}"#).unwrap();
         let summary: SummaryAnswer = serde_json::from_slice(&summary).unwrap();
         assert_eq!(summary.stream_description_summary.stream_status, "ACTIVE");
         let shards: ListShardsOutput =
-            serde_json::from_slice(&answer(&s, Operation::ListShards, b"{}").unwrap()).unwrap();
+            serde_json::from_slice(&answer(&s, Operation::ListShards, Format::Json, b"{}").unwrap()).unwrap();
         assert_eq!(shards.shards.len(), 3);
-        assert!(answer(&s, Operation::GetRecords, b"{}").is_err());
-        assert_eq!(answer(&s, Operation::PutRecords, b"{not json").unwrap_err().code, ErrorCode::Serialization);
+        assert!(answer(&s, Operation::GetRecords, Format::Json, b"{}").is_err());
+        assert_eq!(
+            answer(&s, Operation::PutRecords, Format::Json, b"{not json").unwrap_err().code,
+            ErrorCode::Serialization
+        );
     }
 }

@@ -9,6 +9,7 @@ use crate::verify::Verifier;
 use crate::workload::{PutConfig, put_phase};
 use crate::{drain, stream};
 use std::time::Duration;
+use streamfabric_api::Format;
 
 pub enum Outcome {
     Success,
@@ -19,7 +20,8 @@ pub async fn run(args: RunArgs) -> Result<Outcome, String> {
     let args = args.validate()?;
     let endpoint = Endpoint::parse(&args.endpoint)?
         .with_ca_file(args.ca_file.as_deref())?
-        .signed_by(args.access_key_id.as_deref(), args.secret_access_key.as_deref());
+        .signed_by(args.access_key_id.as_deref(), args.secret_access_key.as_deref())
+        .speaking(if args.encoding == "cbor" { Format::Cbor } else { Format::Json });
     let request_timeout = Duration::from_secs(args.request_timeout_secs);
     let run_tag: u16 = rand::random();
     print_params(&args, run_tag);
@@ -143,8 +145,9 @@ fn print_params(a: &RunArgs, run_tag: u16) {
     let rate = a.rate.map_or("unlimited".into(), |r| format!("{r}"));
     let api = if a.batch_size == 1 { "PutRecord" } else { "PutRecords" };
     println!(
-        "params endpoint={} stream={} shards={} connections={} records={} duration_secs={} record_size={} batch_size={} api={api} rate={rate} drain={} verify={} delete={} run_tag={run_tag:04x}",
+        "params endpoint={} encoding={} stream={} shards={} connections={} records={} duration_secs={} record_size={} batch_size={} api={api} rate={rate} drain={} verify={} delete={} run_tag={run_tag:04x}",
         a.endpoint,
+        a.encoding,
         a.stream,
         a.shards,
         a.connections,

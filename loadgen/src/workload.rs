@@ -12,7 +12,6 @@ use rand::{Rng, RngCore, SeedableRng};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use streamfabric_api::Format;
 use streamfabric_api::model::{Operation, PutRecordInput, PutRecordsInput, PutRecordsRequestEntry};
 use streamfabric_api::types::Blob;
 use tokio::task::JoinSet;
@@ -240,11 +239,12 @@ impl Worker {
             partition_key: Some(key),
             ..Default::default()
         };
-        let body = Format::Json.encode(&input);
+        let body = self.conn.format().encode(&input);
         for attempt in 0..MAX_REQUEST_ATTEMPTS {
             match self.send(Operation::PutRecord, body.clone()).await {
                 Ok(answer) => {
-                    let _: PutRecordAnswer = client::decode(&answer).map_err(|e| format!("PutRecord answer: {e}"))?;
+                    let _: PutRecordAnswer =
+                        client::decode(self.conn.format(), &answer).map_err(|e| format!("PutRecord answer: {e}"))?;
                     self.ack(counter);
                     return Ok(());
                 }
@@ -276,7 +276,7 @@ impl Worker {
         let mut request_attempt = 0;
         loop {
             input.records = Some(entries);
-            let body = Format::Json.encode(&input);
+            let body = self.conn.format().encode(&input);
             entries = input.records.take().unwrap_or_default();
             let answer = match self.send(Operation::PutRecords, body).await {
                 Ok(answer) => answer,
@@ -289,7 +289,8 @@ impl Worker {
                     continue;
                 }
             };
-            let answer: PutRecordsAnswer = client::decode(&answer).map_err(|e| format!("PutRecords answer: {e}"))?;
+            let answer: PutRecordsAnswer =
+                client::decode(self.conn.format(), &answer).map_err(|e| format!("PutRecords answer: {e}"))?;
             if answer.records.len() != entries.len() {
                 return Err(format!(
                     "PutRecords answered {} results for {} entries",

@@ -231,4 +231,12 @@ mod tests {
         assert!(parse(&["--batch-size", "1", "--record-size", "1048576"]).validate().is_ok());
         assert!(parse(&["--rate", "0"]).validate().is_err());
     }
+
+    #[test]
+    fn the_encoding_is_json_or_cbor() {
+        assert_eq!(parse(&[]).encoding, "json");
+        assert_eq!(parse(&["--encoding", "cbor"]).encoding, "cbor");
+        let xml = ["streamfabric-loadgen", "run", "--encoding", "xml"];
+        assert!(Cli::try_parse_from(xml).is_err());
+    }
 }

@@ -145,7 +145,7 @@ impl ApiError {
 
     /// AWS's wording for a constraint on one member, e.g.
     /// `Value '...' at 'partitionKey' failed to satisfy constraint: Member must ...`.
-    pub fn validation(field: &str, value: impl fmt::Display, constraint: &str) -> Self {
+    pub fn validation(field: impl fmt::Display, value: impl fmt::Display, constraint: &str) -> Self {
         let mut shown = value.to_string();
         if shown.len() > 64 {
             let mut cut = 64;

@@ -9,7 +9,7 @@ pub fn hash_of_partition_key(key: &str) -> u128 {
 }
 
 /// Parse an ExplicitHashKey: a decimal `0|[1-9]\d{0,38}` no greater than 2^128-1.
-pub fn parse_explicit_hash_key(field: &str, value: &str) -> Result<u128, ApiError> {
+pub fn parse_explicit_hash_key(field: impl std::fmt::Display, value: &str) -> Result<u128, ApiError> {
     let well_formed = value == "0"
         || (!value.is_empty()
             && value.len() <= 39

@@ -14,6 +14,7 @@ pub mod model;
 pub mod names;
 pub mod owners;
 pub mod policy;
+pub mod put_records_answer;
 pub mod records_answer;
 pub mod sequence;
 pub mod settings;

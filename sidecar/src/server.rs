@@ -125,7 +125,7 @@ fn record(
     let chars = partition_key.chars().count();
     if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
         return Err(ApiError::validation(
-            &format!("{field}partitionKey"),
+            format_args!("{field}partitionKey"),
             &partition_key,
             &format!("Member must have length between 1 and {MAX_PARTITION_KEY_CHARS}"),
         ));
@@ -133,13 +133,13 @@ fn record(
     let data = data.ok_or_else(|| ApiError::missing(&format!("{field}data")))?;
     if data.len() > DEFAULT_MAX_RECORD_BYTES {
         return Err(ApiError::validation(
-            &format!("{field}data"),
+            format_args!("{field}data"),
             format!("{} bytes", data.len()),
             &format!("Member must have length less than or equal to {DEFAULT_MAX_RECORD_BYTES}"),
         ));
     }
     if let Some(key) = &explicit_hash_key {
-        parse_explicit_hash_key(&format!("{field}explicitHashKey"), key)?;
+        parse_explicit_hash_key(format_args!("{field}explicitHashKey"), key)?;
     }
     Ok(Record { partition_key, explicit_hash_key, data })
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use streamfabric_api::model::*;
 use streamfabric_api::names::parse_shard_id;
+use streamfabric_api::put_records_answer::PutRecordsAnswer;
 use streamfabric_api::types::Timestamp;
 use streamfabric_api::{ApiError, ErrorCode, Format};
 
@@ -280,7 +281,7 @@ impl Broker {
         destination: Option<String>,
         part: PutRecordsInput,
     ) -> Result<PutRecordsOutput, ApiError> {
-        let Some(address) = destination else { return self.put_records(part).await };
+        let Some(address) = destination else { return self.put_records(part).await.map(PutRecordsAnswer::into_output) };
         let fabric = self.fabric.as_ref().expect("cluster mode");
         let relayed = fabric.peers.forward(&address, req.target, req.format, req.format.encode(&part).into()).await?;
         if relayed.status.is_success() {

@@ -15,17 +15,31 @@ use streamfabric_api::limits::{
 };
 use streamfabric_api::model::*;
 use streamfabric_api::names::PAUSED_TAG;
+use streamfabric_api::put_records_answer::{PutRecordsAnswer, WrittenShard};
 use streamfabric_api::sequence::SequenceNumber;
 use streamfabric_api::types::Blob;
 use streamfabric_api::{ApiError, ErrorCode, Violations};
 
 /// Field paths for errors: `partitionKey` for PutRecord, `records.N.member.partitionKey`
-/// for entry N (1-based) of PutRecords.
-fn field(entry: Option<usize>, name: &str) -> String {
-    match entry {
-        Some(i) => format!("records.{}.member.{name}", i + 1),
-        None => name.to_string(),
+/// for entry N (1-based) of PutRecords. Formatted only when an error names it, not once
+/// per record checked.
+#[derive(Clone, Copy)]
+struct Field<'a> {
+    entry: Option<usize>,
+    name: &'a str,
+}
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.entry {
+            Some(i) => write!(f, "records.{}.member.{}", i + 1, self.name),
+            None => f.write_str(self.name),
+        }
     }
+}
+
+fn field(entry: Option<usize>, name: &str) -> Field<'_> {
+    Field { entry, name }
 }
 
 /// Durability `object`: what goes into the write-ahead object for one append (`records`
@@ -145,16 +159,16 @@ impl Broker {
         max_record_bytes: usize,
     ) -> Option<u128> {
         let (data, key, explicit_hash_key) = record;
-        let data = checks.check(data.ok_or_else(|| ApiError::missing(&field(entry, "data"))));
-        let key = checks.check(key.ok_or_else(|| ApiError::missing(&field(entry, "partitionKey"))));
+        let data = checks.check(data.ok_or_else(|| ApiError::missing(&field(entry, "data").to_string())));
+        let key = checks.check(key.ok_or_else(|| ApiError::missing(&field(entry, "partitionKey").to_string())));
         if let Some(key) = key {
-            checks.check(validate::partition_key(&field(entry, "partitionKey"), key));
+            checks.check(validate::partition_key(field(entry, "partitionKey"), key));
         }
         if let Some(data) = data {
-            checks.check(validate::record_data(&field(entry, "data"), data.0.len(), max_record_bytes));
+            checks.check(validate::record_data(field(entry, "data"), data.0.len(), max_record_bytes));
         }
         match explicit_hash_key {
-            Some(h) => checks.check(parse_explicit_hash_key(&field(entry, "explicitHashKey"), h)),
+            Some(h) => checks.check(parse_explicit_hash_key(field(entry, "explicitHashKey"), h)),
             None => key.map(hash_of_partition_key),
         }
     }
@@ -349,7 +363,7 @@ impl Broker {
         })
     }
 
-    pub(crate) async fn put_records(&self, mut input: PutRecordsInput) -> Result<PutRecordsOutput, ApiError> {
+    pub(crate) async fn put_records(&self, mut input: PutRecordsInput) -> Result<PutRecordsAnswer, ApiError> {
         let entries = input.records.take().ok_or_else(|| ApiError::missing("records"))?;
         let hashes = self.check_put_records(&entries, self.record_limit(&input.stream_name, &input.stream_arn))?;
         self.put_checked_records(input, entries, hashes).await
@@ -361,38 +375,15 @@ impl Broker {
         input: PutRecordsInput,
         entries: Vec<PutRecordsRequestEntry>,
         hashes: Vec<u128>,
-    ) -> Result<PutRecordsOutput, ApiError> {
+    ) -> Result<PutRecordsAnswer, ApiError> {
         let stream = self.resolve_serving(&input.stream_name, &input.stream_arn)?;
         let records = hashes.into_iter().zip(entries).map(|(hash, e)| {
             (hash, NewRecord { partition_key: e.partition_key.unwrap_or_default(), data: e.data.unwrap_or_default().0 })
         });
         let written = self.append(&stream, records.collect()).await?;
-        let mut failed = 0;
-        let results = written
-            .records
-            .into_iter()
-            .map(|record| match record {
-                Ok((s, offset)) => {
-                    let shard = &written.shards[s];
-                    PutRecordsResultEntry {
-                        shard_id: Some(shard.id.clone()),
-                        sequence_number: Some(SequenceNumber::new(shard.index, offset).text()),
-                        ..Default::default()
-                    }
-                }
-                Err(e) => {
-                    failed += 1;
-                    PutRecordsResultEntry {
-                        error_code: Some(e.code.as_entry_code().as_str().into()),
-                        error_message: Some(e.message),
-                        ..Default::default()
-                    }
-                }
-            })
-            .collect();
-        Ok(PutRecordsOutput {
-            failed_record_count: failed,
-            records: results,
+        Ok(PutRecordsAnswer {
+            shards: written.shards.iter().map(|s| WrittenShard { index: s.index, id: s.id.clone() }).collect(),
+            records: written.records,
             encryption_type: stream.encryption_type().into(),
         })
     }

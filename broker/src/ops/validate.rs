@@ -31,12 +31,13 @@ pub fn stream_name(name: &Option<String>, arn: &Option<String>) -> Result<String
     }
 }
 
-pub fn partition_key(field: &str, key: &str) -> Result<(), ApiError> {
-    let chars = key.chars().count();
-    if chars == 0 {
+/// `field` is formatted only if the key is refused: PutRecords checks every record's key.
+pub fn partition_key(field: impl std::fmt::Display, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
         return Err(ApiError::validation(field, key, "Member must have length greater than or equal to 1"));
     }
-    if chars > MAX_PARTITION_KEY_CHARS {
+    // No more bytes than the limit, no more characters: only longer keys are counted.
+    if key.len() > MAX_PARTITION_KEY_CHARS && key.chars().count() > MAX_PARTITION_KEY_CHARS {
         return Err(ApiError::validation(
             field,
             key,
@@ -46,7 +47,7 @@ pub fn partition_key(field: &str, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn record_data(field: &str, len: usize, max: usize) -> Result<(), ApiError> {
+pub fn record_data(field: impl std::fmt::Display, len: usize, max: usize) -> Result<(), ApiError> {
     if len > max {
         return Err(ApiError::validation(
             field,
@@ -149,6 +150,8 @@ mod tests {
         assert!(e.message.contains("records.3.member.partitionKey") && e.message.contains("256"), "{}", e.message);
         // 256 multi-byte characters are allowed: the limit counts characters.
         assert!(partition_key("partitionKey", &"é".repeat(256)).is_ok());
+        assert!(partition_key("partitionKey", &"é".repeat(257)).unwrap_err().message.contains("256"));
+        assert!(partition_key("partitionKey", "").unwrap_err().message.contains("greater than or equal to 1"));
         let e = record_data("data", 1_048_577, 1_048_576).unwrap_err();
         assert!(e.message.contains("data") && e.message.contains("1048576"), "{}", e.message);
         let e = retention_hours(Some(23)).unwrap_err();

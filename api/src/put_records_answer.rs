@@ -1,0 +1,161 @@
+//! A PutRecords answer as the broker encodes it: the shape of `PutRecordsOutput`, each entry
+//! serialised from its shard and offset. Built as `PutRecordsOutput`, an answer took two
+//! Strings per record (the sequence number and a copy of the shard id), allocated and freed
+//! once per record of every PutRecords; here the sequence number is rendered on the stack and
+//! the shard id is borrowed. `Format::encode` of either is the same bytes.
+
+use crate::error::ApiError;
+use crate::model::{PutRecordsOutput, PutRecordsResultEntry};
+use crate::sequence::SequenceNumber;
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+/// A shard a write went to: its index (for sequence numbers) and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenShard {
+    pub index: u64,
+    pub id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PutRecordsAnswer {
+    pub shards: Vec<WrittenShard>,
+    /// Per record, in request order: its shard (a position in `shards`) and offset, or why it
+    /// was not stored.
+    pub records: Vec<Result<(usize, u64), ApiError>>,
+    pub encryption_type: String,
+}
+
+impl PutRecordsAnswer {
+    pub fn failed_record_count(&self) -> i64 {
+        self.records.iter().filter(|r| r.is_err()).count() as i64
+    }
+
+    /// The same answer as the model type (to merge the parts of a split request).
+    pub fn into_output(self) -> PutRecordsOutput {
+        let failed_record_count = self.failed_record_count();
+        let shards = self.shards;
+        let records = self
+            .records
+            .into_iter()
+            .map(|record| match record {
+                Ok((s, offset)) => PutRecordsResultEntry {
+                    sequence_number: Some(SequenceNumber::new(shards[s].index, offset).text()),
+                    shard_id: Some(shards[s].id.clone()),
+                    ..Default::default()
+                },
+                Err(e) => PutRecordsResultEntry {
+                    error_code: Some(e.code.as_entry_code().as_str().into()),
+                    error_message: Some(e.message),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        PutRecordsOutput { failed_record_count, records, encryption_type: self.encryption_type }
+    }
+}
+
+impl Serialize for PutRecordsAnswer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("PutRecordsOutput", 3)?;
+        out.serialize_field("FailedRecordCount", &self.failed_record_count())?;
+        out.serialize_field("Records", &Entries(self))?;
+        out.serialize_field("EncryptionType", &self.encryption_type)?;
+        out.end()
+    }
+}
+
+struct Entries<'a>(&'a PutRecordsAnswer);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.records.len()))?;
+        for record in &self.0.records {
+            seq.serialize_element(&Entry { answer: self.0, record })?;
+        }
+        seq.end()
+    }
+}
+
+struct Entry<'a> {
+    answer: &'a PutRecordsAnswer,
+    record: &'a Result<(usize, u64), ApiError>,
+}
+
+impl Serialize for Entry<'_> {
+    /// The fields `PutRecordsResultEntry` serialises, in its order, the absent ones skipped.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entry = serializer.serialize_struct("PutRecordsResultEntry", 2)?;
+        match self.record {
+            Ok((s, offset)) => {
+                let shard = &self.answer.shards[*s];
+                let digits = SequenceNumber::new(shard.index, *offset).digits();
+                let text = std::str::from_utf8(&digits).expect("ASCII digits");
+                entry.serialize_field("SequenceNumber", text)?;
+                entry.serialize_field("ShardId", &shard.id)?;
+            }
+            Err(e) => {
+                entry.serialize_field("ErrorCode", e.code.as_entry_code().as_str())?;
+                entry.serialize_field("ErrorMessage", &e.message)?;
+            }
+        }
+        entry.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Format;
+    use crate::error::ErrorCode;
+    use proptest::prelude::*;
+
+    fn answer(records: Vec<Result<(usize, u64), ApiError>>) -> PutRecordsAnswer {
+        PutRecordsAnswer {
+            shards: vec![
+                WrittenShard { index: 0, id: "shardId-000000000000".into() },
+                WrittenShard { index: 17, id: "shardId-000000000017".into() },
+            ],
+            records,
+            encryption_type: "NONE".into(),
+        }
+    }
+
+    fn assert_same_bytes(a: PutRecordsAnswer) {
+        for format in [Format::Json, Format::Cbor] {
+            let direct = format.encode(&a);
+            let model = format.encode(&a.clone().into_output());
+            assert_eq!(direct, model, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn encodes_as_the_model_type_does() {
+        let throttled = ApiError::new(ErrorCode::ProvisionedThroughputExceeded, "Rate exceeded for shard \"x\".");
+        let failed = ApiError::internal("The records could not be stored.");
+        let a = answer(vec![Ok((0, 0)), Err(throttled), Ok((1, u64::MAX)), Err(failed), Ok((1, 42))]);
+        assert_eq!(a.failed_record_count(), 2);
+        let json: serde_json::Value = serde_json::from_slice(&Format::Json.encode(&a)).unwrap();
+        assert_eq!(json["Records"][2]["SequenceNumber"], SequenceNumber::new(17, u64::MAX).text());
+        assert_eq!(json["Records"][1]["ErrorCode"], "ProvisionedThroughputExceededException");
+        assert_eq!(json["Records"][3]["ErrorCode"], "InternalFailure");
+        assert_eq!(json["FailedRecordCount"], 2);
+        assert_same_bytes(a);
+        assert_same_bytes(answer(Vec::new()));
+    }
+
+    proptest! {
+        #[test]
+        fn random_answers_encode_as_the_model_type_does(
+            records in proptest::collection::vec(
+                prop_oneof![
+                    (0usize..2, any::<u64>()).prop_map(Ok),
+                    ".{0,40}".prop_map(|m| Err(ApiError::new(ErrorCode::ProvisionedThroughputExceeded, m))),
+                ],
+                0..600,
+            )
+        ) {
+            assert_same_bytes(answer(records));
+        }
+    }
+}

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use streamfabric_api::model::*;
-use streamfabric_api::names::parse_shard_id;
+use streamfabric_api::names::{parse_consumer_arn, parse_shard_id, stream_name_from_arn};
 use streamfabric_api::put_records_answer::PutRecordsAnswer;
 use streamfabric_api::types::Timestamp;
 use streamfabric_api::{ApiError, ErrorCode, Format};
@@ -325,9 +325,24 @@ fn stream_named(format: Format, body: &[u8]) -> Option<String> {
         stream_name: Option<String>,
         #[serde(rename = "StreamARN")]
         stream_arn: Option<String>,
+        /// Tags and resource policies name a stream or a consumer by this.
+        #[serde(rename = "ResourceARN")]
+        resource_arn: Option<String>,
+        #[serde(rename = "ConsumerARN")]
+        consumer_arn: Option<String>,
     }
     let named: Named = format.decode(body).ok()?;
-    named.stream_name.or_else(|| named.stream_arn.and_then(|arn| arn.rsplit_once('/').map(|(_, n)| n.to_string())))
+    let of_arn = |arn: &str| {
+        let stream = if arn.contains("/consumer/") {
+            parse_consumer_arn(arn).ok().map(|(stream, _, _)| stream)
+        } else {
+            stream_name_from_arn(arn).ok()
+        };
+        stream.map(str::to_string)
+    };
+    named
+        .stream_name
+        .or_else(|| [named.stream_arn, named.resource_arn, named.consumer_arn].iter().flatten().find_map(|a| of_arn(a)))
 }
 
 /// A peer's error answer as an error here (its code and message).
@@ -344,4 +359,32 @@ fn relayed_error(format: Format, relayed: &Relayed) -> ApiError {
     );
     let message = body.and_then(|b| b.message).unwrap_or_else(|| format!("a peer answered HTTP {}", relayed.status));
     ApiError::new(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control operation relayed to the coordinator is adopted here before the answer only
+    /// if its stream is known from the request: by name, or by any ARN naming it or one of
+    /// its consumers (a resource policy or tags set on a consumer, for one).
+    #[test]
+    fn the_stream_of_a_control_request_is_found_by_name_or_by_any_arn() {
+        let stream = "arn:aws:kinesis:us-east-1:000000000000:stream/shared";
+        let consumer = format!("{stream}/consumer/c1:1700000000");
+        for body in [
+            serde_json::json!({"StreamName": "shared"}),
+            serde_json::json!({"StreamARN": stream}),
+            serde_json::json!({"ResourceARN": stream, "Policy": "{}"}),
+            serde_json::json!({"ResourceARN": consumer}),
+            serde_json::json!({"ConsumerARN": consumer}),
+        ] {
+            for format in [Format::Json, Format::Cbor] {
+                let bytes = format.encode(&body);
+                assert_eq!(stream_named(format, &bytes).as_deref(), Some("shared"), "{body} in {format:?}");
+            }
+        }
+        let none = serde_json::json!({"ResourceARN": "not an arn"});
+        assert_eq!(stream_named(Format::Json, &Format::Json.encode(&none)), None);
+    }
 }

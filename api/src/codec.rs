@@ -2,6 +2,8 @@
 //! the encoding the request came in.
 
 use crate::error::{ApiError, ErrorCode};
+use crate::types::SharedBody;
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +37,12 @@ impl Format {
             Format::Json => JSON_CONTENT_TYPE,
             Format::Cbor => CBOR_CONTENT_TYPE,
         }
+    }
+
+    /// `decode`, with CBOR byte strings (record data) kept as slices of `body`, not copied.
+    pub fn decode_shared<T: DeserializeOwned>(self, body: &Bytes) -> Result<T, ApiError> {
+        let _shared = SharedBody::enter(body);
+        self.decode(body)
     }
 
     /// Decode a request body; an empty body is an empty structure.
@@ -268,6 +276,65 @@ mod tests {
             decoders_agree::<PutRecordsInput>(&put)?;
             decoders_agree::<GetShardIteratorInput>(&it)?;
             decoders_agree::<PutRecordsInput>(&garbage)?;
+        }
+    }
+
+    fn put_records_of(data: Vec<Vec<u8>>) -> crate::model::PutRecordsInput {
+        let records = data.into_iter().enumerate().map(|(i, data)| crate::model::PutRecordsRequestEntry {
+            data: Some(Blob(Bytes::from(data))),
+            partition_key: Some(format!("k{i}")),
+            explicit_hash_key: None,
+        });
+        crate::model::PutRecordsInput {
+            stream_name: Some("s".into()),
+            stream_arn: None,
+            records: Some(records.collect()),
+        }
+    }
+
+    fn data_of(input: &crate::model::PutRecordsInput) -> Vec<Bytes> {
+        input.records.iter().flatten().map(|r| r.data.clone().unwrap_or_default().0).collect()
+    }
+
+    /// Decoded with `decode` and with `decode_shared`.
+    fn both_ways(format: Format, body: &Bytes) -> [crate::model::PutRecordsInput; 2] {
+        [format.decode(body).unwrap(), format.decode_shared(body).unwrap()]
+    }
+
+    fn inside(body: &Bytes, blob: &Bytes) -> bool {
+        let range = body.as_ptr_range();
+        range.start <= blob.as_ptr() && blob.as_ptr_range().end <= range.end
+    }
+
+    #[test]
+    fn cbor_record_data_decoded_from_a_shared_body_is_not_copied() {
+        let input = put_records_of((1..40).map(|i| vec![i as u8; i * 13]).collect());
+        let body = Bytes::from(Format::Cbor.encode(&input));
+        let [copied, shared] = both_ways(Format::Cbor, &body);
+        assert_eq!(data_of(&shared), data_of(&input));
+        assert!(data_of(&shared).iter().all(|data| inside(&body, data)));
+        assert!(!data_of(&copied).iter().any(|data| inside(&body, data)));
+        // Once `decode_shared` returned, even with an error, blobs are copies again: a byte
+        // string (0x43: 3 bytes) inside a body that was shared and refused.
+        let bad = Bytes::from_static(&[0x43, 1, 2, 3, 0xff]);
+        let err = Format::Cbor.decode_shared::<crate::model::PutRecordsInput>(&bad).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Serialization);
+        let blob: Blob = cbor4ii::serde::from_slice(&bad[..4]).unwrap();
+        assert_eq!(blob.0.as_ref(), &[1, 2, 3]);
+        assert!(!inside(&bad, &blob.0));
+    }
+
+    proptest! {
+        /// Whatever the records (empty data included), both decoders of both formats give them back.
+        #[test]
+        fn put_records_decode_as_they_were_encoded(data in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..40)) {
+            let input = put_records_of(data);
+            for format in [Format::Json, Format::Cbor] {
+                let body = Bytes::from(format.encode(&input));
+                for decoded in both_ways(format, &body) {
+                    prop_assert_eq!(data_of(&decoded), data_of(&input));
+                }
+            }
         }
     }
 

@@ -15,7 +15,7 @@ const START_MARKER: &str = "48";
 const SHARD_DIGITS: usize = 12;
 const PADDING: usize = 22;
 const OFFSET_DIGITS: usize = 20;
-const LEN: usize = MARKER.len() + SHARD_DIGITS + PADDING + OFFSET_DIGITS;
+pub(crate) const LEN: usize = MARKER.len() + SHARD_DIGITS + PADDING + OFFSET_DIGITS;
 const LEGACY_LEN: usize = LEN - PADDING;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

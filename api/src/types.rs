@@ -6,6 +6,7 @@ use base64_simd::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use std::cell::RefCell;
 use std::fmt;
 
 /// Opaque record data.
@@ -48,7 +49,11 @@ impl<'de> Deserialize<'de> for Blob {
                 decode(v.as_bytes())
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                if self.text { decode(v) } else { Ok(Blob(Bytes::copy_from_slice(v))) }
+                if self.text {
+                    decode(v)
+                } else {
+                    Ok(Blob(SharedBody::slice(v).unwrap_or_else(|| Bytes::copy_from_slice(v))))
+                }
             }
             fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
                 if self.text { decode(&v) } else { Ok(Blob(Bytes::from(v))) }
@@ -61,6 +66,41 @@ impl<'de> Deserialize<'de> for Blob {
         } else {
             d.deserialize_any(BlobVisitor { text: false })
         }
+    }
+}
+
+thread_local! {
+    /// The body `Format::decode_shared` is reading on this thread, if any.
+    static SHARED_BODY: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+}
+
+/// While this lives, CBOR byte strings (record data) that lie in the body are kept as slices
+/// of it instead of copies: a CBOR PutRecords then allocates and copies no record data (a
+/// sixth to a third of its decoding time). The records keep the whole body alive together,
+/// until the last of them is dropped (once appended). Base64 text is decoded as before: into
+/// one buffer for all the records it cost more than it saved on small records.
+pub(crate) struct SharedBody(());
+
+impl SharedBody {
+    pub(crate) fn enter(body: &Bytes) -> SharedBody {
+        SHARED_BODY.with_borrow_mut(|current| *current = Some(body.clone()));
+        SharedBody(())
+    }
+
+    /// `bytes` as a slice of the shared body, if they lie in it.
+    fn slice(bytes: &[u8]) -> Option<Bytes> {
+        SHARED_BODY.with_borrow(|body| {
+            let body = body.as_ref()?;
+            let range = body.as_ptr_range();
+            let inside = range.start <= bytes.as_ptr() && bytes.as_ptr_range().end <= range.end;
+            inside.then(|| body.slice_ref(bytes))
+        })
+    }
+}
+
+impl Drop for SharedBody {
+    fn drop(&mut self) {
+        SHARED_BODY.with_borrow_mut(|current| *current = None);
     }
 }
 

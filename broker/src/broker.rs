@@ -15,6 +15,7 @@ use crate::tier::{StoreOptions, TierError, TierStore};
 use crate::tiered::Tiers;
 use crate::tokens::TokenSigner;
 use crate::write_ahead::{BatchSettings, WalBatcher};
+use bytes::Bytes;
 use futures::StreamExt;
 use std::io;
 use std::path::Path;
@@ -510,20 +511,21 @@ impl Broker {
 
     /// Decode, run and encode one operation, its answer in one buffer.
     pub async fn call(&self, op: Operation, format: Format, body: &[u8]) -> Result<Vec<u8>, ApiError> {
-        self.answer(op, format, body).await.map(Answer::into_whole)
+        self.answer(op, format, &Bytes::copy_from_slice(body)).await.map(Answer::into_whole)
     }
 
-    /// Decode and run one operation; its answer encoded, or to encode while it is sent.
-    pub async fn answer(&self, op: Operation, format: Format, body: &[u8]) -> Result<Answer, ApiError> {
+    /// Decode and run one operation; its answer encoded, or to encode while it is sent. Record
+    /// data decoded from `body` shares its memory (`Format::decode_shared`).
+    pub async fn answer(&self, op: Operation, format: Format, body: &Bytes) -> Result<Answer, ApiError> {
         macro_rules! run {
             ($handler:ident) => {
-                format.encode(&self.$handler(format.decode(body)?).await?).into()
+                format.encode(&self.$handler(format.decode_shared(body)?).await?).into()
             };
         }
         // Operations without output answer with an empty body, as AWS's do.
         macro_rules! run_without_output {
             ($handler:ident) => {{
-                let _: Empty = self.$handler(format.decode(body)?).await?;
+                let _: Empty = self.$handler(format.decode_shared(body)?).await?;
                 Vec::new().into()
             }};
         }
@@ -535,12 +537,12 @@ impl Broker {
             Operation::DescribeStreamSummary => run!(describe_stream_summary),
             Operation::ListShards => run!(list_shards),
             Operation::PutRecord => run!(put_record),
-            Operation::PutRecords => run!(put_records),
+            Operation::PutRecords => self.put_records(format.decode_shared(body)?).await?.encode(format).into(),
             Operation::GetShardIterator => run!(get_shard_iterator),
             // The largest answers (up to 10 MiB of data): encoded piece by piece as they are sent.
             Operation::GetRecords => {
                 let _permit = self.read_slots.acquire().await.expect("the semaphore is never closed");
-                Answer::Records(RecordsAnswer::new(format, self.get_records(format.decode(body)?).await?))
+                Answer::Records(RecordsAnswer::new(format, self.get_records(format.decode_shared(body)?).await?))
             }
             Operation::IncreaseStreamRetentionPeriod => run_without_output!(increase_retention),
             Operation::DecreaseStreamRetentionPeriod => run_without_output!(decrease_retention),

@@ -163,7 +163,7 @@ impl Broker {
 
     async fn route_put_record(&self, req: Request<'_>) -> Reply {
         // Anything malformed is refused here, with the same answer a broker alone gives.
-        let Ok(input) = req.format.decode::<PutRecordInput>(&req.body) else { return self.here(&req).await };
+        let Ok(input) = req.format.decode_shared::<PutRecordInput>(&req.body) else { return self.here(&req).await };
         let limit = self.record_limit(&input.stream_name, &input.stream_arn);
         let Ok(hash) = self.check_put_record(&input, limit) else { return self.here(&req).await };
         let Ok(stream) = self.resolve_fresh(&input.stream_name, &input.stream_arn).await else {
@@ -202,7 +202,9 @@ impl Broker {
 
     /// Split by the broker serving each record's shard; put the answers back in request order.
     async fn route_put_records(&self, req: Request<'_>) -> Reply {
-        let Ok(mut input) = req.format.decode::<PutRecordsInput>(&req.body) else { return self.here(&req).await };
+        let Ok(mut input) = req.format.decode_shared::<PutRecordsInput>(&req.body) else {
+            return self.here(&req).await;
+        };
         let Some(entries) = input.records.as_deref() else { return self.here(&req).await };
         let limit = self.record_limit(&input.stream_name, &input.stream_arn);
         let Ok(hashes) = self.check_put_records(entries, limit) else { return self.here(&req).await };
@@ -226,7 +228,7 @@ impl Broker {
                 None => {
                     let entries = input.records.take().unwrap_or_default();
                     let put = self.put_checked_records(input, entries, hashes).await;
-                    Reply::Local(put.map(|out| req.format.encode(&out).into()))
+                    Reply::Local(put.map(|answer| answer.encode(req.format).into()))
                 }
                 Some(address) => self.relay(&req, &address).await,
             };

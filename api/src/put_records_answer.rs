@@ -2,7 +2,8 @@
 //! serialised from its shard and offset. Built as `PutRecordsOutput`, an answer took two
 //! Strings per record (the sequence number and a copy of the shard id), allocated and freed
 //! once per record of every PutRecords; here the sequence number is rendered on the stack and
-//! the shard id is borrowed. `Format::encode` of either is the same bytes.
+//! the shard id is borrowed. `Format::encode` of either is the same bytes, and so is `encode`,
+//! which writes JSON directly.
 
 use crate::codec::Format;
 use crate::error::ApiError;
@@ -54,9 +55,7 @@ impl PutRecordsAnswer {
             .collect();
         PutRecordsOutput { failed_record_count, records, encryption_type: self.encryption_type }
     }
-}
 
-impl PutRecordsAnswer {
     /// The answer's body: the same bytes as `format.encode(self)`, JSON written directly.
     pub fn encode(&self, format: Format) -> Vec<u8> {
         match format {

@@ -3,7 +3,7 @@
 //! Strings per record (the sequence number and a copy of the shard id), allocated and freed
 //! once per record of every PutRecords; here the sequence number is rendered on the stack and
 //! the shard id is borrowed. `Format::encode` of either is the same bytes, and so is `encode`,
-//! which writes JSON directly.
+//! which writes JSON and CBOR directly.
 
 use crate::codec::Format;
 use crate::error::ApiError;
@@ -56,12 +56,54 @@ impl PutRecordsAnswer {
         PutRecordsOutput { failed_record_count, records, encryption_type: self.encryption_type }
     }
 
-    /// The answer's body: the same bytes as `format.encode(self)`, JSON written directly.
+    /// The answer's body: the same bytes as `format.encode(self)`, written directly.
     pub fn encode(&self, format: Format) -> Vec<u8> {
         match format {
             Format::Json => self.encode_json(),
-            Format::Cbor => format.encode(self),
+            Format::Cbor => self.encode_cbor(),
         }
+    }
+
+    /// CBOR written directly, as ciborium writes the model type (definite lengths, shortest
+    /// heads): each shard's part of a success entry is written once, as in `encode_json`.
+    fn encode_cbor(&self) -> Vec<u8> {
+        let endings: Vec<Vec<u8>> = self
+            .shards
+            .iter()
+            .map(|shard| {
+                let mut ending = Vec::new();
+                cbor_text(&mut ending, "ShardId");
+                cbor_text(&mut ending, &shard.id);
+                ending
+            })
+            .collect();
+        let longest = endings.iter().map(Vec::len).max().unwrap_or(0);
+        let mut out = Vec::with_capacity(64 + self.records.len() * (20 + sequence::LEN + longest));
+        cbor_head(&mut out, CBOR_MAP, 3);
+        cbor_text(&mut out, "FailedRecordCount");
+        cbor_head(&mut out, CBOR_UNSIGNED, self.failed_record_count() as u64);
+        cbor_text(&mut out, "Records");
+        cbor_head(&mut out, CBOR_ARRAY, self.records.len() as u64);
+        for record in &self.records {
+            cbor_head(&mut out, CBOR_MAP, 2);
+            match record {
+                Ok((s, offset)) => {
+                    cbor_text(&mut out, "SequenceNumber");
+                    cbor_head(&mut out, CBOR_TEXT, sequence::LEN as u64);
+                    out.extend_from_slice(&SequenceNumber::new(self.shards[*s].index, *offset).digits());
+                    out.extend_from_slice(&endings[*s]);
+                }
+                Err(e) => {
+                    cbor_text(&mut out, "ErrorCode");
+                    cbor_text(&mut out, e.code.as_entry_code().as_str());
+                    cbor_text(&mut out, "ErrorMessage");
+                    cbor_text(&mut out, &e.message);
+                }
+            }
+        }
+        cbor_text(&mut out, "EncryptionType");
+        cbor_text(&mut out, &self.encryption_type);
+        out
     }
 
     /// serde_json checks every byte of every string it writes for characters to escape (3% of
@@ -109,6 +151,37 @@ impl PutRecordsAnswer {
         out.push(b'}');
         out
     }
+}
+
+const CBOR_UNSIGNED: u8 = 0;
+const CBOR_TEXT: u8 = 3;
+const CBOR_ARRAY: u8 = 4;
+const CBOR_MAP: u8 = 5;
+
+/// A CBOR item's head: its major type and the shortest encoding of `n`.
+fn cbor_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let major = major << 5;
+    match n {
+        0..24 => out.push(major | n as u8),
+        24..0x100 => out.extend_from_slice(&[major | 24, n as u8]),
+        0x100..0x1_0000 => {
+            out.push(major | 25);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        0x1_0000..0x1_0000_0000 => {
+            out.push(major | 26);
+            out.extend_from_slice(&(n as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(major | 27);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+fn cbor_text(out: &mut Vec<u8>, text: &str) {
+    cbor_head(out, CBOR_TEXT, text.len() as u64);
+    out.extend_from_slice(text.as_bytes());
 }
 
 impl Serialize for PutRecordsAnswer {
@@ -197,6 +270,21 @@ mod tests {
         assert_eq!(json["FailedRecordCount"], 2);
         assert_same_bytes(a);
         assert_same_bytes(answer(Vec::new()));
+    }
+
+    #[test]
+    fn cbor_heads_are_ciboriums_at_every_width() {
+        for n in [0, 23, 24, 255, 256, 65_535, 65_536, u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX] {
+            let mut ours = Vec::new();
+            cbor_head(&mut ours, CBOR_UNSIGNED, n);
+            let mut theirs = Vec::new();
+            ciborium::into_writer(&n, &mut theirs).unwrap();
+            assert_eq!(ours, theirs, "{n}");
+        }
+        let long = "x".repeat(70_000);
+        let mut ours = Vec::new();
+        cbor_text(&mut ours, &long);
+        assert_eq!(ours, Format::Cbor.encode(&long));
     }
 
     proptest! {

@@ -117,7 +117,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 500)]
     pub batch_size: usize,
     /// Target records per second over all connections (default: unlimited). Requests are
-    /// paced on a fixed schedule per worker, so latency is also reported from the schedule.
+    /// paced on a fixed schedule per worker, the workers' schedules staggered so that requests
+    /// arrive evenly spaced; latency is also reported from the schedule.
     #[arg(long)]
     pub rate: Option<f64>,
     /// After putting, read every shard from TRIM_HORIZON until caught up and report.

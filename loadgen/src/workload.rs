@@ -144,6 +144,14 @@ struct Worker {
     acks: WorkerAcks,
 }
 
+/// When request `k` of `worker` is due, from the start: `(k + worker / workers) * interval`.
+/// The workers' schedules are staggered so that together they send evenly spaced requests at
+/// the target rate; aligned, they would send one burst of `workers` requests per interval,
+/// and the burst's queueing would be measured as the server's latency.
+fn due_after(interval: Duration, k: u64, worker: u16, workers: u16) -> Duration {
+    interval.mul_f64(k as f64 + f64::from(worker) / f64::from(workers))
+}
+
 type WorkerResult = Result<(u16, PutStats, WorkerAcks), String>;
 
 impl Worker {
@@ -164,7 +172,7 @@ impl Worker {
     }
 
     async fn run(mut self) -> WorkerResult {
-        // With --rate, request k of this worker is due at start + k * interval.
+        // With --rate, each worker sends one request per interval (see `due_after`).
         let interval = self.cfg.rate.map(|rate| {
             let per_worker = rate / f64::from(self.cfg.connections);
             Duration::from_secs_f64(self.cfg.batch_size as f64 / per_worker)
@@ -172,7 +180,7 @@ impl Worker {
         for k in 0u64.. {
             let scheduled = match interval {
                 Some(i) => {
-                    let due = self.start + i.mul_f64(k as f64);
+                    let due = self.start + due_after(i, k, self.id, self.cfg.connections);
                     if due >= self.deadline {
                         break;
                     }
@@ -349,6 +357,18 @@ pub fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paced_workers_together_send_evenly_spaced_requests() {
+        let interval = Duration::from_millis(80);
+        let mut due: Vec<Duration> =
+            (0..8u16).flat_map(|w| (0..3u64).map(move |k| due_after(interval, k, w, 8))).collect();
+        due.sort();
+        assert_eq!(due.len(), 24);
+        for (n, at) in due.iter().enumerate() {
+            assert_eq!(at.as_micros(), n as u128 * 10_000, "request {n} of the merged schedule");
+        }
+    }
 
     #[test]
     fn ids_round_trip_and_are_big_endian() {

@@ -595,7 +595,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => prop::collection::vec((0usize..12, 0usize..200), 0..6).prop_map(Op::Append),
+        6 => prop::collection::vec((0usize..12, prop_oneof![0usize..200, 500usize..1100]), 0..6).prop_map(Op::Append),
         1 => Just(Op::Roll),
         1 => Just(Op::Reopen),
         2 => (0u64..60, 1usize..20, 0usize..600).prop_map(|(from, max_records, max_bytes)| Op::Read { from, max_records, max_bytes }),

@@ -9,20 +9,43 @@ pub use streamfabric_api::settings::Compression;
 
 /// Compresses `data`. `zstd_level` applies to zstd only.
 pub fn compress(data: &[u8], compression: Compression, zstd_level: i32) -> std::io::Result<Vec<u8>> {
-    match compression {
-        Compression::Zstd => zstd::bulk::compress(data, zstd_level).or_else(|_| {
-            // bulk::compress sizes its buffer with compress_bound; fall back to the
-            // streaming encoder should that ever fail.
-            let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 2), zstd_level)?;
-            enc.write_all(data)?;
-            enc.finish()
-        }),
-        Compression::Lz4 => {
-            let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(data.len() / 2));
-            enc.write_all(data)?;
-            enc.finish().map_err(std::io::Error::other)
+    Compressor::new(compression, zstd_level)?.compress(data)
+}
+
+/// Compresses one piece after another (a segment's frames) with one zstd context: making a
+/// context costs about as much as compressing a few kilobytes.
+pub struct Compressor {
+    compression: Compression,
+    zstd_level: i32,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Compressor {
+    /// `zstd_level` applies to zstd only.
+    pub fn new(compression: Compression, zstd_level: i32) -> std::io::Result<Compressor> {
+        let zstd = match compression {
+            Compression::Zstd => Some(zstd::bulk::Compressor::new(zstd_level)?),
+            _ => None,
+        };
+        Ok(Compressor { compression, zstd_level, zstd })
+    }
+
+    pub fn compress(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        match (self.compression, &mut self.zstd) {
+            (Compression::Zstd, Some(zstd)) => zstd.compress(data).or_else(|_| {
+                // compress sizes its buffer with compress_bound; fall back to the streaming
+                // encoder should that ever fail.
+                let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 2), self.zstd_level)?;
+                enc.write_all(data)?;
+                enc.finish()
+            }),
+            (Compression::Lz4, _) => {
+                let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(data.len() / 2));
+                enc.write_all(data)?;
+                enc.finish().map_err(std::io::Error::other)
+            }
+            _ => Ok(data.to_vec()),
         }
-        Compression::None => Ok(data.to_vec()),
     }
 }
 
@@ -62,6 +85,20 @@ mod tests {
         for c in [Compression::Zstd, Compression::Lz4, Compression::None] {
             let z = compress(&[], c, 3).unwrap();
             assert!(decompress(&z, c, 0).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn one_compressor_reused_gives_each_piece_alone() {
+        let pieces: Vec<Vec<u8>> =
+            (0..5u32).map(|p| (0..20_000u32).flat_map(|i| (i % (97 + p)).to_le_bytes()).collect()).collect();
+        for c in [Compression::Zstd, Compression::Lz4, Compression::None] {
+            let mut compressor = Compressor::new(c, 1).unwrap();
+            for piece in &pieces {
+                let z = compressor.compress(piece).unwrap();
+                assert_eq!(z, compress(piece, c, 1).unwrap(), "{c}: a reused context carries nothing over");
+                assert_eq!(&decompress(&z, c, piece.len()).unwrap(), piece);
+            }
         }
     }
 

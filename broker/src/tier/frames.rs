@@ -171,8 +171,9 @@ pub fn encode(
     }
     let mut object = Vec::with_capacity(raw.len() / 2 + cuts.len() * ENTRY_LEN + TRAILER_LEN);
     let mut frames = Vec::with_capacity(cuts.len());
+    let mut compressor = codec::Compressor::new(compression, zstd_level)?;
     for (start, end, first_offset, first_ts_ms, n) in cuts {
-        let stored = codec::compress(&raw[start..end], compression, zstd_level)?;
+        let stored = compressor.compress(&raw[start..end])?;
         let too_big = |what| io::Error::new(io::ErrorKind::InvalidInput, format!("frame {what} exceeds 4 GiB"));
         frames.push(FrameEntry {
             first_offset,

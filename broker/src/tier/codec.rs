@@ -14,37 +14,39 @@ pub fn compress(data: &[u8], compression: Compression, zstd_level: i32) -> std::
 
 /// Compresses one piece after another (a segment's frames) with one zstd context: making a
 /// context costs about as much as compressing a few kilobytes.
-pub struct Compressor {
-    compression: Compression,
-    zstd_level: i32,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
+pub enum Compressor {
+    Zstd { context: zstd::bulk::Compressor<'static>, level: i32 },
+    Lz4,
+    None,
 }
 
 impl Compressor {
     /// `zstd_level` applies to zstd only.
     pub fn new(compression: Compression, zstd_level: i32) -> std::io::Result<Compressor> {
-        let zstd = match compression {
-            Compression::Zstd => Some(zstd::bulk::Compressor::new(zstd_level)?),
-            _ => None,
-        };
-        Ok(Compressor { compression, zstd_level, zstd })
+        Ok(match compression {
+            Compression::Zstd => {
+                Compressor::Zstd { context: zstd::bulk::Compressor::new(zstd_level)?, level: zstd_level }
+            }
+            Compression::Lz4 => Compressor::Lz4,
+            Compression::None => Compressor::None,
+        })
     }
 
     pub fn compress(&mut self, data: &[u8]) -> std::io::Result<Vec<u8>> {
-        match (self.compression, &mut self.zstd) {
-            (Compression::Zstd, Some(zstd)) => zstd.compress(data).or_else(|_| {
+        match self {
+            Compressor::Zstd { context, level } => context.compress(data).or_else(|_| {
                 // compress sizes its buffer with compress_bound; fall back to the streaming
                 // encoder should that ever fail.
-                let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 2), self.zstd_level)?;
+                let mut enc = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 2), *level)?;
                 enc.write_all(data)?;
                 enc.finish()
             }),
-            (Compression::Lz4, _) => {
+            Compressor::Lz4 => {
                 let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(data.len() / 2));
                 enc.write_all(data)?;
                 enc.finish().map_err(std::io::Error::other)
             }
-            _ => Ok(data.to_vec()),
+            Compressor::None => Ok(data.to_vec()),
         }
     }
 }

@@ -192,7 +192,7 @@ async fn apply_creates_children_with_one_field_manager_then_status_and_an_event(
             "STREAMFABRIC_MEMBER_TIMEOUT": "10s",
             "STREAMFABRIC_OBJECT_BATCH_BYTES": "8388608",
             "STREAMFABRIC_OBJECT_BATCH_INFLIGHT": "4",
-            "STREAMFABRIC_OBJECT_BATCH_LINGER": "5ms",
+            "STREAMFABRIC_OBJECT_BATCH_LINGER": "1ms",
             "STREAMFABRIC_OBJECT_PUT_TIMEOUT": "5s",
             "STREAMFABRIC_OBJECT_STORE": "s3://streams/orders",
             "STREAMFABRIC_OBJECT_STORE_ENDPOINT": "http://minio.storage:9000",
